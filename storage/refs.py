@@ -1,0 +1,93 @@
+"""Artifact identity: references passed between stages, manifests, and content-addressed keys.
+
+A stage's output is addressed by `key = H(stage, stage version, params, input digests)`, so the same
+inputs give the same key on any machine, and a changed parameter or input gives a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "linguaforge.manifest/1"
+KEY_LENGTH = 24  # hex chars of sha256: 96 bits, collision-free for any realistic store
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the byte form every hash in the store is taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"cannot hash a parameter of type {type(obj).__name__}: {obj!r}")
+
+
+def artifact_key(stage: str, version: str | int, params: dict[str, Any], inputs: dict[str, ArtifactRef]) -> str:
+    """The content address of a stage output. Input refs enter by digest only, never by URI,
+    so moving a store (local folder to S3) keeps every key."""
+    payload = {
+        "stage": stage,
+        "version": str(version),
+        "params": params,
+        "inputs": {name: ref.digest for name, ref in sorted(inputs.items())},
+    }
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:KEY_LENGTH]
+
+
+class ArtifactRef(BaseModel):
+    """What tasks pass to each other: a pointer to a committed artifact, never its content."""
+
+    kind: str
+    key: str
+    uri: str
+    digest: str
+    reused: bool = Field(False, description="True when the stage was skipped because the artifact was already committed")
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.key}"
+
+
+class FileEntry(BaseModel):
+    size: int
+    sha256: str
+
+
+class InputEntry(BaseModel):
+    kind: str
+    key: str
+    digest: str
+
+
+class Manifest(BaseModel):
+    """The commit marker of an artifact, written last. Holds no credentials, ever."""
+
+    format: str = MANIFEST_FORMAT
+    kind: str
+    key: str
+    stage: str
+    stage_version: str
+    params: dict[str, Any]
+    inputs: dict[str, InputEntry]
+    code_version: str
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
+    files: dict[str, FileEntry]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """Content digest: the kind, key and every file's hash. Timestamps do not enter it."""
+        body = {"kind": self.kind, "key": self.key, "files": {p: f.sha256 for p, f in sorted(self.files.items())}}
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())

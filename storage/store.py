@@ -1,0 +1,416 @@
+"""The artifact store: stage outputs as folders under any fsspec URL, committed by a manifest written last.
+
+    <root>/<kind>/<key>/manifest.json     the commit marker (files, sizes, sha256, params, inputs, metrics)
+    <root>/<kind>/<key>/...               the artifact's files
+    <root>/<kind>/<key>/checkpoints/      resumable state of a stage still running (see CheckpointArea)
+    <root>/_events/...                    one small JSON per stage execution (started / committed / failed)
+
+Reads verify every file against the manifest: a flipped byte or a truncated file is an IntegrityError,
+never silently used. Remote files are read through a local content-verified cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from storage.refs import (
+    MANIFEST_NAME,
+    ArtifactRef,
+    FileEntry,
+    InputEntry,
+    Manifest,
+    artifact_key,
+)
+
+if TYPE_CHECKING:
+    from storage.checkpoints import CheckpointArea
+
+log = logging.getLogger("linguaforge.storage")
+
+DEFAULT_STORE_URL = "./.linguaforge/store"
+DEFAULT_CACHE_DIR = "./.linguaforge/cache"
+CHECKPOINTS_DIR = "checkpoints"
+EVENTS_DIR = "_events"
+STAGING_DIR = ".staging"
+_HASH_CHUNK = 8 << 20
+_CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or used (bad URL, missing credentials, missing bucket)."""
+
+
+class IntegrityError(StoreError):
+    """A stored file does not match its manifest (missing, truncated, or altered)."""
+
+
+class NotCommittedError(StoreError):
+    """An artifact was asked for that has no manifest."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@cache
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout (recorded in every manifest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("linguaforge")
+    except PackageNotFoundError:
+        pkg = "0+unknown"
+    if env := os.environ.get("LINGUAFORGE_CODE_VERSION"):
+        return f"{pkg}+{env}"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return f"{pkg}+g{sha}"
+    except (OSError, subprocess.SubprocessError):
+        return pkg
+
+
+def _relative_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+class ArtifactStore:
+    """Content-addressed, commit-by-manifest artifact store over an fsspec URL."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_STORE_URL,
+        cache_dir: str | Path | None = None,
+        storage_options: dict[str, Any] | None = None,
+        multipart_chunksize: int | None = None,
+    ):
+        options = dict(storage_options or {})
+        if leaked := _CREDENTIAL_OPTIONS & set(options):
+            raise StoreError(
+                f"store {url!r}: credentials ({', '.join(sorted(leaked))}) must not be given in storage_options, "
+                "which end up in configs and logs; set them in the environment (AWS_ACCESS_KEY_ID, ...) instead"
+            )
+        if endpoint := options.pop("endpoint_url", None):
+            options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint
+        # A fresh filesystem object per store: fsspec's instance cache would otherwise hand back a
+        # client built with whatever credentials the environment had when it was first made.
+        options.setdefault("skip_instance_cache", True)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **options)
+        except (ImportError, ValueError) as exc:
+            raise StoreError(f"store URL {url!r} cannot be opened: {exc}") from exc
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.root = root.rstrip("/")
+        self.url = self.root if self.is_local else self.fs.unstrip_protocol(self.root)
+        self.cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR).resolve()
+        self.multipart_chunksize = multipart_chunksize
+        self._verified: dict[tuple[str, int, int], str] = {}
+        self._check_access()
+
+    # -- addressing ---------------------------------------------------------------------------
+    key = staticmethod(artifact_key)
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def uri(self, kind: str, key: str) -> str:
+        path = self._path(kind, key)
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    def _check_access(self) -> None:
+        if self.is_local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+            return
+        try:
+            self.fs.ls(self.root.split("/")[0], refresh=True)
+        except FileNotFoundError as exc:
+            raise StoreError(f"store {self.url}: bucket or folder {self.root.split('/')[0]!r} does not exist") from exc
+        except Exception as exc:  # botocore raises its own hierarchy; any failure here means "unusable"
+            hint = ""
+            if "credential" in str(exc).lower() or type(exc).__name__ in {"NoCredentialsError", "PermissionError"}:
+                hint = (" — no usable credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                        "(and AWS_ENDPOINT_URL for MinIO) in the environment")
+            raise StoreError(f"store {self.url} is not accessible: {type(exc).__name__}: {exc}{hint}") from exc
+
+    # -- reading ------------------------------------------------------------------------------
+    def exists(self, kind: str, key: str) -> bool:
+        """True only for a committed artifact (its manifest exists)."""
+        return self.fs.exists(self._path(kind, key, MANIFEST_NAME))
+
+    def manifest(self, kind: str, key: str) -> Manifest:
+        path = self._path(kind, key, MANIFEST_NAME)
+        try:
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise NotCommittedError(f"artifact {kind}/{key} is not committed in {self.url}") from exc
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValueError as exc:
+            raise IntegrityError(f"manifest of {kind}/{key} in {self.url} is not valid: {exc}") from exc
+
+    def ref(self, kind: str, key: str, reused: bool = False) -> ArtifactRef:
+        manifest = self.manifest(kind, key)
+        return ArtifactRef(kind=kind, key=key, uri=self.uri(kind, key), digest=manifest.digest, reused=reused)
+
+    def open(self, ref: ArtifactRef | tuple[str, str]) -> ArtifactReader:
+        kind, key = (ref.kind, ref.key) if isinstance(ref, ArtifactRef) else ref
+        manifest = self.manifest(kind, key)
+        if isinstance(ref, ArtifactRef) and ref.digest != manifest.digest:
+            raise IntegrityError(
+                f"artifact {kind}/{key}: the reference's digest {ref.digest[:12]} does not match the stored "
+                f"manifest's {manifest.digest[:12]} (the artifact was replaced after the reference was made)"
+            )
+        return ArtifactReader(self, manifest)
+
+    def list(self, kind: str | None = None) -> list[Manifest]:
+        pattern = self._path(kind or "*", "*", MANIFEST_NAME)
+        manifests = []
+        for path in self.fs.glob(pattern):
+            if f"/{EVENTS_DIR}/" in path or f"/{STAGING_DIR}/" in path:
+                continue
+            manifests.append(Manifest.model_validate_json(self.fs.cat_file(path)))
+        return sorted(manifests, key=lambda m: m.created_at)
+
+    def verified_local_file(self, kind: str, key: str, rel: str, entry: FileEntry) -> Path:
+        """A local path to one artifact file whose size and sha256 match the manifest."""
+        if self.is_local:
+            path = Path(self._path(kind, key, rel))
+            self._verify(path, entry, f"{kind}/{key}/{rel}")
+            return path
+        cached = self.cache_dir / "artifacts" / kind / key / rel
+        if cached.exists():
+            try:
+                self._verify(cached, entry, f"{kind}/{key}/{rel} (local cache)")
+                return cached
+            except IntegrityError:
+                log.warning("cached copy of %s/%s/%s is damaged; downloading it again", kind, key, rel)
+                cached.unlink()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            try:
+                self.fs.get_file(self._path(kind, key, rel), str(tmp))
+            except FileNotFoundError as exc:
+                raise IntegrityError(
+                    f"artifact {kind}/{key}: file {rel!r} listed in the manifest is missing from {self.url}"
+                ) from exc
+            self._verify(tmp, entry, f"{kind}/{key}/{rel}")
+            os.replace(tmp, cached)
+            self._remember(cached, entry.sha256)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cached
+
+    def _verify(self, path: Path, entry: FileEntry, label: str) -> None:
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{label}: listed in the manifest but missing") from exc
+        if st.st_size != entry.size:
+            raise IntegrityError(f"{label}: size {st.st_size} bytes, manifest says {entry.size} (truncated or altered)")
+        memo = (str(path), st.st_size, st.st_mtime_ns)
+        if self._verified.get(memo) == entry.sha256:
+            return
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise IntegrityError(
+                f"{label}: sha256 {actual[:16]}… does not match the manifest's {entry.sha256[:16]}… (altered)"
+            )
+        self._verified[memo] = actual
+
+    def _remember(self, path: Path, sha: str) -> None:
+        st = path.stat()
+        self._verified[(str(path), st.st_size, st.st_mtime_ns)] = sha
+
+    # -- writing ------------------------------------------------------------------------------
+    def _staging_root(self) -> Path:
+        # Local stores stage on the same filesystem so that commit is a rename, not a copy.
+        root = Path(self.root) / STAGING_DIR if self.is_local else self.cache_dir / STAGING_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    @contextmanager
+    def writer(
+        self,
+        kind: str,
+        key: str,
+        *,
+        stage: str,
+        stage_version: str | int,
+        params: dict[str, Any],
+        inputs: dict[str, ArtifactRef] | None = None,
+    ) -> Iterator[ArtifactWriter]:
+        """Stage files in a local folder; on a clean exit, upload them and write the manifest last.
+
+        An exception inside the block (or a kill) commits nothing: without a manifest the artifact
+        does not exist, whatever files may have reached the store.
+        """
+        staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=self._staging_root()))
+        writer = ArtifactWriter(staging)
+        try:
+            yield writer
+            writer.ref = self._commit(kind, key, staging, stage, str(stage_version), params, inputs or {},
+                                      writer.metrics)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _commit(self, kind, key, staging: Path, stage, stage_version, params, inputs, metrics) -> ArtifactRef:
+        files = {rel: FileEntry(size=(staging / rel).stat().st_size, sha256=sha256_file(staging / rel))
+                 for rel in _relative_files(staging)}
+        if MANIFEST_NAME in files:
+            raise StoreError(f"stage {stage} wrote a file named {MANIFEST_NAME}, which is reserved for the commit marker")
+        manifest = Manifest(
+            kind=kind, key=key, stage=stage, stage_version=stage_version, params=params,
+            inputs={n: InputEntry(kind=r.kind, key=r.key, digest=r.digest) for n, r in inputs.items()},
+            code_version=code_version(), files=files, metrics=metrics,
+        )
+        final = self._path(kind, key)
+        if self.is_local:
+            self._move_into_place(staging, Path(final), files)
+        else:
+            for rel in files:
+                kwargs = {"chunksize": self.multipart_chunksize} if self.multipart_chunksize else {}
+                self.fs.put_file(str(staging / rel), f"{final}/{rel}", **kwargs)
+        self._write_manifest(final, manifest)
+        log.info("committed %s/%s (%d files, %d bytes)", kind, key, len(files), manifest.total_bytes)
+        return ArtifactRef(kind=kind, key=key, uri=self.uri(kind, key), digest=manifest.digest)
+
+    def _move_into_place(self, staging: Path, final: Path, files: dict[str, FileEntry]) -> None:
+        final.mkdir(parents=True, exist_ok=True)
+        for stale in final.iterdir():  # leftovers of an earlier attempt killed before its manifest
+            if stale.name != CHECKPOINTS_DIR:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        for rel, entry in files.items():
+            target = final / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, target)
+            self._remember(target, entry.sha256)
+
+    def _write_manifest(self, final: str, manifest: Manifest) -> None:
+        body = manifest.model_dump_json(indent=2).encode()
+        if self.is_local:
+            tmp = Path(final) / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, Path(final) / MANIFEST_NAME)  # atomic: the artifact appears whole or not at all
+        else:
+            self.fs.pipe_file(f"{final}/{MANIFEST_NAME}", body)  # one PUT: object stores publish it atomically
+
+    def delete(self, kind: str, key: str) -> None:
+        """Remove an artifact: manifest first, so that it stops existing before its files go."""
+        base = self._path(kind, key)
+        if self.fs.exists(f"{base}/{MANIFEST_NAME}"):
+            self.fs.rm_file(f"{base}/{MANIFEST_NAME}")
+        if self.fs.exists(base):
+            self.fs.rm(base, recursive=True)
+
+    # -- checkpoints and execution records ----------------------------------------------------
+    def checkpoints(self, kind: str, key: str) -> CheckpointArea:
+        from storage.checkpoints import CheckpointArea
+
+        return CheckpointArea(self, kind, key)
+
+    def record_event(self, kind: str, key: str, event: str, **info: Any) -> None:
+        """Append one execution record (who ran which stage, when, with what outcome)."""
+        now = datetime.now(UTC)
+        record = {"kind": kind, "key": key, "event": event, "at": now.isoformat(), "pid": os.getpid(), **info}
+        name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{event}-{uuid.uuid4().hex[:8]}.json"
+        path = self._path(EVENTS_DIR, kind, key, name)
+        if self.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.fs.pipe_file(path, json.dumps(record, default=str).encode())
+
+    def events(self, kind: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
+        pattern = self._path(EVENTS_DIR, kind or "*", "*", "*.json")
+        records = [json.loads(self.fs.cat_file(p)) for p in self.fs.glob(pattern)]
+        records = [r for r in records if event is None or r["event"] == event]
+        return sorted(records, key=lambda r: r["at"])
+
+
+class ArtifactWriter:
+    """Handed to a stage inside `store.writer(...)`: a local folder to fill, and metrics to record."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.metrics: dict[str, Any] = {}
+        self.ref: ArtifactRef | None = None
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+        return target
+
+
+class ArtifactReader:
+    """Verified access to a committed artifact's files: local paths, JSON, Parquet, safetensors, HF folders."""
+
+    def __init__(self, store: ArtifactStore, manifest: Manifest):
+        self.store = store
+        self.manifest = manifest
+        self.ref = ArtifactRef(kind=manifest.kind, key=manifest.key, uri=store.uri(manifest.kind, manifest.key),
+                               digest=manifest.digest)
+
+    def files(self, prefix: str = "") -> list[str]:
+        return sorted(rel for rel in self.manifest.files if rel.startswith(prefix))
+
+    def path(self, rel: str) -> Path:
+        entry = self.manifest.files.get(rel)
+        if entry is None:
+            raise FileNotFoundError(
+                f"artifact {self.ref}: no file {rel!r} (it has {len(self.manifest.files)} files, "
+                f"e.g. {', '.join(list(self.manifest.files)[:5])})"
+            )
+        return self.store.verified_local_file(self.manifest.kind, self.manifest.key, rel, entry)
+
+    def dir(self, prefix: str = "") -> Path:
+        """A local folder holding every file under `prefix` (e.g. an HF model folder), all verified."""
+        rels = self.files(prefix)
+        if not rels:
+            raise FileNotFoundError(f"artifact {self.ref}: no files under {prefix!r}")
+        paths = [self.path(rel) for rel in rels]
+        root = paths[0]
+        for _ in Path(rels[0]).parts:
+            root = root.parent
+        return root / prefix if prefix else root
+
+    def read_text(self, rel: str) -> str:
+        return self.path(rel).read_text()
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.path(rel).read_text())
+
+    def read_table(self, rel: str):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path(rel))
+
+    def load_tensors(self, rel: str) -> dict:
+        from safetensors.torch import load_file
+
+        return load_file(self.path(rel))
