@@ -269,11 +269,12 @@ class ArtifactStore:
         does not exist, whatever files may have reached the store.
         """
         staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=self._staging_root()))
-        writer = ArtifactWriter(staging)
+        writer = ArtifactWriter(staging, self.checkpoints(kind, key))
         try:
             yield writer
             writer.ref = self._commit(kind, key, staging, stage, str(stage_version), params, inputs or {},
                                       writer.metrics)
+            writer.checkpoints.clear()  # resumable state is worthless once the result is committed
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -353,10 +354,12 @@ class ArtifactStore:
 
 
 class ArtifactWriter:
-    """Handed to a stage inside `store.writer(...)`: a local folder to fill, and metrics to record."""
+    """Handed to a stage inside `store.writer(...)`: a local folder to fill, metrics to record, and the
+    artifact's checkpoint area for resumable long work."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, checkpoints: CheckpointArea):
         self.path = path
+        self.checkpoints = checkpoints
         self.metrics: dict[str, Any] = {}
         self.ref: ArtifactRef | None = None
 

@@ -85,3 +85,62 @@ def s3_bucket(s3_env) -> str:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+TINY_LANGUAGES = ["en", "de", "zh", "sw", "bn"]
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory) -> dict[str, Path]:
+    """A small demo world with its trained tokenizers and tiny (untrained) models, built once per session:
+    {"world": folder, "llm": HF folder, "encoder": HF folder}."""
+    from pipelines.demo_models import (
+        build_tiny_encoder,
+        build_tiny_llm,
+        train_encoder_tokenizer,
+        train_llm_tokenizer,
+        world_texts,
+    )
+    from pipelines.demo_world import WorldSpec, generate_world
+
+    root = tmp_path_factory.mktemp("demo-assets")
+    spec = WorldSpec(languages=TINY_LANGUAGES, general_docs=120, ability_problems=300, translation_pairs=100,
+                     query_items=60, test_items=12)
+    generate_world(spec, root / "world")
+    llm_tok = train_llm_tokenizer(world_texts(root / "world"), 600, root / "llm")
+    enc_tok = train_encoder_tokenizer(world_texts(root / "world"), 600, root / "encoder")
+    build_tiny_llm(llm_tok, root / "llm", hidden=32, layers=2, seed=0)
+    build_tiny_encoder(enc_tok, root / "encoder", hidden=32, layers=2, seed=0)
+    return {"world": root / "world", "llm": root / "llm", "encoder": root / "encoder"}
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory) -> str:
+    """A real `prefect server start` process (SQLite) on 127.0.0.1; yields its API URL."""
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "true", "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/db.sqlite"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not become healthy; log: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process(proc)
+        log.close()

@@ -1,0 +1,95 @@
+"""Loading models and tokenizers the way real runs do: HF hub ids, local folders, or remote folders (s3://, gs://).
+
+The demo's tiny models go through exactly these functions, from folders written with `save_pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fsspec
+import torch
+
+from pipelines.errors import InputError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_REMOTE = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "memory://")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise InputError(f"dtype {name!r} is not one of {sorted(_DTYPES)}") from None
+
+
+def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> str:
+    """A local folder for a model stored at a remote URL (copied once into the cache); other URIs pass through
+    unchanged (a local folder, or an HF hub id that transformers resolves itself)."""
+    if not uri.startswith(_REMOTE):
+        return uri
+    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    if not fs.exists(f"{root.rstrip('/')}/config.json"):
+        raise InputError(f"model {uri}: no config.json there (expected an HF save_pretrained folder)")
+    local = Path(cache_dir).resolve() / "models" / root.strip("/").replace("/", "__")
+    if not (local / ".complete").exists():
+        local.mkdir(parents=True, exist_ok=True)
+        fs.get(root.rstrip("/") + "/", str(local) + "/", recursive=True)
+        (local / ".complete").write_text(uri)
+    return str(local)
+
+
+def load_tokenizer(uri: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(uri, revision=revision)
+
+
+def load_causal_lm(uri: str, dtype: str = "float32", revision: str | None = None):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
+
+
+def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
+    """The encoder alone: for T5-family checkpoints (mT5-xl) the decoder weights are never materialised."""
+    from transformers import AutoConfig, AutoModel, MT5EncoderModel, T5EncoderModel, UMT5EncoderModel
+    from transformers.utils import logging as hf_logging
+
+    config = AutoConfig.from_pretrained(uri, revision=revision)
+    encoder_cls = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}.get(config.model_type, AutoModel)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the skipped decoder weights are expected, not worth a report
+    try:
+        return encoder_cls.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def read_model_config(uri: str) -> dict:
+    path = Path(uri) / "config.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(uri).to_dict()
+
+
+def check_tokenizer_matches(tokenizer, model_config: dict, tokenizer_uri: str, model_uri: str) -> None:
+    """Refuse a tokenizer whose ids the model cannot embed, or whose BOS/EOS ids differ from the model's."""
+    vocab = model_config.get("vocab_size")
+    if vocab is not None and len(tokenizer) > vocab:
+        raise InputError(
+            f"tokenizer {tokenizer_uri} has {len(tokenizer)} tokens but model {model_uri} embeds only {vocab}: "
+            "it is not the model's tokenizer"
+        )
+    for name in ("bos_token_id", "eos_token_id"):
+        model_id, tok_id = model_config.get(name), getattr(tokenizer, name, None)
+        if isinstance(model_id, list):
+            model_id = model_id[0] if tok_id not in model_id else tok_id
+        if model_id is not None and tok_id is not None and model_id != tok_id:
+            raise InputError(
+                f"tokenizer {tokenizer_uri} has {name}={tok_id} but model {model_uri} expects {model_id}: "
+                "it is not the model's tokenizer"
+            )

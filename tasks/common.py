@@ -1,0 +1,151 @@
+"""What every stage task shares: the store-is-the-truth skip, execution records, sources, retry policy.
+
+A stage task computes its artifact key from (stage, version, params, input digests); if the store already
+has that key committed, the stage is skipped — whatever Prefect's own database remembers or forgot.
+Otherwise it runs the science in `pipelines/` into a staging folder and commits it, manifest last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext, TaskRunContext
+from pydantic import BaseModel
+
+from flows.config import DEMO_PREFIX, StoreConfig
+from pipelines.errors import InputError
+from pipelines.models import resolve_model_dir
+from storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
+
+
+@lru_cache(maxsize=8)
+def _store(url: str, cache_dir: str, options: tuple) -> ArtifactStore:
+    return ArtifactStore(url, cache_dir=cache_dir, storage_options=dict(options))
+
+
+def open_store(cfg: StoreConfig) -> ArtifactStore:
+    """One store object per (url, cache, options) per process: its verified-file memo is then shared."""
+    return _store(cfg.url, cfg.cache_dir, tuple(sorted(cfg.storage_options.items())))
+
+
+class Source(BaseModel):
+    """A stage input that is either a file/folder inside a committed artifact, or an external URI
+    (HF hub id, local path, s3:// URL). Artifacts enter the stage key by digest, URIs by value."""
+
+    ref: ArtifactRef | None = None
+    path: str = ""
+    uri: str | None = None
+
+    @classmethod
+    def of(cls, ref: ArtifactRef, path: str = "") -> Source:
+        return cls(ref=ref, path=path)
+
+    @property
+    def label(self) -> str:
+        return f"{self.ref}/{self.path}".rstrip("/") if self.ref else str(self.uri)
+
+    def key_parts(self, name: str) -> tuple[dict[str, Any], dict[str, ArtifactRef]]:
+        if self.ref is not None:
+            return {name: {"artifact_path": self.path}}, {name: self.ref}
+        return {name: {"uri": self.uri}}, {}
+
+    def local(self, store: ArtifactStore, folder: bool = True) -> str:
+        """A local path (verified, cached for remote stores) or, for hub ids, the id itself."""
+        if self.ref is not None:
+            reader = store.open(self.ref)
+            return str(reader.dir(self.path) if folder else reader.path(self.path))
+        return resolve_model_dir(self.uri, store.cache_dir) if folder else str(self.uri)
+
+
+def demo_source(uri: str, world: ArtifactRef | None, suffix: str = "") -> Source:
+    """Map a `demo:<path>` URI to the file inside the demo-world artifact; other URIs pass through."""
+    if not uri.startswith(DEMO_PREFIX):
+        return Source(uri=uri)
+    if world is None:
+        raise InputError(f"{uri} names the demo world, but this run has no demo world (demo: null)")
+    return Source(ref=world, path=uri.removeprefix(DEMO_PREFIX) + suffix)
+
+
+def stage_key_parts(params: dict[str, Any], sources: dict[str, Source]) -> tuple[dict, dict[str, ArtifactRef]]:
+    params, inputs = dict(params), {}
+    for name, source in sources.items():
+        p, i = source.key_parts(name)
+        params |= p
+        inputs |= i
+    return params, inputs
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Retry I/O and service hiccups; never retry bad input, which fails the same way every time."""
+    try:
+        state.result()
+    except (InputError, StoreError, ValueError, TypeError, KeyError):
+        return False
+    except Exception:  # noqa: BLE001 - anything else (network, OOM-killer'd worker, S3 5xx) may pass
+        return True
+    return False
+
+
+def _run_ids() -> dict[str, str]:
+    ids = {}
+    if (flow_ctx := FlowRunContext.get()) and flow_ctx.flow_run:
+        ids["flow_run_id"] = str(flow_ctx.flow_run.id)
+    if (task_ctx := TaskRunContext.get()) and task_ctx.task_run:
+        ids["task_run_id"] = str(task_ctx.task_run.id)
+    return ids
+
+
+def run_stage(
+    store: ArtifactStore,
+    *,
+    kind: str,
+    stage: str,
+    version: int,
+    params: dict[str, Any],
+    sources: dict[str, Source] | None = None,
+    build: Callable[[ArtifactWriter], None],
+    describe: Callable[[ArtifactWriter], str] | None = None,
+) -> ArtifactRef:
+    """Skip if committed; else build into a staging folder, commit, and record the execution."""
+    logger = get_run_logger()
+    full_params, inputs = stage_key_parts(params, sources or {})
+    key = store.key(stage, version, full_params, inputs)
+    if store.exists(kind, key):
+        logger.info("%s: skipped, %s/%s is already committed", stage, kind, key)
+        return store.ref(kind, key, reused=True)
+    ids = _run_ids()
+    store.record_event(kind, key, "started", stage=stage, **ids)
+    began = time.perf_counter()
+    try:
+        with store.writer(kind, key, stage=stage, stage_version=version, params=full_params, inputs=inputs) as w:
+            build(w)
+            w.metrics.setdefault("seconds", round(time.perf_counter() - began, 2))
+    except BaseException as exc:
+        store.record_event(kind, key, "failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000], **ids)
+        raise
+    store.record_event(kind, key, "committed", stage=stage, seconds=w.metrics["seconds"], **ids)
+    logger.info("%s: committed %s in %.1fs", stage, w.ref.uri, w.metrics["seconds"])
+    _publish(stage, kind, w, describe)
+    return w.ref
+
+
+def _publish(stage: str, kind: str, writer: ArtifactWriter, describe: Callable | None) -> None:
+    """A markdown artifact in the Prefect UI: what the stage made, where, and its key metrics."""
+    lines = [f"### {stage}", "", f"**artifact** `{writer.ref.uri}`", ""]
+    if describe is not None:
+        lines += [describe(writer), ""]
+    scalars = {k: v for k, v in writer.metrics.items() if isinstance(v, int | float | str | bool)}
+    if scalars:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scalars.items()]
+    create_markdown_artifact("\n".join(lines), key=_artifact_key(f"{kind}-{writer.ref.key[:12]}"),
+                             description=f"{stage} output")
+
+
+def _artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")

@@ -1,0 +1,68 @@
+"""Corpus stages: pack one language's (or the ability) corpus; mix ability and pivot-language text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from flows.config import CorpusSource, RunConfig
+from pipelines.corpus import CorpusSpec, mix_corpora, pack_corpus, read_documents, write_stats
+from pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
+from storage import ArtifactRef, ArtifactWriter
+from tasks.common import Source, demo_source, open_store, retry_transient, run_stage
+from tasks.progress import StageProgress
+
+CORPUS_PREP_VERSION = 1
+MIXTURE_VERSION = 1
+
+
+def tokenizer_source(cfg: RunConfig, base: Source) -> Source:
+    return Source(uri=cfg.models.tokenizer) if cfg.models.tokenizer else base
+
+
+@task(name="corpus_prep", task_run_name="corpus_prep-{name}", retries=2, retry_condition_fn=retry_transient)
+def corpus_prep(cfg: RunConfig, name: str, language: str, corpus: CorpusSource, world: ArtifactRef | None,
+                base: Source) -> ArtifactRef:
+    """Read, normalise, filter, tokenize (with the base model's tokenizer) and pack one corpus."""
+    store = open_store(cfg.store)
+    prep = cfg.corpus_prep
+    source = demo_source(corpus.uri, world, suffix=".jsonl" if corpus.uri.startswith("demo:") else "")
+    tokenizer_src = tokenizer_source(cfg, base)
+    params = {"language": language, "format": corpus.format, "text_field": corpus.text_field,
+              "split": corpus.split, "max_documents": corpus.max_documents, "block_size": prep.block_size,
+              "packing": prep.packing, "min_chars": prep.min_chars, "max_chars": prep.max_chars}
+
+    def build(w: ArtifactWriter) -> None:
+        tokenizer_path, model_path = tokenizer_src.local(store), base.local(store)
+        tokenizer = load_tokenizer(tokenizer_path)
+        check_tokenizer_matches(tokenizer, read_model_config(model_path), tokenizer_src.label, base.label)
+        uri = source.local(store, folder=False)
+        spec = CorpusSpec(uri=uri, language=language, format=corpus.format, text_field=corpus.text_field,
+                          split=corpus.split, max_documents=corpus.max_documents)
+        with StageProgress(f"corpus {name}") as progress:
+            stats = pack_corpus(read_documents(spec, cfg.store.storage_options), tokenizer, w.path,
+                                prep.block_size, prep.packing, prep.min_chars, prep.max_chars,
+                                source=f"{name} ({corpus.uri})", progress=progress)
+        w.metrics.update(write_stats(stats, w.path, language=language, source=corpus.uri))
+
+    return run_stage(store, kind="corpus", stage="corpus_prep", version=CORPUS_PREP_VERSION, params=params,
+                     sources={"corpus": source, "tokenizer": tokenizer_src}, build=build)
+
+
+@task(name="corpus_mixture", retries=2, retry_condition_fn=retry_transient)
+def corpus_mixture(cfg: RunConfig, ability: ArtifactRef, general: ArtifactRef) -> ArtifactRef:
+    """The ability + pivot-language mixture that LLM_{A,L0} is trained on, by token share."""
+    store = open_store(cfg.store)
+    ratio = cfg.corpus_prep.ability_mix_ratio
+    params = {"ability_share": ratio, "seed": cfg.seed}
+    sources = {"ability": Source.of(ability), "general": Source.of(general)}
+
+    def build(w: ArtifactWriter) -> None:
+        parts = {name: Path(src.local(store)) for name, src in sources.items()}
+        taken = mix_corpora(parts, {"ability": ratio, "general": 1.0 - ratio}, w.path, cfg.seed)
+        w.write_json("stats.json", {"blocks": sum(taken.values()), "blocks_per_part": taken})
+        w.metrics.update({"blocks": sum(taken.values())} | {f"blocks_{k}": v for k, v in taken.items()})
+
+    return run_stage(store, kind="corpus", stage="corpus_mixture", version=MIXTURE_VERSION, params=params,
+                     sources=sources, build=build)

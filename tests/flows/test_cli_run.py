@@ -1,0 +1,106 @@
+"""`linguaforge run` and `linguaforge artifacts` as a user runs them: real subprocesses, real Prefect."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from storage import ArtifactStore
+
+TINY = {
+    "name": "tiny", "languages": ["de", "sw"],
+    "demo": {"general_docs": 60, "ability_problems": 80, "translation_pairs": 20, "query_items": 10,
+             "test_items": 4, "vocab_size": 400, "llm_hidden_size": 32, "encoder_hidden_size": 32,
+             "bootstrap": {"train": {"steps": 4, "batch_tokens": 512, "micro_batch_size": 4}}},
+    "corpus_prep": {"block_size": 32},
+}
+
+
+def _config(tmp_path: Path, **overrides) -> Path:
+    data = json.loads(json.dumps(TINY))
+    data["store"] = {"url": str(tmp_path / "store"), "cache_dir": str(tmp_path / "cache")}
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _cli(*args, cwd: Path, api_url: str | None = None, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", **(extra_env or {})}
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, repo_root):
+    config = _config(tmp_path)
+    first = _cli("run", str(config), cwd=repo_root)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "stage(s) ran, 0 skipped" in first.stdout
+    store = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache")
+    committed = store.list()
+    assert {m.kind for m in committed} >= {"demo_world", "tiny_models", "base_llm", "corpus"}
+    languages = {m.params.get("language") for m in committed if m.stage == "corpus_prep"}
+    assert languages == {"en", "de", "sw"}
+
+    second = _cli("run", str(config), cwd=repo_root)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "nothing re-executed" in second.stdout
+    assert len(store.list()) == len(committed)
+    assert len(store.events(event="committed")) == len(committed)  # nothing executed twice
+
+    listing = _cli("artifacts", str(config), cwd=repo_root)
+    assert listing.returncode == 0 and f"{len(committed)} artifact(s)" in listing.stdout
+
+
+def test_bad_config_exits_2_naming_each_field(tmp_path, repo_root):
+    config = _config(tmp_path, languages=["de", "qq"], **{"probe.k1_percent": 150})
+    result = _cli("run", str(config), cwd=repo_root)
+    assert result.returncode == 2
+    assert "languages[1]: 'qq' is not an ISO 639-1 language code" in result.stderr
+    assert "probe.k1_percent: Input should be less than or equal to 100" in result.stderr
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_missing_corpus_file_fails_clearly_and_commits_no_corpus(tmp_path, repo_root, prefect_server):
+    missing = tmp_path / "nowhere" / "de.jsonl"
+    config = _config(tmp_path, **{"corpora.general": {"de": {"uri": str(missing)}}})
+    result = _cli("run", str(config), cwd=repo_root, api_url=prefect_server)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{missing}: file does not exist" in result.stderr
+    store = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache")
+    assert not [m for m in store.list("corpus") if m.params["language"] == "de"]
+    assert [e for e in store.events("corpus", event="failed") if "de.jsonl" in e["error"]]
+
+
+@pytest.mark.slow
+def test_tokenizer_that_is_not_the_models(tmp_path, repo_root, prefect_server, demo_assets):
+    config = _config(tmp_path, **{"models.tokenizer": str(demo_assets["encoder"])})
+    result = _cli("run", str(config), cwd=repo_root, api_url=prefect_server)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "it is not the model's tokenizer" in result.stderr
+    assert ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "c").list("corpus") == []
+
+
+def test_store_without_credentials(tmp_path, repo_root, s3_endpoint, prefect_server):
+    config = _config(tmp_path, **{"store.url": "s3://some-bucket/runs"})
+    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}
+    result = _cli("run", str(config), cwd=repo_root, api_url=prefect_server, extra_env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "s3://some-bucket/runs is not accessible" in result.stderr and "credentials" in result.stderr

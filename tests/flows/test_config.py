@@ -1,0 +1,86 @@
+"""The run configuration: paper defaults, YAML files, and one clear message per bad field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.config import ConfigError, RunConfig, load_config, parse_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_paper_defaults():
+    cfg = RunConfig()
+    assert cfg.probe.k1_percent == 5.0 and cfg.probe.granularity == "row"
+    assert (cfg.decompose.alpha, cfg.decompose.beta) == (0.8, 0.2)
+    assert (cfg.merge.k2_percent, cfg.merge.gamma, cfg.merge.eta) == (80.0, 0.2, 1.0)
+    assert cfg.language_weights() == {c: 1.0 for c in cfg.languages}
+    mm = cfg.mindmerger
+    assert (mm.mapping.learning_rate, mm.adam_betas, mm.adam_eps, mm.weight_decay, mm.grad_clip) == \
+        (2e-5, (0.8, 0.999), 1e-8, 3e-7, 1.0)
+    assert (mm.mapping.global_batch_size, mm.mapping.epochs) == (128, 3.0)
+    assert (mm.mapping.max_source_len, mm.augmentation.max_source_len, mm.augmentation.max_target_len) == \
+        (200, 512, 512)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_load(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.corpora.general.keys() >= set(cfg.all_languages)
+
+
+def test_demo_config_fills_demo_sources():
+    cfg = load_config(CONFIGS / "demo.yaml")
+    assert cfg.corpora.general["sw"].uri == "demo:general/sw"
+    assert cfg.mindmerger.translation_data["bn"] == "demo:translation/bn"
+
+
+def test_one_message_per_bad_field():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"languages": ["de", "xx"], "probe": {"k1_percent": 0, "granularity": "neuron"},
+                      "merge": {"k2_percent": 120}, "decompose": {"alhpa": 1}}, "bad.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid run configuration bad.yaml:"
+    body = "\n".join(lines[1:])
+    assert len(lines) == 6, body
+    assert "languages: languages[1]: 'xx' is not an ISO 639-1 language code" in body
+    assert "probe.k1_percent: Input should be greater than 0" in body
+    assert "probe.granularity: Input should be 'row' or 'element'" in body
+    assert "merge.k2_percent: Input should be less than or equal to 100" in body
+    assert "decompose.alhpa: Extra inputs are not permitted" in body
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"languages": ["Swahili"]}, "the ISO 639-1 code for Swahili is 'sw'"),
+    ({"languages": ["de", "de"]}, "languages lists de more than once"),
+    ({"languages": ["en"]}, "pivot_language 'en' must not also be a target language"),
+    ({"merge": {"mu": {"de": 1.0}}}, "merge.mu must give a weight for exactly the target languages"),
+    ({"demo": None, "models": {"base_llm": "meta-llama/Meta-Llama-3-8B"}}, "corpora.general has no corpus for en"),
+    ({"demo": None, "corpora": {"general": {c: {"uri": f"/d/{c}.jsonl"} for c in ["en", "de", "zh", "sw", "bn"]}}},
+     "models.base_llm = 'demo:llm' names the demo world, but demo is null"),
+])
+def test_cross_field_errors(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: expected a mapping at the top level, got list"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_schema_carries_what_the_ui_form_needs():
+    schema = RunConfig.model_json_schema()
+    probe = schema["$defs"]["ProbeConfig"]["properties"]
+    assert probe["k1_percent"]["exclusiveMinimum"] == 0 and probe["k1_percent"]["maximum"] == 100
+    assert probe["granularity"]["enum"] == ["row", "element"]
+    assert "row-delta norm" in probe["granularity"]["description"]
+    assert schema["properties"]["languages"]["title"] == "Target languages (L_i)"
