@@ -140,11 +140,20 @@ def adamw_param_groups(params: list[tuple[str, torch.nn.Parameter]], weight_deca
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class TorchBackend:
-    """Plain torch on one device: AdamW over the trainable parameters, LR set per step from the schedule."""
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
-    def __init__(self, model: torch.nn.Module, settings: TrainSettings, device: torch.device | None = None):
+
+class TorchBackend:
+    """Plain torch on one device: AdamW over the trainable parameters, LR set per step from the schedule.
+
+    `loss_fn(model, batch)` returns the summed loss of a micro-batch; other models (MindMerger's
+    encoder + mapping + LLM) reuse the back end with their own loss.
+    """
+
+    def __init__(self, model: torch.nn.Module, settings: TrainSettings, device: torch.device | None = None,
+                 loss_fn: LossFn = causal_lm_loss_sum):
         self.settings = settings
+        self.loss_fn = loss_fn
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
         self.named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -159,7 +168,7 @@ class TorchBackend:
     def forward_backward(self, batch: dict[str, torch.Tensor], loss_scale: float) -> float:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with self.autocast:
-            loss = causal_lm_loss_sum(self.model, batch)
+            loss = self.loss_fn(self.model, batch)
         (loss * loss_scale).backward()
         return loss.item()
 
