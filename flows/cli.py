@@ -81,12 +81,20 @@ def _print_summary(outputs: dict, cfg, seconds: float) -> None:
     for name, ref in outputs.items():
         ran += not ref.reused
         status = "[dim]skipped (committed)[/]" if ref.reused else "[green]ran[/]"
-        table.add_row(name, status, f"{ref.kind}/{ref.key}", ref.uri)
+        table.add_row(name, status, f"{ref.kind}/{ref.key[:12]}", _short(ref.uri))
     console.print(table)
     if ran == 0:
         console.print(f"Every stage was already committed in {cfg.store.url}: nothing re-executed.")
     else:
         console.print(f"{ran} stage(s) ran, {len(outputs) - ran} skipped. Artifacts are in {cfg.store.url}.")
+
+
+def _short(uri: str) -> str:
+    """Local paths relative to the working directory; URLs as they are."""
+    try:
+        return os.path.relpath(uri) if "://" not in uri else uri
+    except ValueError:
+        return uri
 
 
 def cmd_artifacts(args) -> int:
