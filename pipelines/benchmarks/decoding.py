@@ -1,0 +1,192 @@
+"""Decoding: the model side of evaluation, as a small protocol any model can implement.
+
+`TextGenerator.generate` turns items into output texts (greedy); `OptionScorer.option_logprobs` gives the
+log-likelihood of each item's option continuations after its prompt. `HFCausalLMGenerator` implements
+both for any HF causal LM; a MindMerger model (encoder + mapping + LLM, generating from `inputs_embeds`)
+implements the same two methods and is scored by the same code.
+
+Greedy generation runs in batches of prompts sorted by token length (little padding), left-padded, with
+the KV cache, per-benchmark `max_new_tokens` and stop strings; outputs are cut at EOS and at the first
+stop string. Results do not depend on the batch size: padding is masked and positions come from the
+mask, so a padded row computes what it computes alone (up to float rounding, which greedy argmax absorbs).
+
+Log-likelihood scoring reads the prompt once and the options of an item together as one batch on top
+of its KV cache, so an item with 5 options costs about one forward pass over prompt + longest option.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from pipelines.benchmarks.items import BenchmarkItem
+from pipelines.errors import InputError
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    def generate(self, items: Sequence[BenchmarkItem], max_new_tokens: int, stop: Sequence[str]) -> list[str]:
+        """Greedy continuation of each item's prompt, cut at EOS and at the first stop string."""
+        ...
+
+
+@runtime_checkable
+class OptionScorer(Protocol):
+    def option_logprobs(self, items: Sequence[BenchmarkItem]) -> list[list[float]]:
+        """Per item, the summed log-probability of each of `item.continuations` after `item.prompt`."""
+        ...
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the earliest occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            pos = text.find(s)
+            if pos != -1:
+                cut = min(cut, pos)
+    return text[:cut]
+
+
+class HFCausalLMGenerator:
+    """Any HF causal LM + its tokenizer, batched. A tokenizer without a pad token is fine: padded
+    positions are masked, so any id serves (EOS, as MindMerger does, else 0)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device | None = None):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if device is not None:
+            self.model.to(self.device)
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos |= set(gen_eos) if isinstance(gen_eos, list | tuple) else {gen_eos}
+        self.eos_ids = sorted(e for e in eos if e is not None)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+        # transformers renamed `past_key_values` to `cache` during v5; accept models of either side
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    @classmethod
+    def from_pretrained(cls, uri: str, dtype: str = "float32", batch_size: int = 8,
+                        device: str | None = None, tokenizer_uri: str | None = None,
+                        revision: str | None = None) -> HFCausalLMGenerator:
+        """Load a model (HF id, folder or fsspec URL) and its tokenizer the way the pipeline does."""
+        from pipelines.models import load_causal_lm, load_tokenizer, resolve_model_dir
+
+        local = resolve_model_dir(uri)
+        tokenizer = load_tokenizer(resolve_model_dir(tokenizer_uri) if tokenizer_uri else local, revision=revision)
+        return cls(load_causal_lm(local, dtype=dtype, revision=revision), tokenizer, batch_size, device)
+
+    # -- generation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, items: Sequence[BenchmarkItem], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        from transformers import GenerationConfig
+
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        stop = [s for s in stop if s]
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                  eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id,
+                                  stop_strings=stop or None)
+        prompts = self._encode([it.prompt for it in items], "prompt", items)
+        outputs: list[str | None] = [None] * len(items)
+        for batch in self._batches([len(p) for p in prompts]):
+            input_ids, mask = self._left_pad([prompts[i] for i in batch])
+            generated = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                            tokenizer=self.tokenizer if stop else None)
+            for i, row in zip(batch, generated[:, input_ids.shape[1]:].tolist(), strict=True):
+                outputs[i] = self._finish(row, stop)
+        return outputs  # type: ignore[return-value]
+
+    def _finish(self, tokens: list[int], stop: Sequence[str]) -> str:
+        for j, t in enumerate(tokens):
+            if t in self.eos_ids:
+                tokens = tokens[:j]
+                break
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return cut_at_stop(text, stop)
+
+    # -- log-likelihood ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def option_logprobs(self, items: Sequence[BenchmarkItem]) -> list[list[float]]:
+        prompts = self._encode([it.prompt for it in items], "prompt", items)
+        options = []
+        for it in items:
+            if not it.continuations:
+                raise InputError(f"item {it.id} ({it.benchmark}/{it.language}) has no options to score")
+            ids = self.tokenizer(list(it.continuations), add_special_tokens=False)["input_ids"]
+            for text, tok in zip(it.continuations, ids, strict=True):
+                if not tok:
+                    raise InputError(f"item {it.id}: option {text!r} encodes to no tokens")
+            options.append(ids)
+        scores: list[list[float] | None] = [None] * len(items)
+        # items of one batch must have the same number of options (the KV cache is repeated per option)
+        by_count: dict[int, list[int]] = {}
+        for i, opts in enumerate(options):
+            by_count.setdefault(len(opts), []).append(i)
+        for indices in by_count.values():
+            for sub in self._batches([len(prompts[i]) for i in indices]):
+                batch = [indices[j] for j in sub]
+                result = self._score_options([prompts[i] for i in batch], [options[i] for i in batch])
+                for i, s in zip(batch, result, strict=True):
+                    scores[i] = s
+        return scores  # type: ignore[return-value]
+
+    def _score_options(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
+        k = len(options[0])
+        input_ids, mask = self._left_pad(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(k, dim=0)  # (B*K, V)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache.batch_repeat_interleave(k)
+        flat = [o for opts in options for o in opts]
+        width = max(len(o) for o in flat)
+        opt_ids = torch.full((len(flat), width), self.pad_id, dtype=torch.long)
+        opt_mask = torch.zeros((len(flat), width), dtype=torch.long)
+        for r, o in enumerate(flat):
+            opt_ids[r, : len(o)] = torch.tensor(o)
+            opt_mask[r, : len(o)] = 1
+        opt_ids, opt_mask = opt_ids.to(self.device), opt_mask.to(self.device)
+        prompt_len = mask.sum(-1).repeat_interleave(k)
+        out = self.model(input_ids=opt_ids, attention_mask=torch.cat([mask.repeat_interleave(k, dim=0), opt_mask], 1),
+                         position_ids=prompt_len[:, None] + torch.arange(width, device=self.device)[None],
+                         use_cache=True, **{self._cache_kwarg: cache})
+        token_lp = torch.empty(opt_ids.shape, dtype=torch.float32, device=self.device)
+        token_lp[:, 0] = first.gather(1, opt_ids[:, :1]).squeeze(1)
+        if width > 1:
+            rest = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+            token_lp[:, 1:] = rest.gather(2, opt_ids[:, 1:, None]).squeeze(2)
+        sums = (token_lp * opt_mask).sum(-1).view(len(options), k)
+        return sums.tolist()
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _encode(self, texts: list[str], what: str, items: Sequence[BenchmarkItem]) -> list[list[int]]:
+        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        for it, tok in zip(items, ids, strict=True):
+            if not tok:
+                raise InputError(f"item {it.id} ({it.benchmark}/{it.language}): the {what} encodes to no tokens")
+        return ids
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped into batches, longest prompts first (similar lengths share a batch, and a batch
+        that does not fit in memory fails at once, not at the end)."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        return [order[s: s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s):] = torch.tensor(s)
+            mask[r, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)

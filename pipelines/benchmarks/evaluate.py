@@ -1,0 +1,188 @@
+"""Evaluation units: one model × one benchmark × one language, as one function call writing one folder.
+
+`evaluate_unit` loads the items, templates them, decodes (generation or option log-likelihood), scores
+them with every rule of the benchmark, and writes `records.parquet` (one row per item) and
+`scores.json` (per-rule accuracy with its 95 % interval) into `out_dir`. Both files are written under
+temporary names and renamed at the end, so a failed unit leaves no half-written result behind. The
+lead's store commits that folder as the unit's artifact; Prefect fans units out in parallel.
+
+`evaluate_model` is what `linguaforge eval --model ... --benchmark ... --data ...` calls: any HF causal
+LM, every language of the data (or the ones asked for), then a report over them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator
+from pipelines.benchmarks.items import BenchmarkItem
+from pipelines.benchmarks.loaders import available_languages, load_raw
+from pipelines.benchmarks.prompts import build_items, load_exemplars, load_preset, stop_strings
+from pipelines.benchmarks.registry import get_benchmark
+from pipelines.benchmarks.scoring import score_classification, score_math, summarise
+from pipelines.errors import InputError
+from pipelines.languages import check_language
+
+Progress = Callable[[int, int, dict], None]
+RECORDS_FILE, SCORES_FILE = "records.parquet", "scores.json"
+
+
+def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_source: str,
+                  out_dir: str | Path, preset: str = "mindmerger", limit: int | None = None,
+                  progress: Progress | None = None, *, scoring: str = "generate",
+                  max_new_tokens: int | None = None, exemplars: str | None = None,
+                  model_name: str | None = None, base_name: str | None = None,
+                  storage_options: dict | None = None) -> dict:
+    """Score `generator` on one benchmark language; write records.parquet + scores.json; return the scores.
+
+    scoring: "generate" (greedy text, every rule of the benchmark) or "loglik" (classification only: the
+    option with the highest log-likelihood is the answer). `model_name`/`base_name` are recorded for the
+    comparison report (base_name None: this model is a base).
+    """
+    bench = get_benchmark(benchmark)
+    language = check_language(language, f"{bench.name} language")
+    if scoring not in ("generate", "loglik"):
+        raise InputError(f"scoring must be 'generate' or 'loglik', got {scoring!r}")
+    if scoring == "loglik" and bench.task == "math":
+        raise InputError(f"{bench.name} is free-form math: log-likelihood scoring needs options (use generate)")
+    if scoring == "loglik" and not isinstance(generator, OptionScorer):
+        raise InputError(f"{type(generator).__name__} has no option_logprobs: it cannot score by log-likelihood")
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be at least 1, got {limit}")
+
+    prompt_preset = load_preset(preset)
+    shots = load_exemplars(exemplars, storage_options) if exemplars else None
+    rows = load_raw(bench, data_source, language, storage_options)[:limit]
+    items = build_items(bench, rows, language, prompt_preset, shots)
+    budget = max_new_tokens or bench.max_new_tokens
+    stop = stop_strings(bench, prompt_preset, language, shots)
+
+    started = time.perf_counter()
+    outputs, logprobs = _decode(generator, items, scoring, budget, stop, progress, bench.task)
+    elapsed = time.perf_counter() - started
+
+    rules = ("loglik",) if scoring == "loglik" else bench.rules
+    records = [_record(it, out, lp, rules, scoring, prompt_preset.name, bench.task)
+               for it, out, lp in zip(items, outputs, logprobs, strict=True)]
+    per_rule = {rule: summarise([r[f"correct_{rule}"] for r in records]) for rule in rules}
+    scores = {
+        "model": model_name, "base": base_name, "benchmark": bench.name, "language": language,
+        "preset": prompt_preset.name, "scoring": scoring, "primary_rule": rules[0],
+        **per_rule[rules[0]], "rules": per_rule,
+        "max_new_tokens": budget if scoring == "generate" else None, "stop": stop,
+        "data_source": data_source, "limit": limit, "exemplars": exemplars,
+        "seconds": round(elapsed, 3), "items_per_second": round(len(items) / elapsed, 3) if elapsed > 0 else None,
+    }
+    _write_unit(Path(out_dir), records, scores)
+    return scores
+
+
+def _decode(generator, items: list[BenchmarkItem], scoring: str, budget: int, stop: list[str],
+            progress: Progress | None, task: str) -> tuple[list[str], list[list[float] | None]]:
+    """Outputs (and option log-probs) in item order, in chunks so that progress is reported as it goes."""
+    chunk = max(1, 4 * int(getattr(generator, "batch_size", 8)))
+    outputs: list[str] = []
+    logprobs: list[list[float] | None] = []
+    right = 0
+    for start in range(0, len(items), chunk):
+        part = items[start: start + chunk]
+        if scoring == "loglik":
+            lps = generator.option_logprobs(part)
+            outs = [it.options[max(range(len(lp)), key=lp.__getitem__)] for it, lp in zip(part, lps, strict=True)]
+        else:
+            outs, lps = generator.generate(part, budget, stop), [None] * len(part)
+        if len(outs) != len(part):
+            raise RuntimeError(f"{type(generator).__name__} returned {len(outs)} outputs for {len(part)} items")
+        outputs += outs
+        logprobs += lps
+        if progress is not None:
+            right += sum(_primary_correct(it, o, task) for it, o in zip(part, outs, strict=True))
+            progress(len(outputs), len(items), {"accuracy": right / len(outputs)})
+    return outputs, logprobs
+
+
+def _primary_correct(item: BenchmarkItem, output: str, task: str) -> bool:
+    scored = score_math(output, item.gold, item.answer_phrases) if task == "math" else \
+        score_classification(output, item.gold, item.options)
+    return next(iter(scored.values()))[1]
+
+
+def _record(item: BenchmarkItem, output: str, logprobs: list[float] | None, rules: Sequence[str],
+            scoring: str, preset: str, task: str) -> dict:
+    if scoring == "loglik":
+        scored = {"loglik": (output, output == item.gold)}
+    elif task == "math":
+        scored = score_math(output, item.gold, item.answer_phrases)
+    else:
+        scored = score_classification(output, item.gold, item.options)
+    record = {"id": item.id, "benchmark": item.benchmark, "language": item.language, "preset": preset,
+              "scoring": scoring, "prompt": item.prompt, "source_text": item.source_text, "output": output,
+              "gold": item.gold, "options": list(item.options),
+              "extracted": scored[rules[0]][0], "correct": bool(scored[rules[0]][1]),
+              "option_logprobs": logprobs}
+    for rule in rules:
+        record[f"extracted_{rule}"], record[f"correct_{rule}"] = scored[rule][0], bool(scored[rule][1])
+    record["meta"] = json.dumps(item.meta, ensure_ascii=False) if item.meta else None
+    return record
+
+
+_RECORD_SCHEMA_FIXED = {"options": pa.list_(pa.string()), "option_logprobs": pa.list_(pa.float64())}
+
+
+def _write_unit(out_dir: Path, records: list[dict], scores: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fields = []
+    for name in records[0]:
+        if name in _RECORD_SCHEMA_FIXED:
+            fields.append(pa.field(name, _RECORD_SCHEMA_FIXED[name]))
+        elif name.startswith("correct"):
+            fields.append(pa.field(name, pa.bool_()))
+        else:
+            fields.append(pa.field(name, pa.string()))
+    table = pa.Table.from_pylist(records, schema=pa.schema(fields))
+    tmp_records, tmp_scores = out_dir / f".{RECORDS_FILE}.tmp", out_dir / f".{SCORES_FILE}.tmp"
+    try:
+        pq.write_table(table, tmp_records)
+        tmp_scores.write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp_records, out_dir / RECORDS_FILE)
+        os.replace(tmp_scores, out_dir / SCORES_FILE)  # scores last: its presence means the unit is whole
+    finally:
+        tmp_records.unlink(missing_ok=True)
+        tmp_scores.unlink(missing_ok=True)
+
+
+def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
+                   languages: Sequence[str] | None = None, preset: str = "mindmerger", batch_size: int = 8,
+                   limit: int | None = None, scoring: str = "generate", max_new_tokens: int | None = None,
+                   exemplars: str | None = None, dtype: str = "float32", device: str | None = None,
+                   model_name: str | None = None, storage_options: dict | None = None,
+                   progress: Progress | None = None) -> list[dict]:
+    """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language under
+    `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` + `comparison.png`. Returns the scores."""
+    from pipelines.benchmarks.report import build_comparison
+
+    bench = get_benchmark(benchmark)
+    langs = list(languages) if languages else available_languages(bench, data, storage_options)
+    if not langs:
+        raise InputError(f"{data}: no {bench.name} languages found there")
+    generator = HFCausalLMGenerator.from_pretrained(model, dtype=dtype, batch_size=batch_size, device=device)
+    name = model_name or model.rstrip("/").rsplit("/", 1)[-1]
+    results = []
+    for i, lang in enumerate(langs):
+        unit_progress = None
+        if progress is not None:
+            def unit_progress(done, total, metrics, _lang=lang, _i=i):
+                progress(_i * total + done, len(langs) * total, {"language": _lang, **metrics})
+        results.append(evaluate_unit(generator, bench.name, lang, data, Path(out_dir) / bench.name / lang,
+                                     preset=preset, limit=limit, progress=unit_progress, scoring=scoring,
+                                     max_new_tokens=max_new_tokens, exemplars=exemplars, model_name=name,
+                                     storage_options=storage_options))
+    build_comparison(results, out_dir)
+    return results

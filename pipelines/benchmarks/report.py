@@ -1,0 +1,244 @@
+"""The comparison report: every evaluated model beside its base, language by language.
+
+`build_comparison(scores, out_dir)` takes per-language score dicts (as `evaluate_unit` writes them:
+model, base, benchmark, language, accuracy, n, ci_low, ci_high, primary_rule), writes `report.md` and
+`comparison.png`, and returns the table as a list of dict rows with the same keys in every row (what a
+Prefect table artifact takes). `build_report(paths, out_dir)` does the same from score JSON files or
+folders holding them (`linguaforge report RUN`).
+
+Table: one row per benchmark × language and one `average` row per benchmark (the macro average over
+the languages every model in the table was scored on); per model its accuracy in %, and for a model
+with a base, the difference to the base in percentage points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import fsspec
+import matplotlib
+
+matplotlib.use("Agg")  # headless: workers have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pipelines.benchmarks.registry import BENCHMARKS  # noqa: E402
+from pipelines.benchmarks.scoring import macro_average  # noqa: E402
+from pipelines.errors import InputError  # noqa: E402
+
+REPORT_FILE, PLOT_FILE = "report.md", "comparison.png"
+_REQUIRED = ("model", "benchmark", "language", "accuracy", "n", "ci_low", "ci_high")
+
+
+def read_scores(sources: str | Path | Iterable[str | Path], storage_options: dict | None = None) -> list[dict]:
+    """Score dicts from JSON files, or from every `scores.json` below the given folders (local or fsspec)."""
+    if isinstance(sources, str | Path):
+        sources = [sources]
+    scores = []
+    for source in sources:
+        fs, root = fsspec.core.url_to_fs(str(source), **dict(storage_options or {}))
+        if not fs.exists(root):
+            raise InputError(f"scores {source}: no such file or folder")
+        paths = sorted(p for p in fs.find(root) if p.endswith("scores.json")) if fs.isdir(root) else [root]
+        for path in paths:
+            try:
+                with fs.open(path, "r", encoding="utf-8") as f:
+                    data = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{fs.unstrip_protocol(path)}: not valid JSON ({exc.msg})") from None
+            for entry in data if isinstance(data, list) else [data]:
+                scores.append({**entry, "_source": fs.unstrip_protocol(path)})
+    if not scores:
+        raise InputError(f"no scores.json found in {', '.join(map(str, sources))}")
+    return scores
+
+
+def build_report(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
+                 storage_options: dict | None = None, title: str = "linguaforge evaluation") -> list[dict]:
+    return build_comparison(read_scores(sources, storage_options), out_dir, title=title)
+
+
+def build_comparison(scores: Sequence[dict], out_dir: str | Path, title: str = "linguaforge evaluation") -> list[dict]:
+    """Write report.md and comparison.png into `out_dir`; return the comparison table rows."""
+    table = _Table(scores)
+    rows = table.rows()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_text(out / REPORT_FILE, table.markdown(title))
+    tmp = out / f".{PLOT_FILE}.tmp.png"
+    try:
+        table.plot(tmp, title)
+        os.replace(tmp, out / PLOT_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def comparison_rows(scores: Sequence[dict]) -> list[dict]:
+    """The comparison table alone (no files)."""
+    return _Table(scores).rows()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Table:
+    def __init__(self, scores: Sequence[dict]):
+        if not scores:
+            raise InputError("no scores to compare")
+        self.cells: dict[tuple[str, str, str], dict] = {}
+        self.base_of: dict[str, str | None] = {}
+        self.rule_of: dict[str, str] = {}
+        for i, s in enumerate(scores):
+            where = s.get("_source") or f"scores[{i}]"
+            for name in _REQUIRED:
+                if s.get(name) is None:
+                    raise InputError(f"{where}: field {name!r} is missing (give evaluate_unit a model_name)"
+                                     if name == "model" else f"{where}: field {name!r} is missing")
+            model, key = s["model"], (s["benchmark"], s["language"], s["model"])
+            if key in self.cells:
+                raise InputError(f"{where}: {model} on {s['benchmark']}/{s['language']} is scored twice "
+                                 f"(also in {self.cells[key].get('_source') or 'an earlier entry'})")
+            base = s.get("base") or None
+            if self.base_of.setdefault(model, base) != base:
+                raise InputError(f"{where}: {model} has base {base!r} here but {self.base_of[model]!r} elsewhere")
+            self.cells[key] = s
+            self.rule_of.setdefault(s["benchmark"], s.get("primary_rule") or "accuracy")
+        # bases first, each followed by the models built on it; then models whose base was not evaluated
+        models = list(self.base_of)
+        self.models = [m for m in models if self.base_of[m] is None or self.base_of[m] not in models]
+        self.models = [m for m in self.models if self.base_of[m] is None] + \
+                      [m for m in self.models if self.base_of[m] is not None]
+        for b in list(self.models):
+            pos = self.models.index(b)
+            derived = [m for m in models if self.base_of[m] == b and m not in self.models]
+            self.models[pos + 1: pos + 1] = derived
+        self.benchmarks = list(dict.fromkeys(s["benchmark"] for s in scores))
+
+    def languages(self, bench: str) -> list[str]:
+        found = {lang for b, lang, _ in self.cells if b == bench}
+        order = {c: i for i, c in enumerate(BENCHMARKS[bench].languages)} if bench in BENCHMARKS else {}
+        return sorted(found, key=lambda c: (order.get(c, len(order)), c))
+
+    def models_of(self, bench: str) -> list[str]:
+        return [m for m in self.models if any(b == bench and mm == m for b, _, mm in self.cells)]
+
+    def common_languages(self, bench: str) -> list[str]:
+        return [lang for lang in self.languages(bench)
+                if all((bench, lang, m) in self.cells for m in self.models_of(bench))]
+
+    def delta_key(self, model: str) -> str | None:
+        base = self.base_of[model]
+        return f"{model} - {base}" if base is not None and base in self.base_of else None
+
+    def columns(self) -> list[str]:
+        cols = ["benchmark", "metric", "language", "n"]
+        for m in self.models:
+            cols.append(m)
+            if self.delta_key(m):
+                cols.append(self.delta_key(m))
+        return cols
+
+    def accuracy(self, bench: str, lang: str, model: str) -> float | None:
+        cell = self.cells.get((bench, lang, model))
+        return None if cell is None else 100.0 * cell["accuracy"]
+
+    def average(self, bench: str, model: str) -> float | None:
+        langs = self.common_languages(bench)
+        if not langs or (bench, langs[0], model) not in self.cells:
+            return None
+        return macro_average([self.accuracy(bench, lang, model) for lang in langs])
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for bench in self.benchmarks:
+            for lang in [*self.languages(bench), "average"]:
+                row = dict.fromkeys(self.columns())
+                row.update(benchmark=bench, metric=self.rule_of[bench], language=lang)
+                if lang != "average":
+                    row["n"] = next(self.cells[(bench, lang, m)]["n"] for m in self.models
+                                    if (bench, lang, m) in self.cells)
+                for m in self.models:
+                    value = self.average(bench, m) if lang == "average" else self.accuracy(bench, lang, m)
+                    row[m] = None if value is None else round(value, 2)
+                    base, dk = self.base_of[m], self.delta_key(m)
+                    if dk:
+                        ref = self.average(bench, base) if lang == "average" else self.accuracy(bench, lang, base)
+                        row[dk] = None if value is None or ref is None else round(value - ref, 2)
+                rows.append(row)
+        return rows
+
+    def markdown(self, title: str) -> str:
+        lines = [f"# {title}", "",
+                 "Accuracy in % with its 95 % Wilson interval; Δ = difference to the model's base in "
+                 "percentage points; average = macro average over the languages every model was scored on.", ""]
+        for bench in self.benchmarks:
+            models = self.models_of(bench)
+            lines += [f"## {bench} (rule: {self.rule_of[bench]})", ""]
+            head = ["language", "n"] + [m + (f" (Δ vs {self.base_of[m]})" if self.delta_key(m) else "") for m in models]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for lang in self.languages(bench):
+                n = next(self.cells[(bench, lang, m)]["n"] for m in models if (bench, lang, m) in self.cells)
+                cells = [lang, str(n)]
+                for m in models:
+                    c = self.cells.get((bench, lang, m))
+                    if c is None:
+                        cells.append("–")
+                        continue
+                    text = f"{100 * c['accuracy']:.1f} [{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}]"
+                    ref = self.accuracy(bench, lang, self.base_of[m]) if self.delta_key(m) else None
+                    if ref is not None:
+                        text += f" ({100 * c['accuracy'] - ref:+.1f})"
+                    cells.append(text)
+                lines.append("| " + " | ".join(cells) + " |")
+            avg = ["**average**", ""]
+            for m in models:
+                v = self.average(bench, m)
+                ref = self.average(bench, self.base_of[m]) if self.delta_key(m) else None
+                avg.append("–" if v is None else f"**{v:.1f}**" + (f" ({v - ref:+.1f})" if ref is not None else ""))
+            lines += ["| " + " | ".join(avg) + " |", ""]
+            missing = [lang for lang in self.languages(bench) if lang not in self.common_languages(bench)]
+            if missing:
+                lines += [f"Not every model was scored on {', '.join(missing)}: the average leaves them out.", ""]
+        lines += [f"![comparison]({PLOT_FILE})", ""]
+        return "\n".join(lines)
+
+    def plot(self, path: Path, title: str) -> None:
+        fig, axes = plt.subplots(len(self.benchmarks), 1, squeeze=False, dpi=110,
+                                 figsize=(max(6.0, 0.9 * max(len(self.languages(b)) + 1 for b in self.benchmarks)
+                                              * max(1, len(self.models)) ** 0.5), 3.2 * len(self.benchmarks)))
+        colours = plt.get_cmap("tab10")
+        for ax, bench in zip(axes[:, 0], self.benchmarks, strict=True):
+            langs, models = self.languages(bench), self.models_of(bench)
+            width = 0.8 / max(1, len(models))
+            for j, m in enumerate(models):
+                xs, ys, lo, hi = [], [], [], []
+                for i, lang in enumerate(langs):
+                    c = self.cells.get((bench, lang, m))
+                    if c is not None:
+                        acc = 100 * c["accuracy"]
+                        xs.append(i + (j - (len(models) - 1) / 2) * width)
+                        ys.append(acc)
+                        lo.append(acc - 100 * c["ci_low"])
+                        hi.append(100 * c["ci_high"] - acc)
+                avg = self.average(bench, m)
+                if avg is not None:
+                    xs.append(len(langs) + (j - (len(models) - 1) / 2) * width)
+                    ys.append(avg)
+                    lo.append(0.0)
+                    hi.append(0.0)
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colours(j % 10), label=m,
+                       error_kw={"lw": 0.7})
+            ax.set_xticks(range(len(langs) + 1), [*langs, "avg"])
+            ax.set(title=f"{bench} ({self.rule_of[bench]})", ylabel="accuracy %", ylim=(0, 100))
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=7, ncols=min(4, len(models)))
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
