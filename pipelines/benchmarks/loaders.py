@@ -110,15 +110,15 @@ def _language_file(bench: Benchmark, src: _Source, language: str | None) -> str:
             raise InputError(f"{src.fs.unstrip_protocol(src.path)} holds {bench.name} language {named!r}, "
                              f"not {language!r}")
         return src.path
-    for pattern in _patterns(bench):
-        name = pattern.format(lang=language or "", name=language_name(language) if language else "")
+    names = [p.format(lang=language or "", name=language_name(language) if language else "") for p in _patterns(bench)]
+    for name in names:
         path = f"{src.path.rstrip('/')}/{name}"
         if src.fs.exists(path):
             return path
     folder = src.fs.unstrip_protocol(src.path)
     present = available_languages(bench, folder, getattr(src.fs, "storage_options", None))
     wanted = f"language {language!r}" if language else "the data file"
-    raise InputError(f"{bench.name}: {wanted} is not in {folder} (no {' or '.join(_patterns(bench))}); "
+    raise InputError(f"{bench.name}: {wanted} is not in {folder} (no {' or '.join(names)}); "
                      f"languages there: {', '.join(present) or 'none'}")
 
 

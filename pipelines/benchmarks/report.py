@@ -224,14 +224,14 @@ class _Table:
                         acc = 100 * c["accuracy"]
                         xs.append(i + (j - (len(models) - 1) / 2) * width)
                         ys.append(acc)
-                        lo.append(acc - 100 * c["ci_low"])
-                        hi.append(100 * c["ci_high"] - acc)
+                        lo.append(max(0.0, acc - 100 * c["ci_low"]))  # float noise at 0 % / 100 %
+                        hi.append(max(0.0, 100 * c["ci_high"] - acc))
                 avg = self.average(bench, m)
                 if avg is not None:
                     xs.append(len(langs) + (j - (len(models) - 1) / 2) * width)
                     ys.append(avg)
-                    lo.append(0.0)
-                    hi.append(0.0)
+                    lo.append(float("nan"))  # a macro average has no binomial interval: no error bar
+                    hi.append(float("nan"))
                 ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colours(j % 10), label=m,
                        error_kw={"lw": 0.7})
             ax.set_xticks(range(len(langs) + 1), [*langs, "avg"])

@@ -1,0 +1,181 @@
+"""Loaders read every official format (fixture files in those shapes), the hub shapes, and refuse bad input
+with a message naming the file, the line and the field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from pipelines.benchmarks.loaders import available_languages, load_raw
+from pipelines.errors import InputError
+
+F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
+
+
+def test_mgsm_tsv_strips_thousands_separators():
+    rows = load_raw("mgsm", str(F / "mgsm"), "en")
+    assert [r["answer"] for r in rows] == ["18", "3", "70000"]
+    assert rows[0]["question"].startswith("Janet’s ducks lay 16 eggs")
+    assert [r["id"] for r in rows] == ["0", "1", "2"]
+    assert load_raw("mgsm", str(F / "mgsm"), "de")[2]["answer"] == "2126"
+
+
+def test_msvamp_maps_language_names_to_iso_codes():
+    rows = load_raw("msvamp", str(F / "msvamp"), "de")  # test_German.json, JSON Lines despite the name
+    assert [r["answer"] for r in rows] == ["3", "-3", "5.5"]
+    assert rows[0]["question"].startswith("Jack hat 5 Äpfel")
+    assert rows[0]["question_en"].startswith("Jack has 5 apples")
+    assert available_languages("msvamp", str(F / "msvamp")) == ["de", "en"]
+
+
+def test_msvamp_jsonl_named_copy(tmp_path):
+    shutil.copy(F / "msvamp" / "test_German.json", tmp_path / "test_German.jsonl")  # MindMerger's file name
+    assert len(load_raw("msvamp", str(tmp_path), "de")) == 3
+
+
+def test_xcsqa_dev_jsonl():
+    rows = load_raw("xcsqa", str(F / "xcsqa"), "zh")
+    assert rows[1]["question"] == "在哪里可以找到杂志和许多其他印刷品？"
+    assert [c["label"] for c in rows[1]["choices"]] == list("ABCDE")
+    assert rows[1]["choices"][1]["text"] == "书店" and rows[1]["answer"] == "B"
+    assert available_languages("xcsqa", str(F / "xcsqa")) == ["zh", "en"]  # the paper's reporting order
+
+
+@pytest.mark.parametrize("folder", ["xnli", "xnli_jsonl"])
+def test_xnli_tsv_and_jsonl_filter_one_language(folder):
+    rows = load_raw("xnli", str(F / folder), "de")
+    assert [r["answer"] for r in rows] == ["neutral", "contradiction", "entailment"]
+    assert rows[0]["premise"] == 'Und er sagte: "Mama, ich bin zu Hause."'  # bare quotes survive
+    assert available_languages("xnli", str(F / folder)) == ["zh", "de", "en"]
+
+
+def test_okapi_mmlu_keeps_only_science_subjects():
+    rows = load_raw("mmlu_science", str(F / "mmlu"), "de")
+    assert [r["subject"] for r in rows] == ["college_biology", "high_school_physics", "college_chemistry"]
+    assert [c["label"] for c in rows[0]["choices"]] == list("ABCD") and rows[1]["answer"] == "C"
+
+
+def test_single_file_source_and_language_check():
+    assert len(load_raw("mgsm", str(F / "mgsm" / "mgsm_de.tsv"), "de")) == 3
+    assert available_languages("mgsm", str(F / "mgsm" / "mgsm_de.tsv")) == ["de"]
+    with pytest.raises(InputError, match=r"mgsm_de\.tsv holds mgsm language 'de', not 'fr'"):
+        load_raw("mgsm", str(F / "mgsm" / "mgsm_de.tsv"), "fr")
+    assert len(load_raw("xcsqa", str(F / "xcsqa" / "en" / "dev.jsonl"), "en")) == 3
+
+
+def test_fsspec_url_source():
+    fs = fsspec.filesystem("memory")
+    for path in (F / "mgsm").iterdir():
+        fs.pipe(f"/bench-mgsm/{path.name}", path.read_bytes())
+    rows = load_raw("mgsm", "memory://bench-mgsm", "de")
+    assert rows[2]["answer"] == "2126"
+    assert available_languages("mgsm", "memory://bench-mgsm") == ["de", "en"]
+    with pytest.raises(InputError, match=r"language 'fr' is not in memory:///?bench-mgsm \(no mgsm_fr\.tsv\); languages there: de, en"):
+        load_raw("mgsm", "memory://bench-mgsm", "fr")
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+
+
+def test_hub_shapes(hub_cache):
+    """A local folder laid out like a hub dataset goes through the same datasets.load_dataset call as an id."""
+    mgsm = load_raw("mgsm", f"hf:{F / 'hub' / 'mgsm'}", "en")
+    assert [r["answer"] for r in mgsm] == ["3", "70000"]  # answer_number
+    assert available_languages("mgsm", f"hf:{F / 'hub' / 'mgsm'}") == ["de", "en"]
+    xnli = load_raw("xnli", f"hf:{F / 'hub' / 'xnli'}", "de")
+    assert [r["answer"] for r in xnli] == ["entailment", "neutral", "contradiction"]  # ClassLabel 0, 1, 2
+    xcsqa = load_raw("xcsqa", f"hf:{F / 'hub' / 'xcsqa'}", "en")  # config X-CSQA-en, split validation
+    assert [c["text"] for c in xcsqa[0]["choices"]][:2] == ["complete job", "learn from each other"]
+    with pytest.raises(InputError, match=r"cannot load config 'fr'.*mgsm language 'fr'"):
+        load_raw("mgsm", f"hf:{F / 'hub' / 'mgsm'}", "fr")
+
+
+# -- bad input --------------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_mgsm_wrong_column_count(tmp_path):
+    _write(tmp_path / "mgsm_de.tsv", "Frage eins?\t3\nFrage zwei?\t4\textra\n")
+    with pytest.raises(InputError, match=r"mgsm_de\.tsv, line 2: expected 2 tab-separated columns .* found 3"):
+        load_raw("mgsm", str(tmp_path), "de")
+
+
+def test_mgsm_non_numeric_gold(tmp_path):
+    _write(tmp_path / "mgsm_de.tsv", "Frage eins?\t3\nFrage zwei?\tdrei\n")
+    with pytest.raises(InputError, match=r"mgsm_de\.tsv, line 2: field 'answer' 'drei' is not a number"):
+        load_raw("mgsm", str(tmp_path), "de")
+
+
+def test_msvamp_missing_field(tmp_path):
+    _write(tmp_path / "test_German.json", '{"m_query": "Wie viele?", "response": "3"}\n{"m_query": "Und jetzt?"}\n')
+    with pytest.raises(InputError, match=r"test_German\.json, line 2: field 'answer_number' / 'response' / 'answer' is missing"):
+        load_raw("msvamp", str(tmp_path), "de")
+
+
+def test_msvamp_invalid_json_line(tmp_path):
+    _write(tmp_path / "test_German.json", '{"m_query": "Wie viele?", "response": "3"}\n{"m_query": \n')
+    with pytest.raises(InputError, match=r"test_German\.json, line 2: not valid JSON"):
+        load_raw("msvamp", str(tmp_path), "de")
+
+
+def test_xcsqa_answer_not_a_label(tmp_path):
+    row = json.loads((F / "xcsqa" / "en" / "dev.jsonl").read_text().splitlines()[0])
+    row["answerKey"] = "F"
+    _write(tmp_path / "en" / "dev.jsonl", json.dumps(row) + "\n")
+    with pytest.raises(InputError, match=r"dev\.jsonl, line 1: field 'answer' 'F' is not one of the choice labels"):
+        load_raw("xcsqa", str(tmp_path), "en")
+
+
+def test_xnli_wrong_column_count_and_missing_column(tmp_path):
+    lines = (F / "xnli" / "xnli.test.tsv").read_text().splitlines()
+    _write(tmp_path / "a" / "xnli.test.tsv", "\n".join(lines[:3] + [lines[3].rsplit("\t", 2)[0]]) + "\n")
+    with pytest.raises(InputError, match=r"xnli\.test\.tsv, line 4: expected 19 tab-separated columns .* found 17"):
+        load_raw("xnli", str(tmp_path / "a"), "en")
+    _write(tmp_path / "b" / "xnli.test.tsv", "language\tsentence1\tsentence2\nen\ta\tb\n")
+    with pytest.raises(InputError, match=r"line 1: header lacks column\(s\) gold_label"):
+        load_raw("xnli", str(tmp_path / "b"), "en")
+
+
+def test_xnli_bad_label(tmp_path):
+    _write(tmp_path / "xnli.test.tsv", "language\tgold_label\tsentence1\tsentence2\nen\tmaybe\ta\tb\n")
+    with pytest.raises(InputError, match=r"line 2: field 'gold_label' 'maybe' is not one of entailment"):
+        load_raw("xnli", str(tmp_path), "en")
+
+
+def test_language_not_in_file():
+    with pytest.raises(InputError, match=r"xnli\.test\.tsv: language 'sw' is not in the file; languages there: de, en, zh"):
+        load_raw("xnli", str(F / "xnli"), "sw")
+    with pytest.raises(InputError, match=r"xcsqa: language 'de' is not in .*xcsqa .*languages there: zh, en"):
+        load_raw("xcsqa", str(F / "xcsqa"), "de")
+
+
+def test_empty_benchmark(tmp_path):
+    with pytest.raises(InputError, match=r"fr_test\.json: no science items for language 'fr'"):
+        load_raw("mmlu_science", str(F / "mmlu"), "fr")  # only a history item
+    _write(tmp_path / "mgsm_de.tsv", "\n")
+    with pytest.raises(InputError, match=r"mgsm_de\.tsv: no items for language 'de'"):
+        load_raw("mgsm", str(tmp_path), "de")
+
+
+def test_bad_sources_and_codes(tmp_path):
+    with pytest.raises(InputError, match="no such file or folder, and not an HF dataset id"):
+        load_raw("mgsm", str(tmp_path / "missing" / "folder"), "de")
+    with pytest.raises(InputError, match="benchmark 'gsm8k' is unknown"):
+        load_raw("gsm8k", str(F / "mgsm"), "de")
+    with pytest.raises(ValueError, match=r"'German' is not an ISO 639-1 language code.*'de'"):
+        load_raw("mgsm", str(F / "mgsm"), "German")
+    _write(tmp_path / "mgsm_de.tsv", "")
+    (tmp_path / "mgsm_de.tsv").write_bytes(b"Frage\xff\t3\n")
+    with pytest.raises(InputError, match=r"mgsm_de\.tsv: not UTF-8"):
+        load_raw("mgsm", str(tmp_path), "de")

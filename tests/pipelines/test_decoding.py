@@ -1,0 +1,115 @@
+"""Batched decoding on a tiny model: batch-size invariance, stop strings, EOS, no pad token, and option
+log-likelihoods equal to scoring each option with its own full forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator, cut_at_stop
+from pipelines.benchmarks.items import BenchmarkItem
+from pipelines.benchmarks.loaders import load_raw
+from pipelines.benchmarks.prompts import build_items, load_preset
+from pipelines.errors import InputError
+from tests.pipelines.benchmark_model import tiny_lm_dir  # noqa: F401  (fixture)
+
+F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
+
+
+def _items(specs) -> list[BenchmarkItem]:
+    preset = load_preset("mindmerger")
+    out = []
+    for bench, folder, lang in specs:
+        out += build_items(bench, load_raw(bench, str(F / folder), lang), lang, preset)
+    return out
+
+
+MIXED = [("mgsm", "mgsm", "en"), ("mgsm", "mgsm", "de"), ("msvamp", "msvamp", "de"), ("xcsqa", "xcsqa", "zh"),
+         ("xnli", "xnli", "en")]
+
+
+@pytest.fixture(scope="module")
+def generators(tiny_lm_dir):  # noqa: F811
+    return {b: HFCausalLMGenerator.from_pretrained(str(tiny_lm_dir), batch_size=b) for b in (1, 3, 8)}
+
+
+def test_generators_implement_the_protocols(generators):
+    assert isinstance(generators[1], TextGenerator) and isinstance(generators[1], OptionScorer)
+
+
+def test_tokenizer_without_pad_token_is_handled(generators):
+    g = generators[8]
+    assert g.tokenizer.pad_token_id is None
+    assert g.pad_id == g.tokenizer.eos_token_id
+
+
+def test_batch_size_does_not_change_outputs(generators):
+    items = _items(MIXED)  # 14 prompts of very different lengths and scripts
+    one = generators[1].generate(items, 24, [])
+    assert len(set(one)) >= len(items) - 2, "outputs must depend on the prompt, else invariance proves nothing"
+    assert generators[8].generate(items, 24, []) == one
+    assert generators[3].generate(items, 24, []) == one
+
+
+def test_outputs_match_hf_generate_on_one_unpadded_prompt(generators):
+    g = generators[8]
+    item = _items([("xnli", "xnli", "zh")])[0]
+    ids = g.tokenizer(item.prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        ref = g.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                               pad_token_id=g.pad_id, eos_token_id=g.eos_ids)[0, ids.shape[1]:].tolist()
+    if g.tokenizer.eos_token_id in ref:
+        ref = ref[: ref.index(g.tokenizer.eos_token_id)]
+    assert g.generate([item], 12, []) == [g.tokenizer.decode(ref, skip_special_tokens=True)]
+
+
+def test_max_new_tokens_and_stop_strings(generators):
+    g = generators[8]
+    items = _items(MIXED)
+    free = g.generate(items, 24, [])
+    short = g.generate(items, 4, [])
+    assert all(a.startswith(b) for a, b in zip(free, short, strict=True))
+    assert sum(len(b) < len(a) for a, b in zip(free, short, strict=True)) >= len(items) // 2
+    # stop at a string the free run produced: output is cut before it, identically at any batch size
+    i, text = next((i, t) for i, t in enumerate(free) if len(t) > 6)
+    stop = text[3:6]
+    cut = g.generate(items, 24, [stop])
+    assert cut[i] == text[: text.find(stop)]
+    assert generators[1].generate(items, 24, [stop]) == cut
+    for full, c in zip(free, cut, strict=True):
+        assert stop not in c and full.startswith(c)
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("12 apples\n\nQuestion: next", ["Question:", "\n\n"]) == "12 apples"
+    assert cut_at_stop("no stop here", ["###", ""]) == "no stop here"
+
+
+def _full_forward_logprob(g: HFCausalLMGenerator, prompt: str, continuation: str) -> float:
+    p = g.tokenizer(prompt)["input_ids"]
+    c = g.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = g.model(torch.tensor([p + c])).logits[0].float()
+    lp = torch.log_softmax(logits, -1)
+    return sum(lp[len(p) - 1 + j, t].item() for j, t in enumerate(c))
+
+
+def test_option_logprobs_equal_one_full_forward_per_option(generators):
+    items = _items([("xcsqa", "xcsqa", "en"), ("xnli", "xnli", "de"), ("mmlu_science", "mmlu", "de")])
+    got = generators[8].option_logprobs(items)  # 5-, 3- and 4-option items mixed in one call
+    assert [len(s) for s in got] == [len(it.options) for it in items]
+    for item, scores in zip(items, got, strict=True):
+        ref = [_full_forward_logprob(generators[8], item.prompt, c) for c in item.continuations]
+        assert scores == pytest.approx(ref, abs=1e-4)
+    # multi-token options ("contradiction") included, and the batch size changes nothing
+    one = generators[1].option_logprobs(items)
+    assert torch.allclose(torch.tensor([s for x in one for s in x]), torch.tensor([s for x in got for s in x]), atol=1e-4)
+
+
+def test_option_logprobs_refuses_items_without_options(generators):
+    with pytest.raises(InputError, match="has no options to score"):
+        generators[1].option_logprobs(_items([("mgsm", "mgsm", "en")]))
+    with pytest.raises(InputError, match="max_new_tokens must be at least 1"):
+        generators[1].generate(_items([("mgsm", "mgsm", "en")]), 0, [])

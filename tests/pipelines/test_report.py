@@ -1,0 +1,86 @@
+"""The comparison report: base vs every other model per language, macro averages, Markdown and PNG."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.benchmarks.report import build_comparison, build_report, comparison_rows, read_scores
+from pipelines.benchmarks.scoring import wilson_interval
+from pipelines.errors import InputError
+
+
+def _score(model, base, bench, lang, correct, n, rule="mindmerger"):
+    low, high = wilson_interval(correct, n)
+    return {"model": model, "base": base, "benchmark": bench, "language": lang, "accuracy": correct / n,
+            "correct": correct, "n": n, "ci_low": low, "ci_high": high, "primary_rule": rule}
+
+
+SCORES = [
+    _score("llama", None, "mgsm", "de", 10, 40), _score("llama", None, "mgsm", "bn", 4, 40),
+    _score("maet", "llama", "mgsm", "de", 14, 40), _score("maet", "llama", "mgsm", "bn", 10, 40),
+    _score("mindmerger", "llama", "mgsm", "de", 20, 40), _score("mindmerger", "llama", "mgsm", "bn", 16, 40),
+    _score("llama", None, "xnli", "en", 30, 60, "exact"), _score("maet", "llama", "xnli", "en", 33, 60, "exact"),
+    _score("llama", None, "xnli", "sw", 20, 60, "exact"),  # maet was not scored on xnli/sw
+]
+
+
+def test_rows_by_hand():
+    rows = comparison_rows(SCORES)
+    keys = ["benchmark", "metric", "language", "n", "llama", "maet", "maet - llama", "mindmerger", "mindmerger - llama"]
+    assert all(list(r) == keys for r in rows)  # the same keys in every row (a Prefect table artifact)
+    by = {(r["benchmark"], r["language"]): r for r in rows}
+    # reporting order: bn before de (the paper's order for MGSM)
+    assert [r["language"] for r in rows if r["benchmark"] == "mgsm"] == ["bn", "de", "average"]
+    assert by[("mgsm", "de")] == {"benchmark": "mgsm", "metric": "mindmerger", "language": "de", "n": 40,
+                                       "llama": 25.0, "maet": 35.0, "maet - llama": 10.0, "mindmerger": 50.0,
+                                       "mindmerger - llama": 25.0}
+    avg = by[("mgsm", "average")]  # macro: (25 + 10) / 2, (35 + 25) / 2, (50 + 40) / 2
+    assert (avg["llama"], avg["maet"], avg["maet - llama"], avg["mindmerger"]) == (17.5, 30.0, 12.5, 45.0)
+    assert by[("xnli", "sw")]["maet"] is None and by[("xnli", "sw")]["maet - llama"] is None
+    assert by[("xnli", "average")]["llama"] == 50.0  # only en: the language every model has
+    assert by[("xnli", "en")]["mindmerger"] is None and by[("xnli", "average")]["mindmerger"] is None
+
+
+def test_markdown_and_plot(tmp_path):
+    rows = build_comparison(SCORES, tmp_path, title="demo run")
+    assert rows == comparison_rows(SCORES)
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# demo run")
+    assert "| language | n | llama | maet (Δ vs llama) | mindmerger (Δ vs llama) |" in md
+    assert "| de | 40 | 25.0 [14.2–40.2] | 35.0 [22.1–50.5] (+10.0) | 50.0 [35.2–64.8] (+25.0) |" in md
+    assert "| **average** |  | **17.5** | **30.0** (+12.5) | **45.0** (+27.5) |" in md
+    assert "Not every model was scored on sw" in md
+    assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png", "report.md"]
+
+
+def test_report_from_score_files(tmp_path):
+    for i, s in enumerate(SCORES):
+        unit = tmp_path / "run" / f"unit{i}"
+        unit.mkdir(parents=True)
+        (unit / "scores.json").write_text(json.dumps(s))
+    assert len(read_scores(tmp_path / "run")) == len(SCORES)
+    assert build_report([tmp_path / "run"], tmp_path / "report") == comparison_rows(SCORES)
+
+
+def test_bad_scores(tmp_path):
+    with pytest.raises(InputError, match=r"scores\[0\]: field 'model' is missing"):
+        comparison_rows([{**SCORES[0], "model": None}])
+    with pytest.raises(InputError, match="llama on mgsm/de is scored twice"):
+        comparison_rows([SCORES[0], SCORES[0]])
+    with pytest.raises(InputError, match="maet has base 'other' here but 'llama' elsewhere"):
+        comparison_rows([SCORES[2], {**SCORES[3], "base": "other"}])
+    with pytest.raises(InputError, match="no scores.json found"):
+        read_scores(tmp_path)
+    (tmp_path / "scores.json").write_text("{")
+    with pytest.raises(InputError, match=r"scores\.json: not valid JSON"):
+        read_scores(tmp_path)
+    with pytest.raises(InputError, match="no scores to compare"):
+        comparison_rows([])
+
+
+def test_model_whose_base_was_not_evaluated_has_no_delta():
+    rows = comparison_rows([_score("maet", "llama", "mgsm", "de", 14, 40)])
+    assert list(rows[0]) == ["benchmark", "metric", "language", "n", "maet"]
