@@ -10,8 +10,11 @@ the KV cache, per-benchmark `max_new_tokens` and stop strings; outputs are cut a
 stop string. Results do not depend on the batch size: padding is masked and positions come from the
 mask, so a padded row computes what it computes alone (up to float rounding, which greedy argmax absorbs).
 
-Log-likelihood scoring reads the prompt once and the options of an item together as one batch on top
-of its KV cache, so an item with 5 options costs about one forward pass over prompt + longest option.
+Log-likelihood scoring is one forward pass per option set: a row holds the prompt followed by all its
+options, and a 4D attention mask lets each option see the prompt and itself only (positions restart after
+the prompt), so an item with 5 short options costs about one forward pass over prompt + longest option.
+Attention kernels that ignore custom masks (flash attention) fall back to reading the prompt once and
+the options as a batch on its repeated KV cache.
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ class HFCausalLMGenerator:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         # transformers renamed `past_key_values` to `cache` during v5; accept models of either side
-        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._has_logits_to_keep = "logits_to_keep" in params
 
     @classmethod
     def from_pretrained(cls, uri: str, dtype: str = "float32", batch_size: int = 8,
@@ -140,11 +145,62 @@ class HFCausalLMGenerator:
         return scores  # type: ignore[return-value]
 
     def _score_options(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
+        if getattr(self.model.config, "_attn_implementation", "eager") in ("eager", "sdpa"):
+            return self._score_options_packed(prompts, options)
+        return self._score_options_cached(prompts, options)  # kernels that ignore custom masks (flash attention)
+
+    def _score_options_packed(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
+        """One forward pass per batch: each row is prompt + option 1 + ... + option K, and a 4D mask lets
+        every option see the prompt and itself only, with positions restarting after the prompt."""
+        rows, segments, positions = [], [], []
+        for prompt, opts in zip(prompts, options, strict=True):
+            rows.append(prompt + [t for o in opts for t in o])
+            segments.append([0] * len(prompt) + [k + 1 for k, o in enumerate(opts) for _ in o])
+            positions.append(list(range(len(prompt))) + [len(prompt) + j for o in opts for j in range(len(o))])
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        seg = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 = padding
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, (r, g, p) in enumerate(zip(rows, segments, positions, strict=True)):
+            ids[b, width - len(r):], seg[b, width - len(r):], pos[b, width - len(r):] = (
+                torch.tensor(r), torch.tensor(g), torch.tensor(p))
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        # a query sees earlier keys of its own segment and of the prompt; padding sees only padding (no empty
+        # softmax rows, hence no NaN), and no real token ever sees padding
+        allowed = causal & ((seg[:, None, :] == seg[:, :, None]) | ((seg[:, None, :] == 0) & (seg[:, :, None] > 0)))
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        keep = max(len(r) - len(p) for r, p in zip(rows, prompts, strict=True)) + 1
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=pos.to(self.device), **self._keep_kwarg(keep))
+        logits = out.logits[:, -keep:]  # positions width-keep .. width-1
+        # which logits row predicts each option token: the last prompt token for an option's first token,
+        # else the option's previous token
+        pick_b, pick_pos, pick_tok, owner = [], [], [], []
+        for b, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+            start = width - len(rows[b])  # where the row's prompt starts
+            at = start + len(prompt)
+            for k, o in enumerate(opts):
+                for j, t in enumerate(o):
+                    pick_b.append(b)
+                    pick_pos.append((start + len(prompt) - 1 if j == 0 else at + j - 1) - (width - keep))
+                    pick_tok.append(t)
+                    owner.append((b, k))
+                at += len(o)
+        chosen = logits[torch.tensor(pick_b), torch.tensor(pick_pos)].float()
+        token_lp = torch.log_softmax(chosen, dim=-1).gather(1, torch.tensor(pick_tok, device=chosen.device)[:, None])
+        sums = [[0.0] * len(opts) for opts in options]
+        for (b, k), lp in zip(owner, token_lp.squeeze(1).tolist(), strict=True):
+            sums[b][k] += lp
+        return sums
+
+    def _score_options_cached(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
+        """The prompt once with its KV cache, then all options as one batch on the repeated cache."""
         k = len(options[0])
         input_ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
+                         **self._keep_kwarg(1))
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(k, dim=0)  # (B*K, V)
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         cache.batch_repeat_interleave(k)
@@ -167,6 +223,10 @@ class HFCausalLMGenerator:
             token_lp[:, 1:] = rest.gather(2, opt_ids[:, 1:, None]).squeeze(2)
         sums = (token_lp * opt_mask).sum(-1).view(len(options), k)
         return sums.tolist()
+
+    def _keep_kwarg(self, keep: int) -> dict:
+        """Ask for the last `keep` positions' logits only, where the model supports it (vocabularies are big)."""
+        return {"logits_to_keep": keep} if self._has_logits_to_keep else {}
 
     # -- helpers ----------------------------------------------------------------------------------
     def _encode(self, texts: list[str], what: str, items: Sequence[BenchmarkItem]) -> list[list[int]]:

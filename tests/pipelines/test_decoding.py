@@ -113,3 +113,22 @@ def test_option_logprobs_refuses_items_without_options(generators):
         generators[1].option_logprobs(_items([("mgsm", "mgsm", "en")]))
     with pytest.raises(InputError, match="max_new_tokens must be at least 1"):
         generators[1].generate(_items([("mgsm", "mgsm", "en")]), 0, [])
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_both_option_scoring_paths_agree_with_full_forwards(tiny_lm_dir, attn):  # noqa: F811
+    """The packed single pass (custom 4D mask, eager and SDPA kernels) and the KV-cache path used for
+    kernels without custom masks give the same numbers as one full forward pass per option."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir), attn_implementation=attn)
+    g = HFCausalLMGenerator(model, AutoTokenizer.from_pretrained(str(tiny_lm_dir)), batch_size=4)
+    items = _items([("xnli", "xnli", "de"), ("xnli", "xnli", "zh")])  # prompts of different lengths: padding
+    prompts = [g.tokenizer(it.prompt)["input_ids"] for it in items]
+    options = [g.tokenizer(list(it.continuations), add_special_tokens=False)["input_ids"] for it in items]
+    with torch.inference_mode():
+        packed = g._score_options_packed(prompts, options)
+        cached = g._score_options_cached(prompts, options)
+    for item, p, c in zip(items, packed, cached, strict=True):
+        ref = [_full_forward_logprob(g, item.prompt, cont) for cont in item.continuations]
+        assert p == pytest.approx(ref, abs=1e-4) and c == pytest.approx(ref, abs=1e-4)
