@@ -179,3 +179,19 @@ def test_bad_sources_and_codes(tmp_path):
     (tmp_path / "mgsm_de.tsv").write_bytes(b"Frage\xff\t3\n")
     with pytest.raises(InputError, match=r"mgsm_de\.tsv: not UTF-8"):
         load_raw("mgsm", str(tmp_path), "de")
+
+
+def test_reads_the_demo_worlds_benchmark_files(tmp_path):
+    """The contract with the demo world generator: its files in the official shapes load for every language."""
+    from pipelines.demo_world import WorldSpec, generate_world
+
+    langs = ["en", "de", "zh", "sw", "bn"]
+    generate_world(WorldSpec(languages=langs, general_docs=10, ability_problems=10, translation_pairs=10,
+                             query_items=10, test_items=9), tmp_path)
+    folders = {"mgsm": "mgsm", "msvamp": "msvamp", "xcsqa": "xcsqa", "xnli": "xnli", "mmlu_science": "mmlu"}
+    for bench, folder in folders.items():
+        source = str(tmp_path / "bench" / folder)
+        assert sorted(available_languages(bench, source)) == sorted(langs)
+        for lang in langs:
+            rows = load_raw(bench, source, lang)
+            assert len(rows) == (8 if bench == "mmlu_science" else 9)  # item 7 of 8 is US history
