@@ -62,7 +62,11 @@ def available_languages(benchmark: str | Benchmark, source: str, storage_options
         import datasets
 
         prefix, suffix = bench.hub_config.split("{lang}")
-        found = {c[len(prefix):len(c) - len(suffix) or None] for c in datasets.get_dataset_config_names(src.hub_id)
+        try:
+            configs = datasets.get_dataset_config_names(src.hub_id)
+        except (ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
+            raise InputError(f"HF dataset {src.hub_id}: cannot list its configs for {bench.name}: {exc}") from None
+        found = {c[len(prefix):len(c) - len(suffix) or None] for c in configs
                  if c.startswith(prefix) and c.endswith(suffix)}
     elif bench.file_kind == "xnli_table":
         path = _language_file(bench, src, None)
