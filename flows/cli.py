@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -25,6 +26,11 @@ def _environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not os.environ.get("PREFECT_API_URL"):
+        # Ephemeral API: the temporary server is torn down at exit while it may still be flushing event
+        # batches; its shutdown tracebacks are noise for a CLI user, so the server's own loggers stay
+        # quiet (flow and task logs are unaffected).
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_SERVER_LEVEL", "CRITICAL")
     import torch
 
     if not torch.cuda.is_available():
@@ -57,6 +63,7 @@ def cmd_run(args) -> int:
     cfg = _load(args)
     from storage import ArtifactStore
 
+
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options)
     console.print(f"[bold]linguaforge[/] run [cyan]{cfg.name}[/]: pivot {cfg.pivot_language}, "
@@ -77,16 +84,65 @@ def _print_summary(outputs: dict, cfg, seconds: float) -> None:
     table = Table(title=f"linguaforge run {cfg.name} — {seconds:.0f}s")
     for column in ("stage output", "status", "artifact", "location"):
         table.add_column(column)
-    ran = 0
+    ran = sum(not ref.reused for ref in outputs.values())
+    units = {name: ref for name, ref in outputs.items() if name.startswith("eval/")}
     for name, ref in outputs.items():
-        ran += not ref.reused
-        status = "[dim]skipped (committed)[/]" if ref.reused else "[green]ran[/]"
-        table.add_row(name, status, f"{ref.kind}/{ref.key[:12]}", _short(ref.uri))
+        if name not in units:
+            status = "[dim]skipped (committed)[/]" if ref.reused else "[green]ran[/]"
+            table.add_row(name, status, f"{ref.kind}/{ref.key[:12]}", _short(ref.uri))
+    if units:
+        fresh = sum(not ref.reused for ref in units.values())
+        table.add_row(f"eval ({len(units)} units)", f"[green]{fresh} ran[/], {len(units) - fresh} skipped",
+                      "eval/…", _short(next(iter(units.values())).uri.rsplit("/", 1)[0]))
     console.print(table)
+    if "report" in outputs:
+        _print_comparison(cfg, outputs["report"])
     if ran == 0:
         console.print(f"Every stage was already committed in {cfg.store.url}: nothing re-executed.")
     else:
         console.print(f"{ran} stage(s) ran, {len(outputs) - ran} skipped. Artifacts are in {cfg.store.url}.")
+
+
+def _print_comparison(cfg, report_ref) -> None:
+    from storage import ArtifactStore
+
+    reader = ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir,
+                           storage_options=cfg.store.storage_options).open(report_ref)
+    _print_rows(reader.read_json("rows.json"))
+    console.print(f"report: {_short(str(reader.path('report.md')))}")
+    console.print(f"plot:   {_short(str(reader.path('comparison.png')))}")
+
+
+def _rows(scores):
+    from pipelines.benchmarks import comparison_rows
+
+    return comparison_rows(scores)
+
+
+def _print_rows(rows: list[dict]) -> None:
+    """The per-language comparison as one table: a row per benchmark × model, a column per language."""
+    languages = list(dict.fromkeys(r["language"] for r in rows if r["language"] != "average")) + ["average"]
+    table = Table(title="accuracy % per language (Δ: points vs the model's base)")
+    for column in ("benchmark", "model", *languages):
+        table.add_column(column, justify="left" if column in ("benchmark", "model") else "right")
+    fixed = {"benchmark", "metric", "language", "n"}
+    for bench in dict.fromkeys(r["benchmark"] for r in rows):
+        by_lang = {r["language"]: r for r in rows if r["benchmark"] == bench}
+        models = [c for c in next(iter(by_lang.values())) if c not in fixed and "Δ" not in c]
+        for i, model in enumerate(models):
+            delta = next((c for c in by_lang[languages[-1]] if "Δ" in c and c.startswith(model)), None)
+            cells = []
+            for lang in languages:
+                row = by_lang.get(lang)
+                if row is None or row.get(model) is None:
+                    cells.append("–")
+                    continue
+                text = f"{row[model]:.1f}"
+                if delta and row.get(delta) is not None:
+                    text += f" ({row[delta]:+.1f})"
+                cells.append(f"[bold]{text}[/]" if lang == "average" else text)
+            table.add_row(bench if i == 0 else "", model, *cells, end_section=i == len(models) - 1)
+    console.print(table)
 
 
 def _short(uri: str) -> str:
@@ -121,6 +177,57 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def cmd_eval(args) -> int:
+    """Any HF causal LM on one benchmark, outside the pipeline (no Prefect, no store)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines.benchmarks import evaluate_model
+
+    languages = [c.strip() for c in args.languages.split(",")] if args.languages else None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        bar = progress.add_task(f"{args.benchmark}", total=None)
+
+        def report(done, total, metrics):
+            progress.update(bar, completed=done, total=total,
+                            description=f"{args.benchmark} {metrics.get('language', '')} "
+                                        f"acc={metrics.get('accuracy', 0):.3f}")
+
+        scores = evaluate_model(args.model, args.benchmark, args.data, args.out, languages=languages,
+                                preset=args.preset, batch_size=args.batch_size, limit=args.limit,
+                                scoring=args.scoring, max_new_tokens=args.max_new_tokens, exemplars=args.exemplars,
+                                dtype=args.dtype, model_name=args.name, progress=report)
+    _print_rows(json.loads((Path(args.out) / "rows.json").read_text()) if (Path(args.out) / "rows.json").exists()
+                else _rows(scores))
+    console.print(f"records and scores: {args.out}/{args.benchmark}/<language>/   report: {args.out}/report.md")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Rebuild the comparison: from a run's store (CONFIG.yaml) or from folders of scores.json files."""
+    from pipelines.benchmarks import build_comparison, read_scores
+
+    if args.source.endswith((".yaml", ".yml")):
+        args.config = args.source
+        cfg = _load(args)
+        from storage import ArtifactStore
+
+        store = ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options)
+        units = [m for m in store.list("eval") if not args.models or m.params.get("model") in args.models]
+        scores = [store.open((m.kind, m.key)).read_json("scores.json") for m in units]
+        title = f"linguaforge run {cfg.name}"
+    else:
+        scores = read_scores(args.source)
+        title = f"linguaforge report {args.source}"
+    if not scores:
+        err_console.print(f"[red]linguaforge:[/] no evaluation scores found in {args.source}")
+        return 1
+    rows = build_comparison(scores, args.out, title=title)
+    _print_rows(rows)
+    console.print(f"report: {args.out}/report.md   plot: {args.out}/comparison.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linguaforge", description="MAET and MindMerger as one resumable "
                                      "Prefect pipeline, with multilingual benchmark evaluation.")
@@ -134,6 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
     arts.add_argument("--store", help="artifact store URL (overrides store.url)")
     arts.add_argument("--kind", help="only this kind (corpus, base_llm, ...)")
     arts.set_defaults(func=cmd_artifacts)
+    ev = sub.add_parser("eval", help="evaluate any HF causal LM on a benchmark, outside the pipeline")
+    ev.add_argument("--model", required=True, help="HF hub id, local folder or s3:// folder")
+    ev.add_argument("--benchmark", required=True, choices=["mgsm", "msvamp", "xcsqa", "xnli", "mmlu_science"])
+    ev.add_argument("--data", required=True, help="HF dataset id, or a folder / URL with the official files")
+    ev.add_argument("--languages", help="comma-separated ISO 639-1 codes (default: every language in the data)")
+    ev.add_argument("--out", default="./linguaforge-eval", help="output folder (default ./linguaforge-eval)")
+    ev.add_argument("--preset", default="mindmerger", help="prompt preset (mindmerger, native_cot, ...)")
+    ev.add_argument("--scoring", default="generate", choices=["generate", "loglik"])
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--limit", type=int, help="at most this many items per language")
+    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--exemplars", help="few-shot exemplar file for native_cot presets")
+    ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ev.add_argument("--name", help="model name in the report (default: the last part of --model)")
+    ev.set_defaults(func=cmd_eval)
+    rep = sub.add_parser("report", help="rebuild the per-language comparison report")
+    rep.add_argument("source", help="a run configuration (.yaml: reads its store) or a folder of scores.json files")
+    rep.add_argument("--out", default="./linguaforge-report", help="output folder (default ./linguaforge-report)")
+    rep.add_argument("--store", help="artifact store URL (overrides the configuration's)")
+    rep.add_argument("--models", nargs="*", help="only these model names")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

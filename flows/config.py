@@ -210,6 +210,7 @@ class BenchmarkSpec(_Model):
     max_new_tokens: int | None = Field(None, ge=1, description="null = the benchmark's default.")
     limit: int | None = Field(None, ge=1, description="Score at most this many items per language.")
     scoring: Literal["generate", "loglik"] = Field("generate", description="Classification: generate, or option log-likelihood.")
+    exemplars: str | None = Field(None, description="Few-shot exemplar file (JSON) for the native_cot presets.")
 
     @field_validator("languages")
     @classmethod

@@ -2,6 +2,7 @@
 
     demo world ─> tiny models ─> bootstrap            (embedded demo only; real runs name HF models)
     corpus prep (ability, every language) ─> ability + pivot mixture
+    evaluate (model × benchmark × language) ─> comparison report
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from storage import ArtifactRef
 from tasks.common import Source
 from tasks.corpus import corpus_mixture, corpus_prep
 from tasks.demo import bootstrap, demo_world, tiny_models
+from tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
 
 
 def base_models(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> tuple[Source, Source, ArtifactRef | None]:
@@ -42,10 +44,26 @@ def prepare_corpora(cfg: RunConfig, world: ArtifactRef | None, base: Source) -> 
     return corpora
 
 
+def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> dict[str, ArtifactRef]:
+    """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
+    units = {}
+    for spec in cfg.evaluation.benchmarks:
+        for lang in benchmark_languages(cfg, spec, world):
+            for model in models:
+                units[f"eval/{model.name}/{spec.name}/{lang}"] = evaluate.submit(cfg, model, spec, lang, world)
+    wait(list(units.values()))
+    results = {name: future.result() for name, future in units.items()}
+    results["report"] = comparison_report(cfg, list(results.values()))
+    return results
+
+
 @flow(name="linguaforge-pipeline", log_prints=True)
 def pipeline(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B008 - Prefect reads the default
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
     outputs: dict[str, ArtifactRef] = {}
     base, encoder, world = base_models(config, outputs)
     outputs |= {f"corpus/{name}": ref for name, ref in prepare_corpora(config, world, base).items()}
+    models = [EvalModel(name="base", source=base)]
+    if config.evaluation.enabled:
+        outputs |= evaluate_models(config, models, world)
     return outputs

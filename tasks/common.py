@@ -125,27 +125,28 @@ def run_stage(
         with store.writer(kind, key, stage=stage, stage_version=version, params=full_params, inputs=inputs) as w:
             build(w)
             w.metrics.setdefault("seconds", round(time.perf_counter() - began, 2))
+            description = describe(w) if describe is not None else None  # staging files vanish on commit
     except BaseException as exc:
         store.record_event(kind, key, "failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000], **ids)
         raise
     store.record_event(kind, key, "committed", stage=stage, seconds=w.metrics["seconds"], **ids)
     logger.info("%s: committed %s in %.1fs", stage, w.ref.uri, w.metrics["seconds"])
-    _publish(stage, kind, w, describe)
+    _publish(stage, kind, w, description)
     return w.ref
 
 
-def _publish(stage: str, kind: str, writer: ArtifactWriter, describe: Callable | None) -> None:
+def _publish(stage: str, kind: str, writer: ArtifactWriter, description: str | None) -> None:
     """A markdown artifact in the Prefect UI: what the stage made, where, and its key metrics."""
     lines = [f"### {stage}", "", f"**artifact** `{writer.ref.uri}`", ""]
-    if describe is not None:
-        lines += [describe(writer), ""]
+    if description:
+        lines += [description, ""]
     scalars = {k: v for k, v in writer.metrics.items() if isinstance(v, int | float | str | bool)}
     if scalars:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scalars.items()]
-    create_markdown_artifact("\n".join(lines), key=_artifact_key(f"{kind}-{writer.ref.key[:12]}"),
+    create_markdown_artifact("\n".join(lines), key=ui_key(f"{kind}-{writer.ref.key[:12]}"),
                              description=f"{stage} output")
 
 
-def _artifact_key(text: str) -> str:
+def ui_key(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")

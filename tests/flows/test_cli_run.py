@@ -19,6 +19,10 @@ TINY = {
              "test_items": 4, "vocab_size": 400, "llm_hidden_size": 32, "encoder_hidden_size": 32,
              "bootstrap": {"train": {"steps": 4, "batch_tokens": 512, "micro_batch_size": 4}}},
     "corpus_prep": {"block_size": 32},
+    "evaluation": {"batch_size": 4, "benchmarks": [
+        {"name": "mgsm", "data": "demo:bench/mgsm", "max_new_tokens": 12},
+        {"name": "xnli", "data": "demo:bench/xnli", "scoring": "loglik"},
+    ]},
 }
 
 
@@ -56,6 +60,10 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     assert {m.kind for m in committed} >= {"demo_world", "tiny_models", "base_llm", "corpus"}
     languages = {m.params.get("language") for m in committed if m.stage == "corpus_prep"}
     assert languages == {"en", "de", "sw"}
+    units = [m for m in committed if m.kind == "eval"]
+    assert sorted((m.params["benchmark"], m.params["language"]) for m in units) == sorted(
+        (b, lang) for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))
+    assert "accuracy % per language" in first.stdout and "comparison.png" in first.stdout
 
     second = _cli("run", str(config), cwd=repo_root)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -104,3 +112,22 @@ def test_store_without_credentials(tmp_path, repo_root, s3_endpoint, prefect_ser
     result = _cli("run", str(config), cwd=repo_root, api_url=prefect_server, extra_env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "s3://some-bucket/runs is not accessible" in result.stderr and "credentials" in result.stderr
+
+
+def test_eval_and_report_commands(tmp_path, repo_root, demo_assets):
+    bench = demo_assets["world"] / "bench" / "xnli"
+    out = tmp_path / "eval"
+    result = _cli("eval", "--model", str(demo_assets["llm"]), "--benchmark", "xnli", "--data", str(bench),
+                  "--languages", "en,sw", "--scoring", "loglik", "--limit", "5", "--out", str(out), "--name", "tiny",
+                  cwd=repo_root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for lang in ("en", "sw"):
+        scores = json.loads((out / "xnli" / lang / "scores.json").read_text())
+        assert (scores["model"], scores["language"], scores["n"]) == ("tiny", lang, 5)
+    assert (out / "report.md").exists() and "tiny" in result.stdout
+
+    rebuilt = _cli("report", str(out / "xnli"), "--out", str(tmp_path / "again"), cwd=repo_root)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert (tmp_path / "again" / "comparison.png").stat().st_size > 0
+    empty = _cli("report", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), cwd=repo_root)
+    assert empty.returncode != 0

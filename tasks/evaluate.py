@@ -1,0 +1,124 @@
+"""Evaluation stages: one artifact per model × benchmark × language unit, and the comparison report.
+
+A unit is its own cached artifact, so a re-run after a crash re-evaluates only the missing units. The
+model side is pluggable: an `EvalModel` of kind "hf" is any causal LM folder or hub id; other kinds
+(MindMerger's encoder + mapping + LLM) register a generator factory with `register_generator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel
+
+from flows.config import DEMO_PREFIX, BenchmarkSpec, RunConfig
+from pipelines.benchmarks import (
+    HFCausalLMGenerator,
+    available_languages,
+    build_comparison,
+    evaluate_unit,
+    get_benchmark,
+)
+from storage import ArtifactRef, ArtifactStore, ArtifactWriter
+from tasks.common import Source, demo_source, open_store, retry_transient, run_stage, ui_key
+from tasks.progress import StageProgress
+
+EVAL_UNIT_VERSION = 1
+REPORT_VERSION = 1
+
+
+class EvalModel(BaseModel):
+    """A model to score: its display name, the model it is compared with, and where it lives."""
+
+    name: str
+    base: str | None = None
+    kind: str = "hf"
+    source: Source
+
+
+GeneratorFactory = Callable[[EvalModel, ArtifactStore, RunConfig], Any]
+_GENERATORS: dict[str, GeneratorFactory] = {}
+
+
+def register_generator(kind: str, factory: GeneratorFactory) -> None:
+    _GENERATORS[kind] = factory
+
+
+def _hf_generator(model: EvalModel, store: ArtifactStore, cfg: RunConfig):
+    return HFCausalLMGenerator.from_pretrained(model.source.local(store), dtype=cfg.models.dtype,
+                                               batch_size=cfg.evaluation.batch_size)
+
+
+register_generator("hf", _hf_generator)
+
+
+def benchmark_data(spec: BenchmarkSpec, world: ArtifactRef | None) -> Source:
+    return demo_source(spec.data, world) if spec.data.startswith(DEMO_PREFIX) else Source(uri=spec.data)
+
+
+def _data_location(source: Source, store: ArtifactStore) -> str:
+    """Benchmark files inside an artifact become a local folder; hub ids and URLs go to the loaders as they are."""
+    return source.local(store) if source.ref is not None else str(source.uri)
+
+
+@task(name="benchmark_languages", retries=1, retry_condition_fn=retry_transient)
+def benchmark_languages(cfg: RunConfig, spec: BenchmarkSpec, world: ArtifactRef | None) -> list[str]:
+    """The run's languages that this benchmark's data has (XNLI has no Bengali, for one); the rest are logged."""
+    from prefect import get_run_logger
+
+    wanted = spec.languages or cfg.all_languages
+    present = set(available_languages(get_benchmark(spec.name), _data_location(benchmark_data(spec, world),
+                                                                              open_store(cfg.store)),
+                                      cfg.store.storage_options))
+    if missing := [lang for lang in wanted if lang not in present]:
+        get_run_logger().warning("%s: no data for %s in %s; those languages are not scored", spec.name,
+                                 ", ".join(missing), spec.data)
+    return [lang for lang in wanted if lang in present]
+
+
+@task(name="evaluate_unit", task_run_name="eval-{model.name}-{spec.name}-{language}", retries=1,
+      retry_condition_fn=retry_transient)
+def evaluate(cfg: RunConfig, model: EvalModel, spec: BenchmarkSpec, language: str,
+             world: ArtifactRef | None) -> ArtifactRef:
+    store = open_store(cfg.store)
+    data = benchmark_data(spec, world)
+    params = {"model": model.name, "base": model.base, "kind": model.kind, "benchmark": spec.name,
+              "language": language, "prompt": spec.prompt, "max_new_tokens": spec.max_new_tokens,
+              "limit": spec.limit, "scoring": spec.scoring, "exemplars": spec.exemplars}
+
+    def build(w: ArtifactWriter) -> None:
+        generator = _GENERATORS[model.kind](model, store, cfg)
+        with StageProgress(f"eval {model.name} {spec.name} {language}") as progress:
+            scores = evaluate_unit(
+                generator, spec.name, language, _data_location(data, store), w.path, preset=spec.prompt,
+                limit=spec.limit, progress=progress, scoring=spec.scoring, max_new_tokens=spec.max_new_tokens,
+                exemplars=spec.exemplars, model_name=model.name, base_name=model.base,
+                storage_options=cfg.store.storage_options)
+        w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})
+
+    return run_stage(store, kind="eval", stage="evaluate_unit", version=EVAL_UNIT_VERSION, params=params,
+                     sources={"model": model.source, "data": data}, build=build)
+
+
+@task(name="comparison_report", retries=1, retry_condition_fn=retry_transient)
+def comparison_report(cfg: RunConfig, units: list[ArtifactRef]) -> ArtifactRef:
+    """Per-language accuracy of every model next to its base: report.md, comparison.png, rows.json."""
+    store = open_store(cfg.store)
+    sources = {f"unit{i:04d}": Source.of(ref) for i, ref in enumerate(units)}
+
+    def build(w: ArtifactWriter) -> None:
+        scores = [store.open(ref).read_json("scores.json") for ref in units]
+        rows = build_comparison(scores, w.path, title=f"linguaforge run {cfg.name}")
+        w.write_json("rows.json", rows)
+        w.write_json("scores.json", scores)
+        w.metrics.update({"units": len(units), "models": len({s["model"] for s in scores})})
+        create_table_artifact(rows, key=ui_key(f"comparison-{cfg.name}"),
+                              description=f"linguaforge run {cfg.name}: accuracy per language, every model vs its base")
+
+    return run_stage(store, kind="report", stage="comparison_report", version=REPORT_VERSION,
+                     params={"run": cfg.name}, sources=sources, build=build,
+                     describe=lambda w: (Path(w.path) / "report.md").read_text())
