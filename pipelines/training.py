@@ -151,7 +151,7 @@ class TorchBackend:
     """
 
     def __init__(self, model: torch.nn.Module, settings: TrainSettings, device: torch.device | None = None,
-                 loss_fn: LossFn = causal_lm_loss_sum):
+                 loss_fn: LossFn = causal_lm_loss_sum, optimizer: torch.optim.Optimizer | None = None):
         self.settings = settings
         self.loss_fn = loss_fn
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,7 +159,7 @@ class TorchBackend:
         self.named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not self.named_params:
             raise InputError("training: the model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = optimizer or torch.optim.AdamW(
             adamw_param_groups(self.named_params, settings.weight_decay), lr=settings.learning_rate,
             betas=tuple(settings.adam_betas), eps=settings.adam_eps,
         )

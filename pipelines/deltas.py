@@ -1,0 +1,187 @@
+"""Sparse weight deltas: θ_new − θ_base stored as only the entries that changed.
+
+One safetensors file (conventionally `delta.safetensors`), keyed by the base checkpoint's tensor names:
+
+    {name}::idx     int32 (int64 if numel ≥ 2**31) flat indices, sorted      ─┐ element form
+    {name}::val     float32 values, same length                              ─┘ (element granularity)
+    {name}::rows    int32 indices along dim 0, sorted                        ─┐ row form
+    {name}::rowval  float32 [n_rows, *shape[1:]]                             ─┘ (one output unit = one row)
+    {name}::dense   float32 full tensor                                        dense form (task vectors)
+
+Unchanged tensors are omitted. Metadata (str → str): `format` = linguaforge.sparse_delta/1, `base_id`
+(free text: hub id, path or artifact key), `base_digest` (see `base_weights_digest`), `shapes` and
+`dtypes` (JSON, for every tensor of the base, changed or not).
+
+Values are float32 differences computed in float32, so that base.float() + delta reconstructs the
+new weights of an fp32 model exactly when the difference is exactly representable (always for bf16
+bases, whose values have 8 significant bits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from pipelines.errors import InputError
+
+FORMAT = "linguaforge.sparse_delta/1"
+Form = Literal["auto", "element", "row", "dense"]
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _index_dtype(numel: int) -> torch.dtype:
+    return torch.int64 if numel >= 2**31 else torch.int32
+
+
+def encode_delta(name: str, delta: torch.Tensor, form: Form = "auto") -> dict[str, torch.Tensor]:
+    """The stored entries for one tensor's delta (empty when nothing changed)."""
+    delta = delta.detach().float().contiguous()
+    changed = delta != 0
+    if not changed.any():
+        return {}
+    if form == "auto":
+        # whole rows changed (row granularity) → row form; most entries changed → dense; else elements
+        if delta.ndim >= 2 and bool((changed.any(dim=tuple(range(1, delta.ndim))) ==
+                                     changed.all(dim=tuple(range(1, delta.ndim)))).all()):
+            form = "row"
+        elif changed.float().mean() > 0.5:
+            form = "dense"
+        else:
+            form = "element"
+    if form == "dense":
+        return {f"{name}::dense": delta}
+    if form == "row":
+        if delta.ndim < 2:
+            return encode_delta(name, delta, "element")
+        rows = changed.flatten(1).any(dim=1).nonzero().flatten()
+        return {f"{name}::rows": rows.to(torch.int32), f"{name}::rowval": delta[rows].contiguous()}
+    idx = changed.flatten().nonzero().flatten()
+    return {f"{name}::idx": idx.to(_index_dtype(delta.numel())), f"{name}::val": delta.flatten()[idx].contiguous()}
+
+
+def write_sparse_delta(
+    path: str | Path,
+    deltas: Iterable[tuple[str, torch.Tensor, torch.Tensor]],
+    base_id: str,
+    base_digest: str,
+    form: Form = "auto",
+) -> dict[str, int]:
+    """Write θ_new − θ_base for (name, base, new) triples, one tensor at a time; returns nnz per tensor.
+
+    Every base tensor should be passed (changed or not) so that `shapes` describes the whole base."""
+    tensors: dict[str, torch.Tensor] = {}
+    shapes, dtypes, nnz = {}, {}, {}
+    for name, base, new in deltas:
+        if base.shape != new.shape:
+            raise InputError(f"delta {name}: base shape {tuple(base.shape)} != new shape {tuple(new.shape)}")
+        shapes[name] = list(base.shape)
+        dtypes[name] = _DTYPE_NAMES.get(base.dtype, str(base.dtype).removeprefix("torch."))
+        encoded = encode_delta(name, new.float() - base.float(), form)
+        tensors |= encoded
+        nnz[name] = _nnz(encoded, name)
+    write_encoded(path, tensors, base_id, base_digest, shapes, dtypes)
+    return nnz
+
+
+def write_encoded(path: str | Path, tensors: dict[str, torch.Tensor], base_id: str, base_digest: str,
+                  shapes: dict[str, list[int]], dtypes: dict[str, str]) -> None:
+    metadata = {"format": FORMAT, "base_id": base_id, "base_digest": base_digest,
+                "shapes": json.dumps(shapes), "dtypes": json.dumps(dtypes)}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _nnz(encoded: dict[str, torch.Tensor], name: str) -> int:
+    if f"{name}::dense" in encoded:
+        return int((encoded[f"{name}::dense"] != 0).sum())
+    if f"{name}::rowval" in encoded:
+        return int((encoded[f"{name}::rowval"] != 0).sum())
+    if f"{name}::val" in encoded:
+        return int(encoded[f"{name}::val"].numel())
+    return 0
+
+
+class SparseDelta:
+    """Lazy reader: one tensor at a time, reconstructed to full size on request."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"sparse delta {self.path}: no such file")
+        self._file = safe_open(str(self.path), framework="pt")
+        meta = self._file.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise InputError(f"sparse delta {self.path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        self.base_id, self.base_digest = meta["base_id"], meta["base_digest"]
+        self.shapes = {k: tuple(v) for k, v in json.loads(meta["shapes"]).items()}
+        self.dtypes: dict[str, str] = json.loads(meta["dtypes"])
+        self._forms: dict[str, str] = {}
+        for key in self._file.keys():
+            name, part = key.rsplit("::", 1)
+            self._forms[name] = {"idx": "element", "val": "element", "rows": "row", "rowval": "row",
+                                 "dense": "dense"}[part]
+
+    def names(self) -> list[str]:
+        """Tensors that changed, in the base's order."""
+        return [n for n in self.shapes if n in self._forms]
+
+    def form(self, name: str) -> str | None:
+        return self._forms.get(name)
+
+    def raw(self, name: str) -> dict[str, torch.Tensor]:
+        """The stored entries of one tensor (empty for an unchanged one)."""
+        return {key: self._file.get_tensor(key) for key in self._file.keys() if key.rsplit("::", 1)[0] == name}
+
+    def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if name not in self.shapes:
+            raise KeyError(f"sparse delta {self.path}: no tensor {name!r} in its base")
+        out = torch.zeros(self.shapes[name], dtype=torch.float32)
+        form = self._forms.get(name)
+        if form == "dense":
+            out = self._file.get_tensor(f"{name}::dense").float()
+        elif form == "row":
+            out[self._file.get_tensor(f"{name}::rows").long()] = self._file.get_tensor(f"{name}::rowval")
+        elif form == "element":
+            out.view(-1)[self._file.get_tensor(f"{name}::idx").long()] = self._file.get_tensor(f"{name}::val")
+        return out.to(dtype)
+
+    def nnz(self, name: str) -> int:
+        return _nnz(self.raw(name), name) if name in self._forms else 0
+
+    def check_finite(self) -> None:
+        """Raise on NaN/Inf, naming the tensor."""
+        for key in self._file.keys():
+            values = self._file.get_tensor(key)
+            if values.is_floating_point() and not torch.isfinite(values).all():
+                raise InputError(f"sparse delta {self.path}: tensor {key.rsplit('::', 1)[0]} has NaN or Inf values")
+
+
+def model_weight_files(model_dir: str | Path) -> list[Path]:
+    model_dir = Path(model_dir)
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise InputError(f"model {model_dir}: no .safetensors weight files")
+    return files
+
+
+def base_weights_digest(model_dir: str | Path) -> str:
+    """A cheap, stable identity of an HF safetensors folder: sha256 over each weight file's name, size and
+    header (tensor names, dtypes, shapes and byte offsets) plus its first and last MiB. It tells two models
+    apart without hashing gigabytes; the store's per-file sha256 guards content integrity separately."""
+    h = hashlib.sha256()
+    for path in model_weight_files(model_dir):
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = f.read(header_len)
+            head = f.read(1 << 20)
+            f.seek(max(8 + header_len, size - (1 << 20)))
+            tail = f.read()
+        h.update(f"{path.name}\0{size}\0".encode() + header + head + tail)
+    return h.hexdigest()

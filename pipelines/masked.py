@@ -1,0 +1,78 @@
+"""Masked CPT: train only the key neurons, and leave every other weight bit-identical.
+
+Two mechanisms, used together:
+- a gradient hook zeroes the gradient outside the mask, so gradient clipping (and any optimizer) sees only
+  trainable entries;
+- `MaskedAdamW` keeps Adam moments only for the trainable entries (indices into each tensor) and writes
+  only those entries: weight decay and momentum cannot touch a frozen weight, and optimizer memory scales
+  with k1, not with the model. Tensors with no trainable entry are frozen outright (requires_grad=False).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipelines.importance import NeuronMask
+
+
+class MaskedAdamW(torch.optim.Optimizer):
+    """AdamW (decoupled weight decay) over selected entries of each parameter.
+
+    `selections` maps each parameter to the flat indices (element granularity) or row indices (row
+    granularity) it may update. The state per parameter is the index tensor and two moment tensors of
+    the selected size.
+    """
+
+    def __init__(self, selections: list[tuple[torch.nn.Parameter, torch.Tensor, str]], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        params = [p for p, _, _ in selections]
+        super().__init__([{"params": params}], dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        for p, index, mode in selections:
+            selected = p.detach()[index] if mode == "row" else p.detach().view(-1)[index]
+            self.state[p] = {"index": index, "row_mode": torch.tensor(mode == "row"),
+                             "step": torch.tensor(0.0), "exp_avg": torch.zeros_like(selected, dtype=torch.float32),
+                             "exp_avg_sq": torch.zeros_like(selected, dtype=torch.float32)}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                index, rows = state["index"], bool(state["row_mode"])
+                view = p if rows else p.view(-1)
+                grad = (p.grad if rows else p.grad.view(-1))[index].float()
+                weights = view[index].float()
+                state["step"] += 1
+                t = state["step"].item()
+                state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                bias1, bias2 = 1 - beta1**t, 1 - beta2**t
+                denom = (state["exp_avg_sq"] / bias2).sqrt_().add_(eps)
+                weights.mul_(1 - lr * wd).addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
+                view[index] = weights.to(p.dtype)
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for s in self.state.values() for t in s.values() if torch.is_tensor(t))
+
+
+def apply_mask(model: torch.nn.Module, mask: NeuronMask) -> list[tuple[torch.nn.Parameter, torch.Tensor, str]]:
+    """Freeze everything outside `mask`: returns (parameter, indices, mode) for MaskedAdamW, registers
+    gradient hooks that zero frozen entries, and turns off gradients of fully frozen tensors."""
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    mask.check_model(shapes, "the model being trained")
+    selections = []
+    for name, param in model.named_parameters():
+        neuron = mask.masks.get(name)
+        if neuron is None or not neuron.any():
+            param.requires_grad_(False)
+            continue
+        param.requires_grad_(True)
+        rows = mask.granularity == "row" and param.ndim >= 2
+        index = neuron.nonzero().flatten()
+        full = mask.full(name).to(param.device)
+        param.register_hook(lambda g, keep=full: g * keep)
+        selections.append((param, index.to(param.device), "row" if rows else "element"))
+    return selections
