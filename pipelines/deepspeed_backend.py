@@ -63,8 +63,9 @@ class DeepSpeedBackend:
         ensure_distributed_env()
         self.settings, self.loss_fn = settings, loss_fn
         config = load_deepspeed_config(settings.deepspeed_config)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        accumulation = max(1, settings.accumulation(block_size) // world)
+        self.rank, self.world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        world = self.world
+        accumulation = -(-settings.accumulation(block_size) // world)  # per rank, as train() splits it
         config |= {"train_micro_batch_size_per_gpu": settings.micro_batch_size,
                    "gradient_accumulation_steps": accumulation,
                    "train_batch_size": settings.micro_batch_size * accumulation * world,
@@ -92,9 +93,33 @@ class DeepSpeedBackend:
         self.engine.step()
         return loss.item()
 
+    def all_reduce_sum(self, value: float) -> float:
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.item()
+
     def optimizer_step(self, step: int) -> float:
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else 0.0
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every weight at full size (gathered under ZeRO-3); trainable ones from the fp32 master copy."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        state = {}
+        for name, p in self.engine.module.named_parameters():
+            if p.requires_grad and self.stage > 0:
+                state[name] = _full(safe_get_full_fp32_param(p), p).to(p.dtype)
+            elif self.stage == 3:
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([p]):
+                    state[name] = p.detach().cpu().clone()
+            else:
+                state[name] = p.detach().cpu().clone()
+        return state
 
     # -- checkpoints without pickle ---------------------------------------------------------------
     def _named(self) -> list[tuple[str, torch.nn.Parameter]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -182,6 +183,9 @@ class TorchBackend:
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
     def save_state(self, folder: Path) -> None:
         save_model(self.model, str(folder / "model.safetensors"))
         save_optimizer(self.optimizer, folder)
@@ -251,7 +255,9 @@ def train(
     checkpoints: CheckpointStore | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
-    accumulation = settings.accumulation(data.block_size)
+    # data parallel (DeepSpeed under a launcher): rank r takes micro-batches r, r+W, r+2W, ... of each step
+    rank, world = getattr(backend, "rank", 0), getattr(backend, "world", 1)
+    accumulation = math.ceil(settings.accumulation(data.block_size) / world) * world
     tokens_per_step = accumulation * settings.micro_batch_size * data.block_size
     if len(data) < settings.micro_batch_size:
         raise InputError(f"corpus {data.source} has {len(data)} blocks, fewer than one micro-batch "
@@ -271,8 +277,10 @@ def train(
         first = step * accumulation * settings.micro_batch_size
         batches = [data.batch(order.indices(first + m * settings.micro_batch_size, settings.micro_batch_size))
                    for m in range(accumulation)]
-        n_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        loss_sum = sum(backend.forward_backward(b, 1.0 / n_targets) for b in batches)
+        n_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)  # over all ranks
+        # gradients are averaged over ranks, hence the factor `world` in the token weighting
+        local = sum(backend.forward_backward(b, world / n_targets) for b in batches[rank::world])
+        loss_sum = backend.all_reduce_sum(local) if world > 1 else local
         grad_norm = backend.optimizer_step(step)
 
         result.losses.append(loss_sum / n_targets)
@@ -283,13 +291,23 @@ def train(
                                                 "lr": settings.learning_rate * settings.lr_factor(step),
                                                 "tokens_per_s": (step + 1 - start) * tokens_per_step / elapsed})
         if checkpoints is not None and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
-            with checkpoints.new(step + 1) as folder:
-                backend.save_state(folder)
-                save_trainer_state(folder, result, settings)
-            checkpoints.prune(keep=2)
+            save_checkpoint(backend, checkpoints, step + 1, result, settings, rank)
     result.seconds += time.perf_counter() - began
     backend.model.eval()
     return result
+
+
+def save_checkpoint(backend: Backend, checkpoints: CheckpointStore, step: int, result: TrainResult,
+                    settings: TrainSettings, rank: int = 0) -> None:
+    """Every rank takes part in gathering the state (ZeRO collectives); rank 0 alone commits it."""
+    if rank != 0:
+        with tempfile.TemporaryDirectory() as scratch:
+            backend.save_state(Path(scratch))
+        return
+    with checkpoints.new(step) as folder:
+        backend.save_state(folder)
+        save_trainer_state(folder, result, settings)
+    checkpoints.prune(keep=2)
 
 
 def _settings_fingerprint(settings: TrainSettings) -> dict[str, Any]:

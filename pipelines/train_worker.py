@@ -1,0 +1,71 @@
+"""One CPT training process: what a task launches (alone, or under `torchrun` / `deepspeed` for several
+processes and GPUs). Rank 0 writes the trained weights; checkpoints go to the artifact's checkpoint area.
+
+    python -m torch.distributed.run --nproc_per_node 8 -m pipelines.train_worker \\
+        --model BASE_DIR --blocks CORPUS_DIR --settings settings.json --out OUT_DIR \\
+        [--mask mask.safetensors] [--store URL --kind K --key KEY]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pipelines.importance import NeuronMask
+from pipelines.masked import MaskedAdamW, apply_mask
+from pipelines.models import load_causal_lm
+from pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+
+
+def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: int, mask: NeuronMask | None = None):
+    """Plain torch or DeepSpeed, by `settings.backend`; with a mask, only its neurons train."""
+    selections = apply_mask(model, mask) if mask is not None else None
+    if settings.backend == "deepspeed":
+        from pipelines.deepspeed_backend import DeepSpeedBackend
+
+        return DeepSpeedBackend(model, settings, block_size, masked=mask is not None)
+    optimizer = None
+    if selections is not None:
+        optimizer = MaskedAdamW(selections, lr=settings.learning_rate, betas=tuple(settings.adam_betas),
+                                eps=settings.adam_eps, weight_decay=settings.weight_decay)
+    return TorchBackend(model, settings, optimizer=optimizer)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--blocks", required=True)
+    parser.add_argument("--settings", required=True, help="JSON file of TrainSettings fields")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--mask")
+    parser.add_argument("--store")
+    parser.add_argument("--kind")
+    parser.add_argument("--key")
+    args = parser.parse_args(argv)
+
+    settings = TrainSettings(**json.loads(Path(args.settings).read_text()))
+    data = PackedBlocks.from_dir(Path(args.blocks))
+    model = load_causal_lm(args.model)
+    mask = NeuronMask.load(args.mask) if args.mask else None
+    backend = make_backend(model, settings, data.block_size, mask)
+    checkpoints = None
+    if args.store:
+        from storage import ArtifactStore
+
+        checkpoints = ArtifactStore(args.store).checkpoints(args.kind, args.key)
+    result = train(backend, data, settings, checkpoints=checkpoints)
+    state = backend.full_state_dict()
+    if int(os.environ.get("RANK", "0")) == 0:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out / "weights.safetensors"))
+        (out / "train.json").write_text(json.dumps(result.summary() | {"losses": result.losses}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Masked CPT: only masked entries move (decay and momentum included), on both back ends; MaskedAdamW is AdamW."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines.corpus import pack_corpus
+from pipelines.errors import InputError
+from pipelines.importance import NeuronMask, neuron_count
+from pipelines.masked import MaskedAdamW
+from pipelines.models import load_causal_lm, load_tokenizer
+from pipelines.train_worker import make_backend
+from pipelines.training import PackedBlocks, TrainSettings, train
+
+
+def test_masked_adamw_is_adamw_on_the_selected_entries():
+    torch.manual_seed(0)
+    full = torch.nn.Parameter(torch.randn(4, 3))
+    part = torch.nn.Parameter(full.detach().clone())
+    reference = torch.optim.AdamW([full], lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    masked = MaskedAdamW([(part, torch.tensor([1, 3]), "row")], lr=0.1, betas=(0.9, 0.99), eps=1e-8,
+                         weight_decay=0.1)
+    before = part.detach().clone()
+    for _ in range(3):
+        grad = torch.randn(4, 3)
+        full.grad, part.grad = grad.clone(), grad.clone()
+        reference.step()
+        masked.step()
+    assert torch.allclose(part[[1, 3]], full[[1, 3]], atol=1e-6)  # selected rows follow AdamW exactly
+    assert torch.equal(part[[0, 2]], before[[0, 2]])  # the others never move, despite decay
+    assert masked.state_bytes() < 2 * 4 * 12  # moments for 6 of 12 entries (+ a few indices)
+
+
+@pytest.fixture(scope="module")
+def setup(demo_assets, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("blocks")
+    text = (demo_assets["world"] / "translation" / "de" / "train.en").read_text().splitlines()
+    pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), folder, block_size=32)
+    return str(demo_assets["llm"]), PackedBlocks.from_dir(folder)
+
+
+def _random_mask(model, granularity, share=0.05, seed=0) -> NeuronMask:
+    g = torch.Generator().manual_seed(seed)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    masks = {n: torch.rand(neuron_count(s, granularity), generator=g) < share for n, s in shapes.items()}
+    return NeuronMask(granularity, shapes, masks, share * 100)
+
+
+@pytest.mark.parametrize("granularity, backend, decay", [
+    ("row", "torch", 0.1), ("element", "torch", 0.1), ("row", "deepspeed", 0.0), ("element", "deepspeed", 0.0)])
+def test_only_masked_entries_change(setup, granularity, backend, decay):
+    llm, data = setup
+    model = load_causal_lm(llm)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    mask = _random_mask(model, granularity)
+    settings = TrainSettings(steps=3, learning_rate=1e-2, batch_tokens=256, micro_batch_size=4, weight_decay=decay,
+                             backend=backend, deepspeed_config="deploy/deepspeed/zero2.json")
+    backend_obj = make_backend(model, settings, data.block_size, mask)
+    train(backend_obj, data, settings)
+    after = backend_obj.full_state_dict()
+    moved = 0
+    for name, old in before.items():
+        keep = mask.full(name)
+        assert torch.equal(after[name][~keep], old[~keep]), f"{name}: a frozen entry moved"
+        moved += int((after[name][keep] != old[keep]).sum())
+    assert moved > 0.5 * sum(int(mask.full(n).sum()) for n in before)
+
+
+def test_deepspeed_masked_refuses_weight_decay(setup):
+    llm, data = setup
+    model = load_causal_lm(llm)
+    settings = TrainSettings(steps=1, weight_decay=0.1, backend="deepspeed")
+    with pytest.raises(InputError, match="needs weight_decay 0"):
+        make_backend(model, settings, data.block_size, _random_mask(model, "row"))
