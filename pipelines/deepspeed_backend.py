@@ -159,8 +159,10 @@ class DeepSpeedBackend:
             load_optimizer(_base_optimizer(self.engine), folder, self.device)
         else:
             tensors = load_file(str(folder / "deepspeed_state.safetensors"))
+            _materialise_optimizer_state(self.engine)
             for name, p in self._named():
                 safe_set_full_fp32_param(p, tensors[f"fp32::{name}"].to(self.device))
+                _set_model_weight(p, tensors[f"fp32::{name}"], self.stage)
                 for key in _MOMENTS:
                     safe_set_full_optimizer_state(p, tensors[f"{key}::{name}"].to(self.device), key)
         steps = meta["global_steps"]
@@ -174,6 +176,34 @@ class DeepSpeedBackend:
         for group, base_lr in zip(self.engine.lr_scheduler.optimizer.param_groups, self.engine.lr_scheduler.base_lrs,
                                   strict=True):
             group["lr"] = base_lr * self.settings.lr_factor(meta["scheduler"]["last_epoch"])
+
+
+def _set_model_weight(p: torch.nn.Parameter, value: torch.Tensor, stage: int) -> None:
+    """The module's (low-precision) weights are copied from the fp32 master only at the next step, but the
+    next forward pass needs them now."""
+    if stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=0), torch.no_grad():
+            p.copy_(value.to(p.dtype))
+    else:
+        with torch.no_grad():
+            p.copy_(value.to(device=p.device, dtype=p.dtype))
+
+
+def _materialise_optimizer_state(engine) -> None:
+    """ZeRO-1/2 create Adam moments (and link them to each parameter's fragment) only at the first
+    optimizer step; a resumed run must restore them before that, so create zero moments and link now."""
+    zero = engine.optimizer
+    if getattr(zero, "_hp_optimizer_states_linked", True):
+        return
+    inner = zero.optimizer
+    for group in inner.param_groups:
+        for flat in group["params"]:
+            if not inner.state[flat]:
+                inner.state[flat] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(flat),
+                                     "exp_avg_sq": torch.zeros_like(flat)}
+    zero._lazy_init_hp_params_optimizer_state()
 
 
 def _full(value: torch.Tensor | None, p: torch.nn.Parameter) -> torch.Tensor:
