@@ -108,6 +108,14 @@ class TrainConfig(_Model):
         None, description="DeepSpeed JSON config (e.g. deploy/deepspeed/zero2.json) when backend=deepspeed."
     )
     checkpoint_every: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
+    processes: int = Field(1, ge=1, le=1024, description="Training processes (one per GPU) launched with torchrun "
+                           "on this node; 1 = train inside the task's own process.")
+
+    @model_validator(mode="after")
+    def _several_processes_need_deepspeed(self) -> TrainConfig:
+        if self.processes > 1 and self.backend != "deepspeed":
+            raise ValueError("processes > 1 needs backend: deepspeed (the plain torch back end is one device)")
+        return self
 
 
 class BootstrapConfig(_Model):

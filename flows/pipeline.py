@@ -2,6 +2,7 @@
 
     demo world ─> tiny models ─> bootstrap            (embedded demo only; real runs name HF models)
     corpus prep (ability, every language) ─> ability + pivot mixture
+    importance probes (ability, every language) ─> masked CPT (A+L0, L0, each Li) ; full CPT baseline
     evaluate (model × benchmark × language) ─> comparison report
 """
 
@@ -16,6 +17,7 @@ from tasks.common import Source
 from tasks.corpus import corpus_mixture, corpus_prep
 from tasks.demo import bootstrap, demo_world, tiny_models
 from tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
+from tasks.maet import full_cpt, importance_probe, masked_cpt
 
 
 def base_models(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> tuple[Source, Source, ArtifactRef | None]:
@@ -44,6 +46,24 @@ def prepare_corpora(cfg: RunConfig, world: ArtifactRef | None, base: Source) -> 
     return corpora
 
 
+def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> dict[str, ArtifactRef]:
+    """MAET extraction: a probe per corpus gives key neurons (N_A, N_L0, N_Li); masked CPT trains
+    LLM_{A,L0} on the mixture over N_A ∪ N_L0, LLM_{L0} over N_L0 and each LLM_{Li} over N_Li. Every run
+    starts as soon as the probes it needs are done (futures are passed straight in)."""
+    pivot = cfg.pivot_language
+    probes = {"ability": importance_probe.submit(cfg, "ability", corpora["ability"], base)}
+    probes |= {lang: importance_probe.submit(cfg, lang, corpora[f"general-{lang}"], base) for lang in cfg.all_languages}
+    runs = {"ability+pivot": masked_cpt.submit(cfg, f"ability+{pivot}", corpora["mixture"],
+                                               [probes["ability"], probes[pivot]], base)}
+    runs |= {lang: masked_cpt.submit(cfg, lang, corpora[f"general-{lang}"], [probes[lang]], base)
+             for lang in cfg.all_languages}
+    if cfg.merge.baselines:
+        runs["full_cpt"] = full_cpt.submit(cfg, corpora["ability"], base)
+    wait([*probes.values(), *runs.values()])
+    return ({f"mask/{name}": f.result() for name, f in probes.items()}
+            | {f"delta/{name}": f.result() for name, f in runs.items()})
+
+
 def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> dict[str, ArtifactRef]:
     """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
     units = {}
@@ -63,7 +83,11 @@ def pipeline(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa
     outputs: dict[str, ArtifactRef] = {}
     base, encoder, world = base_models(config, outputs)
     outputs |= {f"corpus/{name}": ref for name, ref in prepare_corpora(config, world, base).items()}
+    outputs |= extract(config, {k.removeprefix("corpus/"): v for k, v in outputs.items() if k.startswith("corpus/")},
+                       base)
     models = [EvalModel(name="base", source=base)]
+    if "full_cpt" in config.merge.baselines:
+        models.append(EvalModel(name="full_cpt", base="base", source=Source.of(outputs["delta/full_cpt"], "model")))
     if config.evaluation.enabled:
         outputs |= evaluate_models(config, models, world)
     return outputs

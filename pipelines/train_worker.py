@@ -36,6 +36,12 @@ def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: in
     return TorchBackend(model, settings, optimizer=optimizer)
 
 
+def _print_progress(done: int, total: int, metrics: dict) -> None:
+    from pipelines.cpt import PROGRESS_PREFIX
+
+    print(PROGRESS_PREFIX + json.dumps({"done": done, "total": total, "metrics": metrics}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store")
     parser.add_argument("--kind")
     parser.add_argument("--key")
+    parser.add_argument("--report-progress", action="store_true", help="print progress lines for the parent")
     args = parser.parse_args(argv)
 
     settings = TrainSettings(**json.loads(Path(args.settings).read_text()))
@@ -58,9 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         from storage import ArtifactStore
 
         checkpoints = ArtifactStore(args.store).checkpoints(args.kind, args.key)
-    result = train(backend, data, settings, checkpoints=checkpoints)
+    rank = int(os.environ.get("RANK", "0"))
+    report = _print_progress if args.report_progress and rank == 0 else None
+    result = train(backend, data, settings, checkpoints=checkpoints, progress=report)
     state = backend.full_state_dict()
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank == 0:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / "weights.safetensors"))

@@ -52,6 +52,7 @@ class TrainSettings:
     backend: str = "torch"
     deepspeed_config: str | None = None
     checkpoint_every: int = 50
+    processes: int = 1
     seed: int = 0
 
     def accumulation(self, block_size: int) -> int:
@@ -184,7 +185,8 @@ class TorchBackend:
         return grad_norm
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        """Every parameter (tied ones once, like safetensors checkpoints), on the CPU."""
+        return {k: v.detach().cpu() for k, v in self.model.named_parameters()}
 
     def save_state(self, folder: Path) -> None:
         save_model(self.model, str(folder / "model.safetensors"))
@@ -313,6 +315,7 @@ def save_checkpoint(backend: Backend, checkpoints: CheckpointStore, step: int, r
 def _settings_fingerprint(settings: TrainSettings) -> dict[str, Any]:
     fields = asdict(settings)
     fields.pop("checkpoint_every")  # how often we save does not change what we compute
+    fields.pop("processes")  # nor does the process count: the data order is global (only float sums reorder)
     return json.loads(json.dumps(fields))
 
 

@@ -74,6 +74,8 @@ def demo_source(uri: str, world: ArtifactRef | None, suffix: str = "") -> Source
 def stage_key_parts(params: dict[str, Any], sources: dict[str, Source]) -> tuple[dict, dict[str, ArtifactRef]]:
     params, inputs = dict(params), {}
     for name, source in sources.items():
+        if name in params:  # a source must not silently overwrite a parameter of the same name
+            raise ValueError(f"stage input {name!r} collides with a parameter of the same name")
         p, i = source.key_parts(name)
         params |= p
         inputs |= i

@@ -27,7 +27,7 @@ from storage import ArtifactRef, ArtifactStore, ArtifactWriter
 from tasks.common import Source, demo_source, open_store, retry_transient, run_stage, ui_key
 from tasks.progress import StageProgress
 
-EVAL_UNIT_VERSION = 1
+EVAL_UNIT_VERSION = 2
 REPORT_VERSION = 1
 
 
@@ -101,7 +101,7 @@ def evaluate(cfg: RunConfig, model: EvalModel, spec: BenchmarkSpec, language: st
         w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})
 
     return run_stage(store, kind="eval", stage="evaluate_unit", version=EVAL_UNIT_VERSION, params=params,
-                     sources={"model": model.source, "data": data}, build=build)
+                     sources={"weights": model.source, "data": data}, build=build)
 
 
 @task(name="comparison_report", retries=1, retry_condition_fn=retry_transient)

@@ -19,6 +19,9 @@ TINY = {
              "test_items": 4, "vocab_size": 400, "llm_hidden_size": 32, "encoder_hidden_size": 32,
              "bootstrap": {"train": {"steps": 4, "batch_tokens": 512, "micro_batch_size": 4}}},
     "corpus_prep": {"block_size": 32},
+    "probe": {"train": {"steps": 3, "batch_tokens": 128, "micro_batch_size": 4}},
+    "masked_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
+    "full_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
     "evaluation": {"batch_size": 4, "benchmarks": [
         {"name": "mgsm", "data": "demo:bench/mgsm", "max_new_tokens": 12},
         {"name": "xnli", "data": "demo:bench/xnli", "scoring": "loglik"},
@@ -57,12 +60,18 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     assert "stage(s) ran, 0 skipped" in first.stdout
     store = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache")
     committed = store.list()
-    assert {m.kind for m in committed} >= {"demo_world", "tiny_models", "base_llm", "corpus"}
+    assert {m.kind for m in committed} >= {"demo_world", "tiny_models", "base_llm", "corpus", "mask", "delta"}
+    by_stage = {}
+    for m in committed:
+        by_stage.setdefault(m.stage, []).append(m)
+    assert len(by_stage["importance_probe"]) == 4  # ability, en, de, sw
+    assert len(by_stage["masked_cpt"]) == 4  # ability+en, en, de, sw
+    assert all(m.metrics["key_neurons"] > 0 for m in by_stage["importance_probe"])
     languages = {m.params.get("language") for m in committed if m.stage == "corpus_prep"}
     assert languages == {"en", "de", "sw"}
     units = [m for m in committed if m.kind == "eval"]
-    assert sorted((m.params["benchmark"], m.params["language"]) for m in units) == sorted(
-        (b, lang) for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))
+    assert sorted((m.params["model"], m.params["benchmark"], m.params["language"]) for m in units) == sorted(
+        (model, b, lang) for model in ("base", "full_cpt") for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))
     assert "accuracy % per language" in first.stdout and "comparison.png" in first.stdout
 
     second = _cli("run", str(config), cwd=repo_root)

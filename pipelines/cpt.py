@@ -1,0 +1,111 @@
+"""The CPT stages of MAET extraction, as plain functions: run one CPT (probe, masked or full), turn a probe
+into a key-neuron mask (Eq. 1), and store a trained model as a sparse delta against its base.
+
+A CPT runs inside the calling process when `settings.processes == 1`, or as `settings.processes` worker
+processes under torchrun (one per GPU, DeepSpeed or DDP-style data parallel); the workers report progress
+on stdout and rank 0 writes the trained weights, which are read back here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from pipelines.deltas import base_weights_digest, write_sparse_delta
+from pipelines.importance import NeuronMask, check_k1, delta_score_source, select_top_k
+from pipelines.models import load_causal_lm
+from pipelines.training import PackedBlocks, TrainSettings, train
+from pipelines.weights import WeightReader
+
+Progress = Callable[[int, int, dict[str, Any]], None]
+PROGRESS_PREFIX = "LINGUAFORGE_PROGRESS "
+
+
+def run_cpt(model_dir: str, blocks_dir: str, settings: TrainSettings, mask: NeuronMask | None = None,
+            checkpoints=None, progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Train `model_dir` on the packed blocks (only `mask`'s neurons, if given). Returns the training
+    summary (with the loss per step) and the trained weights by parameter name."""
+    if settings.processes > 1:
+        return _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress)
+    from pipelines.train_worker import make_backend
+
+    data = PackedBlocks.from_dir(Path(blocks_dir))
+    backend = make_backend(load_causal_lm(model_dir), settings, data.block_size, mask)
+    result = train(backend, data, settings, checkpoints=checkpoints, progress=progress)
+    return result.summary() | {"losses": result.losses}, backend.full_state_dict()
+
+
+def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress):
+    """`settings.processes` workers under torchrun on this node; checkpoints go to the same area."""
+    with tempfile.TemporaryDirectory(prefix="cpt-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "settings.json").write_text(json.dumps(settings.__dict__))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={settings.processes}", "-m", "pipelines.train_worker",
+                   "--model", model_dir, "--blocks", blocks_dir, "--settings", str(tmp / "settings.json"),
+                   "--out", str(tmp / "out"), "--report-progress"]
+        if mask is not None:
+            mask.save(tmp / "mask.safetensors")
+            command += ["--mask", str(tmp / "mask.safetensors")]
+        if checkpoints is not None:
+            command += ["--store", checkpoints.store.url, "--kind", checkpoints.kind, "--key", checkpoints.key]
+        _stream(command, progress)
+        summary = json.loads((tmp / "out" / "train.json").read_text())
+        return summary, load_file(tmp / "out" / "weights.safetensors")
+
+
+def _stream(command: list[str], progress: Progress | None) -> None:
+    """Run the workers, forwarding their progress lines; on failure, raise with the output's tail."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    tail: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        for line in proc.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                if progress is not None:
+                    report = json.loads(line.removeprefix(PROGRESS_PREFIX))
+                    progress(report["done"], report["total"], report["metrics"])
+            else:
+                tail = (tail + [line])[-40:]
+    if proc.returncode != 0:
+        raise RuntimeError(f"training workers exited with {proc.returncode}:\n{''.join(tail)}")
+
+
+def key_neuron_mask(base_dir: str, probed: dict[str, torch.Tensor], k1_percent: float, granularity: str,
+                    selection: str) -> NeuronMask:
+    """Eq. 1 on a finished probe: importance = |θ' − θ| per neuron, top k1 % kept. The base is read one
+    tensor at a time from its safetensors, so selection memory stays a few tensors."""
+    check_k1(k1_percent)
+    base = WeightReader(base_dir)
+    names = [n for n in base.names() if n in probed]
+    source = delta_score_source(names, base.get, probed.__getitem__, granularity)
+    masks = select_top_k(source, k1_percent, granularity, selection)
+    return NeuronMask(granularity, source.shapes, masks, k1_percent)
+
+
+def write_cpt_delta(path: Path, base_dir: str, base_id: str, trained: dict[str, torch.Tensor]) -> dict[str, int]:
+    """θ_trained − θ_base as a sparse delta (only changed entries), tagged with the base's identity."""
+    base = WeightReader(base_dir)
+    triples = ((n, base.get(n), trained.get(n, base.get(n))) for n in base.names())
+    return write_sparse_delta(path, triples, base_id=base_id, base_digest=base_weights_digest(base_dir))
+
+
+def save_trained_model(base_dir: str, trained: dict[str, torch.Tensor], out: Path) -> None:
+    """A full HF folder (config, tokenizer, weights) for a model that is evaluated as a whole."""
+    from pipelines.models import load_tokenizer
+
+    model = load_causal_lm(base_dir)
+    missing = set(dict(model.named_parameters())) - set(trained)
+    if missing:
+        raise RuntimeError(f"trained weights lack {sorted(missing)[:3]}")
+    model.load_state_dict(trained, strict=False)
+    model.save_pretrained(out)
+    load_tokenizer(base_dir).save_pretrained(out)

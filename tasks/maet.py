@@ -1,0 +1,111 @@
+"""MAET extraction stages: importance probes (Eq. 1 → key-neuron masks), masked CPT (→ sparse deltas),
+and the full-CPT baseline. Each is one cached, resumable Prefect task; the flow fans them out."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from flows.config import RunConfig, TrainConfig
+from pipelines.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
+from pipelines.importance import NeuronMask
+from pipelines.plots import loss_curve
+from pipelines.training import TrainSettings
+from storage import ArtifactRef, ArtifactWriter
+from tasks.common import Source, open_store, retry_transient, run_stage
+from tasks.progress import StageProgress
+
+PROBE_VERSION = 1
+MASKED_CPT_VERSION = 1
+FULL_CPT_VERSION = 1
+
+
+def _settings(train: TrainConfig, cfg: RunConfig) -> TrainSettings:
+    return TrainSettings(**train.model_dump(), seed=cfg.seed)
+
+
+def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: TrainSettings,
+           mask: NeuronMask | None = None):
+    """One CPT with progress in the UI and the terminal, then its loss curve and summary into the artifact."""
+    with StageProgress(label, settings.steps) as progress:
+        summary, weights = run_cpt(base_dir, blocks, settings, mask=mask, checkpoints=w.checkpoints,
+                                   progress=progress)
+    loss_curve(summary["losses"], w.path / "loss_curve.png", label)
+    w.write_json("train.json", summary)
+    w.metrics.update({k: v for k, v in summary.items() if k != "losses"})
+    return weights
+
+
+@task(name="importance_probe", task_run_name="probe-{name}", retries=2, retry_condition_fn=retry_transient)
+def importance_probe(cfg: RunConfig, name: str, corpus: ArtifactRef, base: Source) -> ArtifactRef:
+    """Eq. 1: a short CPT on the corpus, then the top k1 % neurons by |θ' − θ| become the key neurons."""
+    store = open_store(cfg.store)
+    probe = cfg.probe
+    settings = _settings(probe.train, cfg)
+    params = {"k1_percent": probe.k1_percent, "granularity": probe.granularity, "selection": probe.selection,
+              "train": probe.train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
+              "seed": cfg.seed}
+    sources = {"corpus": Source.of(corpus), "base": base}
+
+    def build(w: ArtifactWriter) -> None:
+        base_dir = base.local(store)
+        probed = _train(w, f"probe {name}", base_dir, sources["corpus"].local(store), settings)
+        mask = key_neuron_mask(base_dir, probed, probe.k1_percent, probe.granularity, probe.selection)
+        mask.save(w.path / "mask.safetensors", corpus=name)
+        selected = mask.selected()
+        total = sum(m.numel() for m in mask.masks.values())
+        w.metrics.update({"key_neurons": sum(selected.values()), "neurons": total,
+                          "selected_per_tensor": selected})
+
+    return run_stage(store, kind="mask", stage="importance_probe", version=PROBE_VERSION, params=params,
+                     sources=sources, build=build,
+                     describe=lambda w: f"key neurons of **{name}**: {w.metrics['key_neurons']} of "
+                                        f"{w.metrics['neurons']} ({probe.granularity} granularity)")
+
+
+@task(name="masked_cpt", task_run_name="masked_cpt-{name}", retries=2, retry_condition_fn=retry_transient)
+def masked_cpt(cfg: RunConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef], base: Source) -> ArtifactRef:
+    """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base."""
+    store = open_store(cfg.store)
+    settings = _settings(cfg.masked_cpt.train, cfg)
+    params = {"train": cfg.masked_cpt.train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
+              "seed": cfg.seed}
+    sources = {"corpus": Source.of(corpus), "base": base} | {f"mask{i}": Source.of(m) for i, m in enumerate(masks)}
+
+    def build(w: ArtifactWriter) -> None:
+        base_dir = base.local(store)
+        mask = _union([NeuronMask.load(store.open(m).path("mask.safetensors")) for m in masks])
+        trained = _train(w, f"masked CPT {name}", base_dir, sources["corpus"].local(store), settings, mask)
+        nnz = write_cpt_delta(w.path / "delta.safetensors", base_dir, base.label, trained)
+        w.metrics.update({"changed_entries": sum(nnz.values()), "changed_tensors": sum(v > 0 for v in nnz.values()),
+                          "delta_bytes": (w.path / "delta.safetensors").stat().st_size})
+
+    return run_stage(store, kind="delta", stage="masked_cpt", version=MASKED_CPT_VERSION, params=params,
+                     sources=sources, build=build)
+
+
+@task(name="full_cpt", retries=2, retry_condition_fn=retry_transient)
+def full_cpt(cfg: RunConfig, corpus: ArtifactRef, base: Source) -> ArtifactRef:
+    """The baseline: CPT of every weight on the ability corpus; kept as a model and as a (dense) delta."""
+    store = open_store(cfg.store)
+    settings = _settings(cfg.full_cpt.train, cfg)
+    params = {"train": cfg.full_cpt.train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
+              "seed": cfg.seed}
+    sources = {"corpus": Source.of(corpus), "base": base}
+
+    def build(w: ArtifactWriter) -> None:
+        base_dir = base.local(store)
+        trained = _train(w, "full CPT (ability)", base_dir, sources["corpus"].local(store), settings)
+        write_cpt_delta(w.path / "delta.safetensors", base_dir, base.label, trained)
+        save_trained_model(base_dir, trained, w.path / "model")
+        w.metrics["delta_bytes"] = (w.path / "delta.safetensors").stat().st_size
+
+    return run_stage(store, kind="delta", stage="full_cpt", version=FULL_CPT_VERSION, params=params,
+                     sources=sources, build=build)
+
+
+def _union(masks: list[NeuronMask]) -> NeuronMask:
+    mask = masks[0]
+    for other in masks[1:]:
+        mask = mask.union(other)
+    return mask
+
