@@ -33,11 +33,11 @@ MASK_FORMAT = "linguaforge.neuron_mask/1"
 _BINS = 1 << 16
 
 
-def neuron_scores(delta: torch.Tensor, granularity: str) -> torch.Tensor:
-    """Importance of every neuron of one tensor from its delta θ' − θ."""
+def neuron_scores(delta: torch.Tensor, granularity: str, inplace: bool = False) -> torch.Tensor:
+    """Importance of every neuron of one tensor from its delta θ' − θ (`inplace`: delta may be overwritten)."""
     delta = delta.float()
     if granularity == "element" or delta.ndim < 2:
-        return delta.abs().flatten()
+        return (delta.abs_() if inplace else delta.abs()).flatten()
     if granularity == "row":
         return torch.linalg.vector_norm(delta.flatten(1), dim=1)
     raise InputError(f"granularity {granularity!r} is not one of row, element")
@@ -62,7 +62,9 @@ def delta_score_source(names: Iterable[str], base: Callable[[str], torch.Tensor]
     shapes = {n: tuple(base(n).shape) for n in names}
 
     def scores(name: str) -> torch.Tensor:
-        return neuron_scores(probed(name).float() - base(name).float(), granularity)
+        # a private fp32 copy of the base takes the subtraction and the abs in place: two tensors at most
+        delta = base(name).float().clone().sub_(probed(name).float())
+        return neuron_scores(delta, granularity, inplace=True)
 
     return ScoreSource(names, shapes, scores)
 
@@ -103,12 +105,18 @@ def _top_in_tensor(scores: torch.Tensor, k1_percent: float) -> torch.Tensor:
     return mask
 
 
+def _positive_chunks(source: ScoreSource, chunk: int = 1 << 20):
+    """Every tensor's positive scores, a few million at a time: the passes below then add only chunk-sized
+    temporaries to the one score tensor in hand."""
+    for name in source.names:
+        for part in source.scores(name).split(chunk):
+            yield part[part > 0]
+
+
 def _kth_score(source: ScoreSource, k: int) -> tuple[float, int]:
     """The k-th largest score t, and how many neurons scoring exactly t are to be taken (in order)."""
     lo, hi, positives = math.inf, 0.0, 0
-    for name in source.names:  # pass 1: range of the positive scores
-        s = source.scores(name)
-        pos = s[s > 0]
+    for pos in _positive_chunks(source):  # pass 1: range of the positive scores
         positives += pos.numel()
         if pos.numel():
             lo, hi = min(lo, pos.min().item()), max(hi, pos.max().item())
@@ -118,20 +126,16 @@ def _kth_score(source: ScoreSource, k: int) -> tuple[float, int]:
     width = (log_hi - log_lo) / _BINS or 1.0
 
     def bins_of(values: torch.Tensor) -> torch.Tensor:
-        return ((values.double().log() - log_lo) / width).floor().clamp(0, _BINS - 1).long()
+        return ((values.double().log_() - log_lo) / width).floor_().clamp_(0, _BINS - 1).long()
 
     counts = torch.zeros(_BINS, dtype=torch.long)
-    for name in source.names:  # pass 2: histogram of log-scores
-        s = source.scores(name)
-        counts += torch.bincount(bins_of(s[s > 0]), minlength=_BINS)
+    for pos in _positive_chunks(source):  # pass 2: histogram of log-scores
+        counts += torch.bincount(bins_of(pos), minlength=_BINS)
     above = counts.flip(0).cumsum(0).flip(0)  # neurons in this bin or higher
     target_bin = int((above >= k).nonzero().max())
     higher = int(above[target_bin + 1]) if target_bin + 1 < _BINS else 0
-    candidates = []
-    for name in source.names:  # pass 3: the values in the boundary bin only
-        s = source.scores(name)
-        pos = s[s > 0]
-        candidates.append(pos[bins_of(pos) == target_bin])
+    # pass 3: the values in the boundary bin only
+    candidates = [pos[bins_of(pos) == target_bin] for pos in _positive_chunks(source)]
     in_bin = torch.sort(torch.cat(candidates), descending=True).values
     threshold = in_bin[k - higher - 1].item()
     strictly_greater = higher + int((in_bin > threshold).sum())
