@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "linguaforge.manifest/1"
@@ -51,6 +51,12 @@ class ArtifactRef(BaseModel):
     uri: str
     digest: str
     reused: bool = Field(False, description="True when the stage was skipped because the artifact was already committed")
+
+    @field_serializer("reused", when_used="json")
+    def _reused_once_serialised(self, value: bool) -> bool:
+        # A ref read back from JSON (Prefect's result cache, a message) was made by an earlier execution:
+        # whoever loads it did not produce it. This also keeps cache keys independent of the flag.
+        return True
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.key}"

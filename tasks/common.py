@@ -12,8 +12,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
@@ -91,6 +92,18 @@ def retry_transient(task, task_run, state) -> bool:
     except Exception:  # noqa: BLE001 - anything else (network, OOM-killer'd worker, S3 5xx) may pass
         return True
     return False
+
+
+# Prefect's cache on top of the store: keyed by the task's inputs and code, never the run id, so a fresh
+# run with the same configuration reuses every result. Results are artifact refs, serialised as JSON (no
+# pickle). The store stays the truth: on a Prefect cache miss the task still skips committed artifacts.
+STAGE_CACHE_POLICY = INPUTS + TASK_SOURCE
+
+
+def stage_task(*, name: str, retries: int = 2, **options):
+    """The decorator of every stage task: cached as above, retried on transient faults only."""
+    return task(name=name, retries=retries, retry_condition_fn=retry_transient, cache_policy=STAGE_CACHE_POLICY,
+                persist_result=True, result_serializer="json", **options)
 
 
 def _run_ids() -> dict[str, str]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-
 from flows.config import CorpusSource, RunConfig
 from pipelines.corpus import CorpusSpec, mix_corpora, pack_corpus, read_documents, write_stats
 from pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
 from storage import ArtifactRef, ArtifactWriter
-from tasks.common import Source, demo_source, open_store, retry_transient, run_stage
+from tasks.common import Source, demo_source, open_store, run_stage, stage_task
 from tasks.progress import StageProgress
 
 CORPUS_PREP_VERSION = 1
@@ -21,7 +19,7 @@ def tokenizer_source(cfg: RunConfig, base: Source) -> Source:
     return Source(uri=cfg.models.tokenizer) if cfg.models.tokenizer else base
 
 
-@task(name="corpus_prep", task_run_name="corpus_prep-{name}", retries=2, retry_condition_fn=retry_transient)
+@stage_task(name="corpus_prep", task_run_name="corpus_prep-{name}", retries=2)
 def corpus_prep(cfg: RunConfig, name: str, language: str, corpus: CorpusSource, world: ArtifactRef | None,
                 base: Source) -> ArtifactRef:
     """Read, normalise, filter, tokenize (with the base model's tokenizer) and pack one corpus."""
@@ -50,7 +48,7 @@ def corpus_prep(cfg: RunConfig, name: str, language: str, corpus: CorpusSource, 
                      sources={"corpus": source, "tokenizer": tokenizer_src}, build=build)
 
 
-@task(name="corpus_mixture", retries=2, retry_condition_fn=retry_transient)
+@stage_task(name="corpus_mixture", retries=2)
 def corpus_mixture(cfg: RunConfig, ability: ArtifactRef, general: ArtifactRef) -> ArtifactRef:
     """The ability + pivot-language mixture that LLM_{A,L0} is trained on, by token share."""
     store = open_store(cfg.store)

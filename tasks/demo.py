@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from prefect import task
 
 from flows.config import RunConfig
 from pipelines.corpus import CorpusSpec, pack_corpus, read_documents
@@ -23,7 +22,7 @@ from pipelines.models import load_causal_lm, load_tokenizer
 from pipelines.plots import loss_curve
 from pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
 from storage import ArtifactRef, ArtifactWriter
-from tasks.common import Source, open_store, retry_transient, run_stage
+from tasks.common import Source, open_store, run_stage, stage_task
 from tasks.progress import StageProgress
 
 DEMO_WORLD_VERSION = 1
@@ -40,7 +39,7 @@ def _world_params(cfg: RunConfig) -> dict:
             "test_items": demo.test_items}
 
 
-@task(name="demo_world", retries=1, retry_condition_fn=retry_transient)
+@stage_task(name="demo_world", retries=1)
 def demo_world(cfg: RunConfig) -> ArtifactRef:
     params = _world_params(cfg)
 
@@ -53,7 +52,7 @@ def demo_world(cfg: RunConfig) -> ArtifactRef:
                      params=params, build=build)
 
 
-@task(name="tiny_models", retries=1, retry_condition_fn=retry_transient)
+@stage_task(name="tiny_models", retries=1)
 def tiny_models(cfg: RunConfig, world: ArtifactRef) -> ArtifactRef:
     store, demo = open_store(cfg.store), cfg.demo
     params = {"vocab_size": demo.vocab_size, "llm_hidden_size": demo.llm_hidden_size, "llm_layers": demo.llm_layers,
@@ -76,7 +75,7 @@ def tiny_models(cfg: RunConfig, world: ArtifactRef) -> ArtifactRef:
                      sources={"world": world_src}, build=build)
 
 
-@task(name="bootstrap", retries=1, retry_condition_fn=retry_transient)
+@stage_task(name="bootstrap", retries=1)
 def bootstrap(cfg: RunConfig, world: ArtifactRef, models: ArtifactRef) -> ArtifactRef:
     """Briefly pre-train the tiny LLM on the general text of every language: the demo's 'base model'."""
     store = open_store(cfg.store)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
@@ -24,7 +23,7 @@ from pipelines.benchmarks import (
     get_benchmark,
 )
 from storage import ArtifactRef, ArtifactStore, ArtifactWriter
-from tasks.common import Source, demo_source, open_store, retry_transient, run_stage, ui_key
+from tasks.common import Source, demo_source, open_store, run_stage, stage_task, ui_key
 from tasks.progress import StageProgress
 
 EVAL_UNIT_VERSION = 2
@@ -65,7 +64,7 @@ def _data_location(source: Source, store: ArtifactStore) -> str:
     return source.local(store) if source.ref is not None else str(source.uri)
 
 
-@task(name="benchmark_languages", retries=1, retry_condition_fn=retry_transient)
+@stage_task(name="benchmark_languages", retries=1)
 def benchmark_languages(cfg: RunConfig, spec: BenchmarkSpec, world: ArtifactRef | None) -> list[str]:
     """The run's languages that this benchmark's data has (XNLI has no Bengali, for one); the rest are logged."""
     from prefect import get_run_logger
@@ -80,8 +79,7 @@ def benchmark_languages(cfg: RunConfig, spec: BenchmarkSpec, world: ArtifactRef 
     return [lang for lang in wanted if lang in present]
 
 
-@task(name="evaluate_unit", task_run_name="eval-{model.name}-{spec.name}-{language}", retries=1,
-      retry_condition_fn=retry_transient)
+@stage_task(name="evaluate_unit", task_run_name="eval-{model.name}-{spec.name}-{language}", retries=1)
 def evaluate(cfg: RunConfig, model: EvalModel, spec: BenchmarkSpec, language: str,
              world: ArtifactRef | None) -> ArtifactRef:
     store = open_store(cfg.store)
@@ -104,7 +102,7 @@ def evaluate(cfg: RunConfig, model: EvalModel, spec: BenchmarkSpec, language: st
                      sources={"weights": model.source, "data": data}, build=build)
 
 
-@task(name="comparison_report", retries=1, retry_condition_fn=retry_transient)
+@stage_task(name="comparison_report", retries=1)
 def comparison_report(cfg: RunConfig, units: list[ArtifactRef]) -> ArtifactRef:
     """Per-language accuracy of every model next to its base: report.md, comparison.png, rows.json."""
     store = open_store(cfg.store)

@@ -3,15 +3,13 @@ and the full-CPT baseline. Each is one cached, resumable Prefect task; the flow 
 
 from __future__ import annotations
 
-from prefect import task
-
 from flows.config import RunConfig, TrainConfig
 from pipelines.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
 from pipelines.importance import NeuronMask
 from pipelines.plots import loss_curve
 from pipelines.training import TrainSettings
 from storage import ArtifactRef, ArtifactWriter
-from tasks.common import Source, open_store, retry_transient, run_stage
+from tasks.common import Source, open_store, run_stage, stage_task
 from tasks.progress import StageProgress
 
 PROBE_VERSION = 1
@@ -35,7 +33,7 @@ def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: 
     return weights
 
 
-@task(name="importance_probe", task_run_name="probe-{name}", retries=2, retry_condition_fn=retry_transient)
+@stage_task(name="importance_probe", task_run_name="probe-{name}", retries=2)
 def importance_probe(cfg: RunConfig, name: str, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """Eq. 1: a short CPT on the corpus, then the top k1 % neurons by |θ' − θ| become the key neurons."""
     store = open_store(cfg.store)
@@ -62,7 +60,7 @@ def importance_probe(cfg: RunConfig, name: str, corpus: ArtifactRef, base: Sourc
                                         f"{w.metrics['neurons']} ({probe.granularity} granularity)")
 
 
-@task(name="masked_cpt", task_run_name="masked_cpt-{name}", retries=2, retry_condition_fn=retry_transient)
+@stage_task(name="masked_cpt", task_run_name="masked_cpt-{name}", retries=2)
 def masked_cpt(cfg: RunConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef], base: Source) -> ArtifactRef:
     """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base."""
     store = open_store(cfg.store)
@@ -83,7 +81,7 @@ def masked_cpt(cfg: RunConfig, name: str, corpus: ArtifactRef, masks: list[Artif
                      sources=sources, build=build)
 
 
-@task(name="full_cpt", retries=2, retry_condition_fn=retry_transient)
+@stage_task(name="full_cpt", retries=2)
 def full_cpt(cfg: RunConfig, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """The baseline: CPT of every weight on the ability corpus; kept as a model and as a (dense) delta."""
     store = open_store(cfg.store)
