@@ -1,93 +1,25 @@
-"""The linguaforge pipeline as one Prefect flow; it reads like the diagram in DESIGN.md.
+"""The whole linguaforge run as one Prefect flow of subflows; it reads like the diagram in DESIGN.md.
 
-    demo world ─> tiny models ─> bootstrap            (embedded demo only; real runs name HF models)
-    corpus prep (ability, every language) ─> ability + pivot mixture
-    importance probes (ability, every language) ─> masked CPT (A+L0, L0, each Li) ; full CPT baseline
-    evaluate (model × benchmark × language) ─> comparison report
+    maet (corpus ─> probes ─> masked CPT ─> decompose ─> merge)
+    mindmerger on the base LLM, and on the MAET model   (mapping ─> augmentation)
+    evaluate (every model × benchmark × language) ─> comparison report
 """
 
 from __future__ import annotations
 
 from prefect import flow
-from prefect.futures import wait
 
-from flows.config import DEMO_PREFIX, RunConfig
+from flows.config import RunConfig
+from flows.evaluate import evaluate
+from flows.maet import maet
+from flows.stages import models_to_evaluate
 from storage import ArtifactRef
-from tasks.common import Source
-from tasks.corpus import corpus_mixture, corpus_prep
-from tasks.demo import bootstrap, demo_world, tiny_models
-from tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
-from tasks.maet import full_cpt, importance_probe, masked_cpt
-
-
-def base_models(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> tuple[Source, Source, ArtifactRef | None]:
-    """The base LLM and the encoder: the demo world's tiny ones, or the configured HF ids / paths."""
-    world = None
-    if cfg.demo is not None:
-        world = outputs["demo_world"] = demo_world(cfg)
-        models = outputs["tiny_models"] = tiny_models(cfg, world)
-        if cfg.models.base_llm == f"{DEMO_PREFIX}llm":
-            outputs["base_llm"] = bootstrap(cfg, world, models)
-    base = (Source.of(outputs["base_llm"], "model") if "base_llm" in outputs else Source(uri=cfg.models.base_llm))
-    encoder = (Source.of(outputs["tiny_models"], "encoder") if cfg.models.encoder == f"{DEMO_PREFIX}encoder"
-               else Source(uri=cfg.models.encoder))
-    return base, encoder, world
-
-
-def prepare_corpora(cfg: RunConfig, world: ArtifactRef | None, base: Source) -> dict[str, ArtifactRef]:
-    """Every corpus the MAET stages train on, packed in parallel, plus the ability + pivot mixture."""
-    futures = {f"general-{lang}": corpus_prep.submit(cfg, f"general-{lang}", lang, cfg.corpora.general[lang],
-                                                     world, base)
-               for lang in cfg.all_languages}
-    futures["ability"] = corpus_prep.submit(cfg, "ability", cfg.pivot_language, cfg.corpora.ability, world, base)
-    wait(list(futures.values()))
-    corpora = {name: future.result() for name, future in futures.items()}
-    corpora["mixture"] = corpus_mixture(cfg, corpora["ability"], corpora[f"general-{cfg.pivot_language}"])
-    return corpora
-
-
-def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> dict[str, ArtifactRef]:
-    """MAET extraction: a probe per corpus gives key neurons (N_A, N_L0, N_Li); masked CPT trains
-    LLM_{A,L0} on the mixture over N_A ∪ N_L0, LLM_{L0} over N_L0 and each LLM_{Li} over N_Li. Every run
-    starts as soon as the probes it needs are done (futures are passed straight in)."""
-    pivot = cfg.pivot_language
-    probes = {"ability": importance_probe.submit(cfg, "ability", corpora["ability"], base)}
-    probes |= {lang: importance_probe.submit(cfg, lang, corpora[f"general-{lang}"], base) for lang in cfg.all_languages}
-    runs = {"ability+pivot": masked_cpt.submit(cfg, f"ability+{pivot}", corpora["mixture"],
-                                               [probes["ability"], probes[pivot]], base)}
-    runs |= {lang: masked_cpt.submit(cfg, lang, corpora[f"general-{lang}"], [probes[lang]], base)
-             for lang in cfg.all_languages}
-    if cfg.merge.baselines:
-        runs["full_cpt"] = full_cpt.submit(cfg, corpora["ability"], base)
-    wait([*probes.values(), *runs.values()])
-    return ({f"mask/{name}": f.result() for name, f in probes.items()}
-            | {f"delta/{name}": f.result() for name, f in runs.items()})
-
-
-def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> dict[str, ArtifactRef]:
-    """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
-    units = {}
-    for spec in cfg.evaluation.benchmarks:
-        for lang in benchmark_languages(cfg, spec, world):
-            for model in models:
-                units[f"eval/{model.name}/{spec.name}/{lang}"] = evaluate.submit(cfg, model, spec, lang, world)
-    wait(list(units.values()))
-    results = {name: future.result() for name, future in units.items()}
-    results["report"] = comparison_report(cfg, list(results.values()))
-    return results
 
 
 @flow(name="linguaforge-pipeline", log_prints=True)
 def pipeline(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B008 - Prefect reads the default
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
-    outputs: dict[str, ArtifactRef] = {}
-    base, encoder, world = base_models(config, outputs)
-    outputs |= {f"corpus/{name}": ref for name, ref in prepare_corpora(config, world, base).items()}
-    outputs |= extract(config, {k.removeprefix("corpus/"): v for k, v in outputs.items() if k.startswith("corpus/")},
-                       base)
-    models = [EvalModel(name="base", source=base)]
-    if "full_cpt" in config.merge.baselines:
-        models.append(EvalModel(name="full_cpt", base="base", source=Source.of(outputs["delta/full_cpt"], "model")))
+    outputs = maet(config)
     if config.evaluation.enabled:
-        outputs |= evaluate_models(config, models, world)
+        outputs |= evaluate(config, models_to_evaluate(config, outputs))
     return outputs

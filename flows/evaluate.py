@@ -1,0 +1,21 @@
+"""The evaluation flow: every model × benchmark × language unit, then the comparison report.
+
+    models (base, and any the run produced) ─> eval units in parallel ─> report (table, plot)
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.config import RunConfig
+from flows.stages import base_models, evaluate_models, run_sources
+from storage import ArtifactRef
+from tasks.evaluate import EvalModel
+
+
+@flow(name="linguaforge-evaluate", log_prints=True)
+def evaluate(config: RunConfig = RunConfig(), models: list[EvalModel] | None = None) -> dict[str, ArtifactRef]:  # noqa: B008
+    """Score `models` (default: the run's base model) on the configured benchmarks, language by language."""
+    outputs = base_models(config)
+    base, _, world = run_sources(config, outputs)
+    return evaluate_models(config, models or [EvalModel(name="base", source=base)], world)

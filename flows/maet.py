@@ -1,0 +1,25 @@
+"""The MAET flow: extract ability and language neurons, then transfer the ability into every language.
+
+    base models ─> corpus prep (ability, every language) ─> ability + pivot mixture
+    importance probes (ability, every language) ─> masked CPT (A+L0, L0, each Li) ; full CPT baseline
+    decompose (Eq. 2) ─> merge (Eq. 3–5) ─> the multilingual, ability-enhanced model
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.config import RunConfig
+from flows.stages import base_models, extract, prepare_corpora, run_sources
+from storage import ArtifactRef
+
+
+@flow(name="linguaforge-maet", log_prints=True)
+def maet(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B008 - Prefect reads the default
+    """MAET end to end on the run's base model; committed stages are skipped."""
+    outputs = base_models(config)
+    base, _, world = run_sources(config, outputs)
+    corpora = prepare_corpora(config, world, base)
+    outputs |= {f"corpus/{name}": ref for name, ref in corpora.items()}
+    outputs |= extract(config, corpora, base)
+    return outputs

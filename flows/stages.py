@@ -1,0 +1,92 @@
+"""Glue shared by the flows: where the run's base models come from, and the fan-out of per-corpus and
+per-unit stages. Plain functions called inside a flow; the flows themselves read like the diagram."""
+
+from __future__ import annotations
+
+from prefect.futures import wait
+
+from flows.config import DEMO_PREFIX, RunConfig
+from storage import ArtifactRef
+from tasks.common import Source
+from tasks.corpus import corpus_mixture, corpus_prep
+from tasks.demo import bootstrap, demo_world, tiny_models
+from tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
+from tasks.maet import full_cpt, importance_probe, masked_cpt
+
+
+def base_models(cfg: RunConfig) -> dict[str, ArtifactRef]:
+    """The demo world and its tiny models when the run has a demo section (cached like every stage)."""
+    outputs: dict[str, ArtifactRef] = {}
+    if cfg.demo is not None:
+        world = outputs["demo_world"] = demo_world(cfg)
+        models = outputs["tiny_models"] = tiny_models(cfg, world)
+        if cfg.models.base_llm == f"{DEMO_PREFIX}llm":
+            outputs["base_llm"] = bootstrap(cfg, world, models)
+    return outputs
+
+
+def run_sources(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> tuple[Source, Source, ArtifactRef | None]:
+    """The base LLM and the encoder (demo artifacts or the configured HF ids / paths), and the demo world."""
+    base = Source.of(outputs["base_llm"], "model") if "base_llm" in outputs else Source(uri=cfg.models.base_llm)
+    encoder = (Source.of(outputs["tiny_models"], "encoder") if cfg.models.encoder == f"{DEMO_PREFIX}encoder"
+               else Source(uri=cfg.models.encoder))
+    return base, encoder, outputs.get("demo_world")
+
+
+def prepare_corpora(cfg: RunConfig, world: ArtifactRef | None, base: Source) -> dict[str, ArtifactRef]:
+    """Every corpus the MAET stages train on, packed in parallel, plus the ability + pivot mixture."""
+    futures = {f"general-{lang}": corpus_prep.submit(cfg, f"general-{lang}", lang, cfg.corpora.general[lang],
+                                                     world, base)
+               for lang in cfg.all_languages}
+    futures["ability"] = corpus_prep.submit(cfg, "ability", cfg.pivot_language, cfg.corpora.ability, world, base)
+    wait(list(futures.values()))
+    corpora = {name: future.result() for name, future in futures.items()}
+    corpora["mixture"] = corpus_mixture(cfg, corpora["ability"], corpora[f"general-{cfg.pivot_language}"])
+    return corpora
+
+
+def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> dict[str, ArtifactRef]:
+    """MAET extraction: a probe per corpus gives key neurons (N_A, N_L0, N_Li); masked CPT trains
+    LLM_{A,L0} on the mixture over N_A ∪ N_L0, LLM_{L0} over N_L0 and each LLM_{Li} over N_Li. Every run
+    starts as soon as the probes it needs are done (futures are passed straight in)."""
+    pivot = cfg.pivot_language
+    probes = {"ability": importance_probe.submit(cfg, "ability", corpora["ability"], base)}
+    probes |= {lang: importance_probe.submit(cfg, lang, corpora[f"general-{lang}"], base) for lang in cfg.all_languages}
+    runs = {"ability+pivot": masked_cpt.submit(cfg, f"ability+{pivot}", corpora["mixture"],
+                                               [probes["ability"], probes[pivot]], base)}
+    runs |= {lang: masked_cpt.submit(cfg, lang, corpora[f"general-{lang}"], [probes[lang]], base)
+             for lang in cfg.all_languages}
+    if cfg.merge.baselines:
+        runs["full_cpt"] = full_cpt.submit(cfg, corpora["ability"], base)
+    wait([*probes.values(), *runs.values()])
+    return ({f"mask/{name}": f.result() for name, f in probes.items()}
+            | {f"delta/{name}": f.result() for name, f in runs.items()})
+
+
+def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> dict[str, ArtifactRef]:
+    """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
+    units = {}
+    for spec in cfg.evaluation.benchmarks:
+        for lang in benchmark_languages(cfg, spec, world):
+            for model in models:
+                units[f"eval/{model.name}/{spec.name}/{lang}"] = evaluate.submit(cfg, model, spec, lang, world)
+    wait(list(units.values()))
+    results = {name: future.result() for name, future in units.items()}
+    results["report"] = comparison_report(cfg, list(results.values()))
+    return results
+
+
+def models_to_evaluate(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> list[EvalModel]:
+    """The base and every model the run produced that is evaluated as a whole, each against its base."""
+    base, _, _ = run_sources(cfg, outputs)
+    models = [EvalModel(name="base", source=base)]
+    for name in ("full_cpt", "task_vector", "maet"):
+        ref = outputs.get(f"model/{name}") or (outputs.get("delta/full_cpt") if name == "full_cpt" else None)
+        if ref is not None:
+            models.append(EvalModel(name=name, base="base", source=Source.of(ref, "model")))
+    for name, ref in outputs.items():
+        if name.startswith("mindmerger/") and name.endswith("/augmentation"):
+            llm = name.split("/")[1]
+            models.append(EvalModel(name=f"mindmerger-{llm}", base=llm if llm != "base" else "base",
+                                    kind="mindmerger", source=Source.of(ref)))
+    return models
