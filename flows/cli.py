@@ -2,6 +2,8 @@
 
     linguaforge run [CONFIG] [--store URL]     run the pipeline (configs/demo.yaml by default)
     linguaforge artifacts [CONFIG] [--kind K]  list committed artifacts
+    linguaforge server [--port 4200]           start a local Prefect server with its UI
+    linguaforge serve [CONFIG] [--gpu]         register the deployments (and schedules) on PREFECT_API_URL
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ def cmd_run(args) -> int:
     from tasks.progress import attach_console
 
     cfg = _load(args)
+    check_prefect_api()
     from storage import ArtifactStore
-
 
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options)
@@ -228,6 +230,63 @@ def cmd_report(args) -> int:
     return 0
 
 
+def check_prefect_api() -> None:
+    """With PREFECT_API_URL set, the server must answer before anything runs; without it, Prefect starts a
+    temporary one for this process."""
+    import urllib.request
+
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as response:
+            if response.status == 200:
+                return
+    except OSError as exc:
+        reason = str(getattr(exc, "reason", exc))
+    else:
+        reason = f"HTTP {response.status}"
+    raise PrefectUnreachable(f"no Prefect server answers at PREFECT_API_URL={url} ({reason}); start one with "
+                             "`linguaforge server`, or unset PREFECT_API_URL to run on a temporary server")
+
+
+class PrefectUnreachable(RuntimeError):
+    pass
+
+
+def cmd_server(args) -> int:
+    """`prefect server start` with linguaforge's defaults (SQLite under PREFECT_HOME unless
+    PREFECT_API_DATABASE_CONNECTION_URL points at PostgreSQL)."""
+    import subprocess
+
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"}
+    env.pop("PREFECT_API_URL", None)
+    console.print(f"Prefect UI: http://{args.host}:{args.port}   then, in the shells that run linguaforge:\n"
+                  f"  export PREFECT_API_URL=http://{args.host}:{args.port}/api")
+    return subprocess.call([sys.executable, "-m", "prefect", "server", "start", "--host", args.host,
+                            "--port", str(args.port)], env=env)
+
+
+def cmd_serve(args) -> int:
+    from flows.deployments import CPU_POOL, register
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise PrefectUnreachable("serve registers deployments on a Prefect server: set PREFECT_API_URL "
+                                 "(e.g. http://127.0.0.1:4200/api after `linguaforge server`)")
+    check_prefect_api()
+    cfg = _load(args)
+    cron = None if args.eval_cron in (None, "none") else args.eval_cron
+    ids = register(cfg, gpu=args.gpu, eval_cron=cron, only=args.only, result_storage=args.result_storage)
+    table = Table(title=f"deployments on {os.environ['PREFECT_API_URL']}")
+    for column in ("deployment", "id"):
+        table.add_column(column)
+    for name, ident in ids.items():
+        table.add_row(name, ident)
+    console.print(table)
+    console.print(f"Start a worker to run them:  prefect worker start --pool {CPU_POOL}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linguaforge", description="MAET and MindMerger as one resumable "
                                      "Prefect pipeline, with multilingual benchmark evaluation.")
@@ -262,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", help="artifact store URL (overrides the configuration's)")
     rep.add_argument("--models", nargs="*", help="only these model names")
     rep.set_defaults(func=cmd_report)
+    srv = sub.add_parser("server", help="start a local Prefect server and UI (SQLite; PostgreSQL via "
+                         "PREFECT_API_DATABASE_CONNECTION_URL)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=4200)
+    srv.set_defaults(func=cmd_server)
+    serve = sub.add_parser("serve", help="register the deployments and their schedules on PREFECT_API_URL")
+    serve.add_argument("config", nargs="?", help="YAML run configuration: the deployments' default parameters")
+    serve.add_argument("--store", help="artifact store URL (overrides store.url)")
+    serve.add_argument("--gpu", action="store_true", help="also the Kubernetes GPU pool and its deployment")
+    serve.add_argument("--eval-cron", default="0 2 * * *", help="cron of the evaluation deployment ('none': no schedule)")
+    serve.add_argument("--only", nargs="*", help="only these deployments (pipeline, maet, evaluate, maet-gpu)")
+    serve.add_argument("--result-storage", help="fsspec URL for Prefect's task results, e.g. s3://bucket/prefect-results "
+                       "(default: the worker's local PREFECT_HOME)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -275,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
+        err_console.print(f"[red]linguaforge:[/] {exc}", highlight=False)
+        return 2
+    except PrefectUnreachable as exc:
         err_console.print(f"[red]linguaforge:[/] {exc}", highlight=False)
         return 2
     except (InputError, StoreError) as exc:

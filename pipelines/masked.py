@@ -27,10 +27,12 @@ class MaskedAdamW(torch.optim.Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         params = [p for p, _, _ in selections]
         super().__init__([{"params": params}], dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        for p, index, mode in selections:
-            selected = p.detach()[index] if mode == "row" else p.detach().view(-1)[index]
-            self.state[p] = {"index": index, "row_mode": torch.tensor(mode == "row"),
-                             "step": torch.tensor(0.0), "exp_avg": torch.zeros_like(selected, dtype=torch.float32),
+        # Which entries train is fixed by the mask, not learned state: it stays out of state_dict(), so a
+        # checkpoint holds only step and moments (torch's load_state_dict would cast an index to float).
+        self.selection = {p: (index, mode == "row") for p, index, mode in selections}
+        for p, (index, rows) in self.selection.items():
+            selected = p.detach()[index] if rows else p.detach().view(-1)[index]
+            self.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(selected, dtype=torch.float32),
                              "exp_avg_sq": torch.zeros_like(selected, dtype=torch.float32)}
 
     @torch.no_grad()
@@ -41,7 +43,7 @@ class MaskedAdamW(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                index, rows = state["index"], bool(state["row_mode"])
+                index, rows = self.selection[p]
                 view = p if rows else p.view(-1)
                 grad = (p.grad if rows else p.grad.view(-1))[index].float()
                 weights = view[index].float()
@@ -55,7 +57,8 @@ class MaskedAdamW(torch.optim.Optimizer):
                 view[index] = weights.to(p.dtype)
 
     def state_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for s in self.state.values() for t in s.values() if torch.is_tensor(t))
+        moments = sum(t.numel() * t.element_size() for s in self.state.values() for t in s.values() if torch.is_tensor(t))
+        return moments + sum(index.numel() * index.element_size() for index, _ in self.selection.values())
 
 
 def apply_mask(model: torch.nn.Module, mask: NeuronMask) -> list[tuple[torch.nn.Parameter, torch.Tensor, str]]:

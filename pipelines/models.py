@@ -11,7 +11,30 @@ from pathlib import Path
 import fsspec
 import torch
 
+# Resolved here, at import, on one thread: transformers' lazy module attributes are not safe to resolve
+# for the first time from several task threads at once (seen as "cannot import name AutoModelForCausalLM").
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MT5Config,
+    MT5EncoderModel,
+    MT5ForConditionalGeneration,
+    PreTrainedTokenizerFast,
+    T5EncoderModel,
+    UMT5EncoderModel,
+)
+from transformers.utils import logging as hf_logging
+
 from pipelines.errors import InputError
+
+__all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
+           "LlamaForCausalLM", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration",
+           "PreTrainedTokenizerFast", "T5EncoderModel", "UMT5EncoderModel", "hf_logging"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _REMOTE = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "memory://")
@@ -41,21 +64,17 @@ def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", 
 
 
 def load_tokenizer(uri: str, revision: str | None = None):
-    from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(uri, revision=revision)
 
 
 def load_causal_lm(uri: str, dtype: str = "float32", revision: str | None = None):
-    from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
 
 
 def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
     """The encoder alone: for T5-family checkpoints (mT5-xl) the decoder weights are never materialised."""
-    from transformers import AutoConfig, AutoModel, MT5EncoderModel, T5EncoderModel, UMT5EncoderModel
-    from transformers.utils import logging as hf_logging
 
     config = AutoConfig.from_pretrained(uri, revision=revision)
     encoder_cls = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}.get(config.model_type, AutoModel)
@@ -71,7 +90,6 @@ def read_model_config(uri: str) -> dict:
     path = Path(uri) / "config.json"
     if path.exists():
         return json.loads(path.read_text())
-    from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(uri).to_dict()
 

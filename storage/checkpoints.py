@@ -68,6 +68,7 @@ class CheckpointArea:
     def steps(self) -> list[int]:
         """Steps that have a COMPLETE marker, newest first."""
         found = []
+        self.store.fs.invalidate_cache()  # a checkpoint may have been written by another process
         for path in self.store.fs.glob(f"{self.base}/step-*/{COMPLETE}"):
             found.append(int(path.rstrip("/").split("/")[-2].removeprefix("step-")))
         return sorted(found, reverse=True)

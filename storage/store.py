@@ -158,6 +158,7 @@ class ArtifactStore:
     # -- reading ------------------------------------------------------------------------------
     def exists(self, kind: str, key: str) -> bool:
         """True only for a committed artifact (its manifest exists)."""
+        self.fs.invalidate_cache()
         return self.fs.exists(self._path(kind, key, MANIFEST_NAME))
 
     def manifest(self, kind: str, key: str) -> Manifest:
@@ -188,6 +189,7 @@ class ArtifactStore:
     def list(self, kind: str | None = None) -> list[Manifest]:
         pattern = self._path(kind or "*", "*", MANIFEST_NAME)
         manifests = []
+        self.fs.invalidate_cache()  # other processes and machines commit too: never trust a cached listing
         for path in self.fs.glob(pattern):
             if f"/{EVENTS_DIR}/" in path or f"/{STAGING_DIR}/" in path:
                 continue
@@ -348,6 +350,7 @@ class ArtifactStore:
 
     def events(self, kind: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
         pattern = self._path(EVENTS_DIR, kind or "*", "*", "*.json")
+        self.fs.invalidate_cache()
         records = [json.loads(self.fs.cat_file(p)) for p in self.fs.glob(pattern)]
         records = [r for r in records if event is None or r["event"] == event]
         return sorted(records, key=lambda r: r["at"])

@@ -82,7 +82,7 @@ def s3_bucket(s3_env) -> str:
     return name
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 

@@ -135,6 +135,23 @@ def test_listing_a_runs_artifacts(store):
     assert store.list("nothing-here") == []
 
 
+def test_commits_by_another_client_are_seen_at_once_on_s3(s3_bucket, tmp_path):
+    """Two machines on one bucket: listings, existence checks and checkpoints are never served from a stale
+    directory cache of the reading client."""
+    reader = ArtifactStore(f"s3://{s3_bucket}/shared", cache_dir=tmp_path / "r")
+    writer = ArtifactStore(f"s3://{s3_bucket}/shared", cache_dir=tmp_path / "w")
+    assert reader.list() == [] and reader.events() == []
+    area = reader.checkpoints("corpus", "k" * 24)
+    assert area.steps() == []
+    ref = _commit_sample(writer)
+    with writer.checkpoints("corpus", "k" * 24).new(7) as folder:
+        (folder / "state.json").write_text("{}")
+    writer.record_event("corpus", ref.key, "started", stage="x")
+    assert [m.key for m in reader.list()] == [ref.key] and reader.exists("corpus", ref.key)
+    assert [e["event"] for e in reader.events()] == ["started"]
+    assert area.steps() == [7]
+
+
 def test_multipart_upload_to_s3(s3_bucket, tmp_path):
     store = ArtifactStore(f"s3://{s3_bucket}/big", cache_dir=tmp_path / "c", multipart_chunksize=5 * 2**20)
     payload = os.urandom(11 * 2**20 + 123)
