@@ -15,7 +15,6 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
