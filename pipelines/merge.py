@@ -1,0 +1,228 @@
+"""One streaming merge engine: MAET (Eq. 3–5) and the baselines users compare it with (task vector, TIES,
+DARE), each a small function that turns one tensor's deltas into the update added to the base tensor.
+
+    R_Lang    = Σ_i μ_i R(L_i)                                               (Eq. 3)
+    S(τ)      = dot(R(A)[τ], R_Lang[τ]), sorted descending; the last k2 % form T       (Eq. 4)
+    τ̃         = τ_o + γ R(A)[τ] + η R_Lang[τ]  for τ ∈ T,   τ_o + R_Lang[τ] otherwise   (Eq. 5)
+
+Streaming: pass 1 computes S(τ) one tensor at a time (MAET only); pass 2 reads each base tensor, adds its
+update and hands it to a shard writer, so memory holds a few tensors and one output shard, never a model.
+The output is an HF folder (sharded safetensors + index, config, tokenizer, generation config) written
+into a temporary folder and moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines.decompose import check_deltas
+from pipelines.deltas import SparseDelta, base_weights_digest
+from pipelines.errors import InputError
+from pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
+
+# Tensor families (the paper's Table 3), by the module names of Llama/Mistral/Qwen (and Mixtral's w1-w3).
+FAMILIES = {
+    "q": r"(^|\.)(q_proj|query)\.",
+    "k": r"(^|\.)(k_proj|key)\.",
+    "v": r"(^|\.)(v_proj|value)\.",
+    "o": r"(^|\.)(o_proj|out_proj)\.",
+    "up": r"(^|\.)(up_proj|w3)\.",
+    "gate": r"(^|\.)(gate_proj|w1)\.",
+    "down": r"(^|\.)(down_proj|w2)\.",
+    "embed": r"(^|\.)(embed_tokens|wte|word_embeddings)\.",
+    "norm": r"(norm|ln_\w+)\.weight$",
+    "lm_head": r"(^|\.)lm_head\.",
+}
+METHODS = ("maet", "task_vector", "ties", "dare")
+
+
+def family_of(name: str) -> str | None:
+    for family, pattern in FAMILIES.items():
+        if re.search(pattern, name):
+            return family
+    return None
+
+
+@dataclass
+class MergeSpec:
+    """What to merge and how; deltas are sparse delta files against `base_dir`."""
+
+    method: str = "maet"
+    ability: SparseDelta | None = None  # R(A) (maet, ties, dare) or Θ_CPT − Θ_o (task_vector)
+    languages: dict[str, SparseDelta] = field(default_factory=dict)  # R(L_i)
+    mu: dict[str, float] = field(default_factory=dict)  # empty: 1.0 each
+    k2_percent: float = 80.0
+    gamma: float = 0.2
+    eta: float = 1.0
+    families: list[str] = field(default_factory=lambda: ["q", "k", "v", "o", "up", "gate", "down"])
+    task_vector_lambda: float = 1.0
+    ties_density: float = 0.2
+    dare_drop: float = 0.9
+    seed: int = 0
+
+    def weights(self) -> dict[str, float]:
+        return {code: self.mu.get(code, 1.0) for code in self.languages}
+
+
+# -- Eq. 3–5 as functions of one tensor ---------------------------------------------------------------
+def language_sum(deltas: list[torch.Tensor], mu: list[float]) -> torch.Tensor:
+    """Eq. 3: R_Lang[τ] = Σ μ_i R(L_i)[τ], summed in the given language order."""
+    total = torch.zeros_like(deltas[0])
+    for weight, delta in zip(mu, deltas, strict=True):
+        total += weight * delta
+    return total
+
+
+def similarity(ability: torch.Tensor, lang: torch.Tensor) -> float:
+    """Eq. 4: S(τ) = dot(R(A)[τ], R_Lang[τ]), accumulated in float64."""
+    return float(torch.dot(ability.flatten().double(), lang.flatten().double()))
+
+
+def select_t(similarities: dict[str, float], k2_percent: float) -> list[str]:
+    """Eq. 4's cut: sort descending by S, equal S by tensor name; the last k2 % form T.
+    |T| = k2 % of the eligible tensors, rounded half up."""
+    ordered = sorted(similarities, key=lambda n: (-similarities[n], n))
+    count = math.floor(len(ordered) * k2_percent / 100 + 0.5 + 1e-9)
+    return ordered[len(ordered) - count:] if count else []
+
+
+def maet_update(ability: torch.Tensor, lang: torch.Tensor, in_t: bool, gamma: float, eta: float) -> torch.Tensor:
+    """Eq. 5 without τ_o: γ R(A) + η R_Lang on T, R_Lang elsewhere."""
+    return gamma * ability + eta * lang if in_t else lang
+
+
+def task_vector_update(delta: torch.Tensor, lam: float) -> torch.Tensor:
+    return lam * delta
+
+
+def ties_update(deltas: list[torch.Tensor], density: float) -> torch.Tensor:
+    """TIES: trim each delta to its top `density` share by magnitude, elect the sign with the larger total
+    mass per entry, and average the kept values that agree with it (disjoint mean)."""
+    trimmed = []
+    for d in deltas:
+        keep = math.ceil(d.numel() * density)
+        flat = d.flatten()
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        if keep:
+            mask[torch.topk(flat.abs(), keep, sorted=False).indices] = True
+        trimmed.append(torch.where(mask, flat, torch.zeros_like(flat)).view_as(d))
+    stacked = torch.stack(trimmed)
+    sign = torch.sign(stacked.sum(dim=0))
+    agree = (torch.sign(stacked) == sign) & (stacked != 0)
+    count = agree.sum(dim=0).clamp(min=1)
+    return (stacked * agree).sum(dim=0) / count
+
+
+def dare_update(deltas: list[torch.Tensor], weights: list[float], drop: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE: drop each entry with probability p, rescale the survivors by 1/(1−p), then add the deltas."""
+    total = torch.zeros_like(deltas[0])
+    for weight, d in zip(weights, deltas, strict=True):
+        keep = torch.rand(d.shape, generator=generator) >= drop
+        total += weight * torch.where(keep, d / (1 - drop), torch.zeros_like(d))
+    return total
+
+
+# -- the engine ---------------------------------------------------------------------------------------
+def check_spec(spec: MergeSpec, base_shapes: dict[str, tuple[int, ...]], expected_languages: list[str] | None) -> None:
+    if spec.method not in METHODS:
+        raise InputError(f"merge.method {spec.method!r} is not one of {', '.join(METHODS)}")
+    if not 0 <= spec.k2_percent <= 100 or math.isnan(spec.k2_percent):
+        raise InputError(f"merge.k2_percent must be in [0, 100], got {spec.k2_percent}")
+    if spec.ability is None:
+        raise InputError(f"merge ({spec.method}) needs an ability delta")
+    if spec.method != "task_vector" and not spec.languages:
+        raise InputError(f"merge ({spec.method}) needs at least one language delta")
+    if spec.mu:
+        missing, extra = set(spec.languages) - set(spec.mu), set(spec.mu) - set(spec.languages)
+        if missing or extra:
+            raise InputError(f"merge.mu must name exactly the target languages {sorted(spec.languages)}: "
+                             f"missing {sorted(missing)}, extra {sorted(extra)}")
+    if expected_languages is not None and set(spec.languages) != set(expected_languages):
+        raise InputError(f"language deltas {sorted(spec.languages)} do not match the languages "
+                         f"{sorted(expected_languages)}")
+    if spec.method == "maet":
+        unknown = [f for f in spec.families if f not in FAMILIES]
+        if unknown:
+            raise InputError(f"merge.tensor_families: unknown {unknown}; known: {', '.join(FAMILIES)}")
+        if not any(family_of(n) in spec.families for n in base_shapes):
+            raise InputError(f"merge.tensor_families {spec.families} match no tensor of the base model")
+
+
+def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_bytes: int = 2 * 1024**3,
+          expected_languages: list[str] | None = None,
+          progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Merge into an HF folder at `out_dir` (created only on success). Returns the report: method, per-tensor
+    similarity and family, the selected set T, counts."""
+    base = WeightReader(base_dir)
+    shapes = base.shapes()
+    check_spec(spec, shapes, expected_languages)
+    deltas = {"ability": spec.ability} | {f"language {c}": d for c, d in spec.languages.items()}
+    check_deltas(deltas, base_weights_digest(base_dir), shapes)
+
+    report: dict[str, Any] = {"method": spec.method, "tensors": len(shapes)}
+    update = _plan(spec, base, report)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        writer = ShardedWriter(staging, shard_bytes)
+        names = base.names()
+        changed = set().union(*(set(d.names()) for d in deltas.values()))
+        for i, name in enumerate(names):
+            original = base.get(name)
+            if name in changed:  # a tensor no delta touches is copied as it is
+                original = (original.float() + update(name)).to(original.dtype)
+            writer.add(name, original)
+            if progress is not None:
+                progress(i + 1, len(names), {})
+        report["files"] = writer.close()
+        copy_non_weight_files(base_dir, staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _plan(spec: MergeSpec, base: WeightReader, report: dict[str, Any]) -> Callable[[str], torch.Tensor]:
+    """The per-tensor update function of the method (after pass 1, for MAET)."""
+    codes = list(spec.languages)
+    weights = [spec.weights()[c] for c in codes]
+
+    def r_lang(name: str) -> torch.Tensor:
+        return language_sum([spec.languages[c].dense(name) for c in codes], weights)
+
+    if spec.method == "task_vector":
+        return lambda name: task_vector_update(spec.ability.dense(name), spec.task_vector_lambda)
+    if spec.method == "ties":
+        return lambda name: ties_update([spec.ability.dense(name)] + [spec.languages[c].dense(name) for c in codes],
+                                        spec.ties_density)
+    if spec.method == "dare":
+        position = {n: i for i, n in enumerate(base.names())}
+
+        def dare(name: str) -> torch.Tensor:
+            # one generator per tensor, seeded by its position: the same draw whatever the order of reading
+            g = torch.Generator().manual_seed(spec.seed * 1_000_003 + position[name])
+            return dare_update([spec.ability.dense(name)] + [spec.languages[c].dense(name) for c in codes],
+                               [1.0] + weights, spec.dare_drop, g)
+        return dare
+    # MAET, pass 1: similarities of the eligible tensors
+    families = {n: family_of(n) for n in base.names()}
+    eligible = [n for n in base.names() if families[n] in spec.families]
+    sims = {n: similarity(spec.ability.dense(n), r_lang(n)) for n in eligible}
+    selected = set(select_t(sims, spec.k2_percent))
+    report.update({"eligible": len(eligible), "selected": [n for n in eligible if n in selected],
+                   "similarity": sims, "families": {n: families[n] for n in eligible},
+                   "k2_percent": spec.k2_percent, "gamma": spec.gamma, "eta": spec.eta, "mu": spec.weights()})
+    return lambda name: maet_update(spec.ability.dense(name), r_lang(name), name in selected, spec.gamma, spec.eta)
