@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.config import RunConfig
-from flows.stages import base_models, extract, prepare_corpora, run_sources
+from flows.stages import base_models, extract, prepare_corpora, run_sources, transfer
 from storage import ArtifactRef
 
 
@@ -22,4 +22,5 @@ def maet(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B0
     corpora = prepare_corpora(config, world, base)
     outputs |= {f"corpus/{name}": ref for name, ref in corpora.items()}
     outputs |= extract(config, corpora, base)
+    outputs |= transfer(config, outputs, base)
     return outputs

@@ -12,6 +12,7 @@ from tasks.corpus import corpus_mixture, corpus_prep
 from tasks.demo import bootstrap, demo_world, tiny_models
 from tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
 from tasks.maet import full_cpt, importance_probe, masked_cpt
+from tasks.merge import decompose, merge_models
 
 
 def base_models(cfg: RunConfig) -> dict[str, ArtifactRef]:
@@ -63,6 +64,20 @@ def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> di
             | {f"delta/{name}": f.result() for name, f in runs.items()})
 
 
+def transfer(cfg: RunConfig, extracted: dict[str, ArtifactRef], base: Source) -> dict[str, ArtifactRef]:
+    """Eq. 2 on the masked-CPT deltas, then the merge (MAET, or TIES/DARE if configured) and the
+    task-vector baseline from the full CPT, side by side."""
+    pivot = cfg.pivot_language
+    parts = decompose(cfg, extracted["delta/ability+pivot"], extracted[f"delta/{pivot}"],
+                      {code: extracted[f"delta/{code}"] for code in cfg.languages})
+    merges = {"merged": merge_models.submit(cfg, cfg.merge.method, base, parts, "ability.safetensors", parts)}
+    if "task_vector" in cfg.merge.baselines:
+        merges["task_vector"] = merge_models.submit(cfg, "task_vector", base, extracted["delta/full_cpt"],
+                                                    "delta.safetensors")
+    wait(list(merges.values()))
+    return {"decomposed": parts} | {f"model/{name}": future.result() for name, future in merges.items()}
+
+
 def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> dict[str, ArtifactRef]:
     """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
     units = {}
@@ -80,8 +95,9 @@ def models_to_evaluate(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> list[
     """The base and every model the run produced that is evaluated as a whole, each against its base."""
     base, _, _ = run_sources(cfg, outputs)
     models = [EvalModel(name="base", source=base)]
-    for name in ("full_cpt", "task_vector", "maet"):
-        ref = outputs.get(f"model/{name}") or (outputs.get("delta/full_cpt") if name == "full_cpt" else None)
+    named = {"full_cpt": outputs.get("delta/full_cpt") if "full_cpt" in cfg.merge.baselines else None,
+             "task_vector": outputs.get("model/task_vector"), cfg.merge.method: outputs.get("model/merged")}
+    for name, ref in named.items():
         if ref is not None:
             models.append(EvalModel(name=name, base="base", source=Source.of(ref, "model")))
     for name, ref in outputs.items():

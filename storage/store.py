@@ -48,6 +48,7 @@ DEFAULT_CACHE_DIR = "./.linguaforge/cache"
 CHECKPOINTS_DIR = "checkpoints"
 EVENTS_DIR = "_events"
 STAGING_DIR = ".staging"
+GENERATION_FILE = "_generation"
 _HASH_CHUNK = 8 << 20
 _CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
 
@@ -324,8 +325,26 @@ class ArtifactStore:
         else:
             self.fs.pipe_file(f"{final}/{MANIFEST_NAME}", body)  # one PUT: object stores publish it atomically
 
+    def generation(self) -> str:
+        """An id that changes whenever artifacts are deleted (or the store is wiped and made anew). Caches
+        kept outside the store (Prefect's results) include it in their keys, so they never hand out a
+        reference to an artifact that is gone."""
+        path = self._path(GENERATION_FILE)
+        try:
+            return self.fs.cat_file(path).decode().strip()
+        except FileNotFoundError:
+            return self._new_generation()
+
+    def _new_generation(self) -> str:
+        generation = uuid.uuid4().hex
+        if self.is_local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        self.fs.pipe_file(self._path(GENERATION_FILE), generation.encode())
+        return generation
+
     def delete(self, kind: str, key: str) -> None:
         """Remove an artifact: manifest first, so that it stops existing before its files go."""
+        self._new_generation()
         base = self._path(kind, key)
         if self.fs.exists(f"{base}/{MANIFEST_NAME}"):
             self.fs.rm_file(f"{base}/{MANIFEST_NAME}")

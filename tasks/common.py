@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
@@ -94,10 +94,20 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
-# Prefect's cache on top of the store: keyed by the task's inputs and code, never the run id, so a fresh
-# run with the same configuration reuses every result. Results are artifact refs, serialised as JSON (no
-# pickle). The store stays the truth: on a Prefect cache miss the task still skips committed artifacts.
-STAGE_CACHE_POLICY = INPUTS + TASK_SOURCE
+class StoreGeneration(CachePolicy):
+    """Part of the cache key: the store's generation, which changes when artifacts are deleted or the store
+    is wiped, so that Prefect never returns a cached reference to an artifact that no longer exists."""
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
+        cfg = inputs.get("cfg")
+        return open_store(cfg.store).generation() if cfg is not None else None
+
+
+# Prefect's cache on top of the store: keyed by the task's inputs, code and the store's generation, never
+# the run id, so a fresh run with the same configuration reuses every result. Results are artifact refs,
+# serialised as JSON (no pickle). The store stays the truth: on a cache miss the task still skips
+# committed artifacts.
+STAGE_CACHE_POLICY = INPUTS + TASK_SOURCE + StoreGeneration()
 
 
 def stage_task(*, name: str, retries: int = 2, **options):
