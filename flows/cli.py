@@ -2,6 +2,7 @@
 
     linguaforge run [CONFIG] [--store URL]     run the pipeline (configs/demo.yaml by default)
     linguaforge artifacts [CONFIG] [--kind K]  list committed artifacts
+    linguaforge merge MERGE_CONFIG             decomposition + merge on given models and deltas (no Prefect)
     linguaforge server [--port 4200]           start a local Prefect server with its UI
     linguaforge serve [CONFIG] [--gpu]         register the deployments (and schedules) on PREFECT_API_URL
 """
@@ -287,6 +288,30 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from rich.progress import Progress
+
+    from flows.merge_cli import load_job, run_merge_job
+
+    job = load_job(args.config)
+    if args.out:
+        job.out = args.out
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"merge ({job.merge.method})", total=None)
+        report = run_merge_job(job, progress=lambda done, total, _: bar.update(task, completed=done, total=total))
+    if report["method"] == "maet":
+        table = Table(title=f"MAET: {len(report['selected'])} of {report['eligible']} tensors get γR(A) "
+                            f"(k2 = {report['k2_percent']} %)")
+        for column in ("tensor", "family", "S(τ)", "gets R(A)"):
+            table.add_column(column)
+        selected = set(report["selected"])
+        for name, s in sorted(report["similarity"].items(), key=lambda kv: -kv[1]):
+            table.add_row(name, report["families"][name], f"{s:.4g}", "yes" if name in selected else "")
+        console.print(table)
+    console.print(f"merged model ({report['method']}): {job.out}  ({len(report['files'])} shard(s))")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linguaforge", description="MAET and MindMerger as one resumable "
                                      "Prefect pipeline, with multilingual benchmark evaluation.")
@@ -321,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", help="artifact store URL (overrides the configuration's)")
     rep.add_argument("--models", nargs="*", help="only these model names")
     rep.set_defaults(func=cmd_report)
+    mrg = sub.add_parser("merge", help="decompose (Eq. 2) and merge (Eq. 3-5) given deltas, outside the pipeline")
+    mrg.add_argument("config", help="merge configuration (see configs/merge-example.yaml)")
+    mrg.add_argument("--out", help="output folder (overrides `out`)")
+    mrg.set_defaults(func=cmd_merge)
     srv = sub.add_parser("server", help="start a local Prefect server and UI (SQLite; PostgreSQL via "
                          "PREFECT_API_DATABASE_CONNECTION_URL)")
     srv.add_argument("--host", default="127.0.0.1")

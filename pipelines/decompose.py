@@ -62,6 +62,7 @@ def decompose(ability_pivot: SparseDelta, pivot: SparseDelta, languages: dict[st
     for label, value in (("alpha", alpha), ("beta", beta)):
         if not math.isfinite(value):
             raise InputError(f"decompose.{label} must be a finite number, got {value}")
+    _check_same_base({"ability_pivot": ability_pivot, "pivot": pivot} | {f"language {c}": d for c, d in languages.items()})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"ability": out_dir / "ability.safetensors"}
@@ -71,6 +72,20 @@ def decompose(ability_pivot: SparseDelta, pivot: SparseDelta, languages: dict[st
         paths[code] = out_dir / f"language-{code}.safetensors"
         _write(paths[code], pivot, [delta, pivot], lambda li, p: language_delta(li, p, form))
     return paths
+
+
+def _check_same_base(deltas: dict[str, SparseDelta]) -> None:
+    """Outputs inherit the inputs' base identity, so every input must share it (and the architecture)."""
+    first_label, first = next(iter(deltas.items()))
+    for label, delta in deltas.items():
+        if delta.base_digest != first.base_digest:
+            raise InputError(f"delta {label} ({delta.path}) was made against another base model than "
+                             f"{first_label} (digest {delta.base_digest[:12]}…, not {first.base_digest[:12]}…)")
+        if delta.shapes != first.shapes:
+            differing = next(n for n in first.shapes if delta.shapes.get(n) != first.shapes[n])
+            raise InputError(f"delta {label} ({delta.path}): tensor {differing} is {delta.shapes.get(differing)}, "
+                             f"{first.shapes[differing]} in {first_label}")
+        delta.check_finite()
 
 
 def _write(path: Path, template: SparseDelta, inputs: list[SparseDelta],

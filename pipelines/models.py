@@ -63,6 +63,24 @@ def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", 
     return str(local)
 
 
+def resolve_file(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> Path:
+    """A local path for a file that may live at a remote URL (downloaded once into the cache)."""
+    if not uri.startswith(_REMOTE):
+        if not Path(uri).is_file():
+            raise InputError(f"{uri}: no such file")
+        return Path(uri)
+    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    if not fs.exists(root):
+        raise InputError(f"{uri}: no such file")
+    local = Path(cache_dir).resolve() / "files" / root.strip("/").replace("/", "__")
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_suffix(local.suffix + ".partial")
+        fs.get_file(root, str(partial))
+        partial.rename(local)  # whole or absent
+    return local
+
+
 def load_tokenizer(uri: str, revision: str | None = None):
 
     return AutoTokenizer.from_pretrained(uri, revision=revision)

@@ -58,6 +58,10 @@ def test_eq2_both_forms_by_hand(hand):
     assert torch.equal(SparseDelta(removed["sw"]).dense(q), torch.tensor([2.0, 0.0]))  # [3,1] − [1,1]
     assert SparseDelta(removed["sw"]).names() == [q]  # still sparse: unchanged tensors are not stored
     assert SparseDelta(direct["ability"]).base_digest == base_weights_digest(base)
+    foreign = _delta(tmp / "f.safetensors", base, {q: [1.0, 1.0]}, digest="0" * 64)
+    with pytest.raises(InputError, match=r"delta language sw .* was made against another base model than"):
+        decompose(ap, pivot, {"sw": foreign}, tmp / "never")
+    assert not (tmp / "never").exists()
 
 
 def test_eq3_to_5_by_hand_with_a_tie_at_the_cut(hand):

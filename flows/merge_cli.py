@@ -1,0 +1,77 @@
+"""`linguaforge merge CONFIG`: decomposition + merge on given model and delta paths or URLs, without the
+rest of the pipeline (and without Prefect). Example: configs/merge-example.yaml.
+
+    base: meta-llama/Meta-Llama-3-8B | ./base | s3://bucket/models/base     (an HF safetensors folder)
+    out: ./merged
+    deltas:                                   # sparse deltas of the masked CPT runs, against `base`
+      ability_pivot: s3://bucket/run/delta/<key>/delta.safetensors
+      pivot: ./deltas/en.safetensors
+      languages: {sw: ./deltas/sw.safetensors, bn: ./deltas/bn.safetensors}
+    decompose: {alpha: 0.8, beta: 0.2}
+    merge: {method: maet, k2_percent: 80, gamma: 0.2, eta: 1.0}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flows.config import ConfigError, DecomposeConfig, MergeConfig, StoreConfig
+
+
+class DeltaPaths(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ability_pivot: str = Field(..., description="Sparse delta of LLM_{A,L0} (ability + pivot masked CPT).")
+    pivot: str = Field(..., description="Sparse delta of LLM_{L0}.")
+    languages: dict[str, str] = Field(..., min_length=1, description="Sparse delta of each LLM_{Li}.")
+
+
+class MergeJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str = Field(..., description="The base model: HF id, local folder or remote folder.")
+    out: str = Field("./merged", description="Output HF folder.")
+    deltas: DeltaPaths
+    decompose: DecomposeConfig = Field(default_factory=DecomposeConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    cache_dir: str = StoreConfig.model_fields["cache_dir"].default
+    storage_options: dict = Field(default_factory=dict, description="fsspec options for remote paths (no credentials).")
+    seed: int = 0
+
+
+def load_job(path: str | Path) -> MergeJob:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return MergeJob.model_validate(data)
+    except FileNotFoundError:
+        raise ConfigError(f"merge config {path}: no such file") from None
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"merge config {path} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+def run_merge_job(job: MergeJob, progress=None) -> dict:
+    """Decompose into a folder next to the output, then merge; returns the merge report."""
+    import tempfile
+
+    from pipelines.decompose import decompose
+    from pipelines.deltas import SparseDelta
+    from pipelines.merge import MergeSpec, merge
+    from pipelines.models import resolve_file, resolve_model_dir
+
+    def delta(uri: str) -> SparseDelta:
+        return SparseDelta(resolve_file(uri, job.cache_dir, job.storage_options))
+
+    base_dir = resolve_model_dir(job.base, job.cache_dir, job.storage_options)
+    m, d = job.merge, job.decompose
+    with tempfile.TemporaryDirectory(prefix="decomposed-") as tmp:
+        parts = decompose(delta(job.deltas.ability_pivot), delta(job.deltas.pivot),
+                          {c: delta(u) for c, u in job.deltas.languages.items()}, Path(tmp),
+                          alpha=d.alpha, beta=d.beta, form=d.language_delta_form)
+        spec = MergeSpec(method=m.method, ability=SparseDelta(parts["ability"]),
+                         languages={c: SparseDelta(parts[c]) for c in job.deltas.languages}, mu=m.mu,
+                         k2_percent=m.k2_percent, gamma=m.gamma, eta=m.eta, families=list(m.tensor_families),
+                         task_vector_lambda=m.task_vector_lambda, ties_density=m.ties_density,
+                         dare_drop=m.dare_drop, seed=job.seed)
+        return merge(base_dir, job.out, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress)
