@@ -1,0 +1,197 @@
+"""Benchmark: the streaming MAET merge (decompose + merge) on a >= 1 B-parameter model, side by side with
+its I/O floor and with a naive merge, in one run. Each variant runs in its own subprocess (peak RSS from
+getrusage).
+
+- I/O floor: read every input once (base safetensors + the four sparse deltas) and write the output once.
+  Goal: streaming merge time <= 2x the floor.
+- Naive merge: `from_pretrained` of the base and of the four masked-CPT models, Eq. 2-5 on whole state
+  dicts in memory, `save_pretrained`. Goal: streaming time <= 1x naive, peak memory <= 0.25x naive.
+
+Model: a Llama built from config (hidden 2048, 18 layers, vocab 32000: 1.06 B parameters, bf16), random
+weights written tensor by tensor; the four CPT results change 5 % of the rows of every tensor.
+
+    python bench/bench_merge.py [--layers 18] [--hidden 2048] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RUNS = ["ability_pivot", "pivot", "de", "sw"]
+LANGS = ["de", "sw"]
+MU = {"de": 1.0, "sw": 1.0}
+
+
+def build(root: Path, hidden: int, layers: int, vocab: int) -> int:
+    """Base model (sharded safetensors + config) and, per CPT run, a sparse delta and the full model."""
+    import torch
+    from transformers import LlamaConfig
+
+    from pipelines.deltas import base_weights_digest, encode_delta, write_encoded
+    from pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
+
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=int(hidden * 2.75),
+                         num_hidden_layers=layers, num_attention_heads=hidden // 128, num_key_value_heads=hidden // 128,
+                         tie_word_embeddings=False, dtype="bfloat16")
+    config.save_pretrained(root / "base")
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
+              "model.norm.weight": (hidden,)}
+    inter = config.intermediate_size
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes |= {p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
+                   p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+                   p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
+                   p + "mlp.down_proj.weight": (hidden, inter), p + "input_layernorm.weight": (hidden,),
+                   p + "post_attention_layernorm.weight": (hidden,)}
+    g = torch.Generator().manual_seed(0)
+    writer = ShardedWriter(root / "base", shard_bytes=1 << 30)
+    for name, shape in shapes.items():
+        writer.add(name, (torch.randn(shape, generator=g) * 0.02).to(torch.bfloat16))
+    writer.close()
+    base = WeightReader(root / "base")
+    digest = base_weights_digest(root / "base")
+    for run_index, run in enumerate(RUNS):
+        encoded, model = {}, ShardedWriter(root / run, shard_bytes=1 << 30)
+        for name in base.names():
+            t = base.get(name)
+            rows = torch.rand(t.shape[0], generator=g) < 0.05
+            new = t.float()
+            new[rows] += torch.randn(new[rows].shape, generator=g) * 0.01 * (run_index + 1)
+            new = new.to(torch.bfloat16)
+            encoded |= encode_delta(name, new.float() - t.float())
+            model.add(name, new)
+        model.close()
+        copy_non_weight_files(root / "base", root / run)
+        write_encoded(root / f"{run}.delta.safetensors", encoded, "bench", digest,
+                      {n: list(s) for n, s in shapes.items()}, {n: "bfloat16" for n in shapes})
+    return sum(math.prod(s) for s in shapes.values())
+
+
+def variant_streaming(root: Path, out: Path) -> None:
+    from pipelines.decompose import decompose
+    from pipelines.deltas import SparseDelta
+    from pipelines.merge import MergeSpec, merge
+
+    deltas = {r: SparseDelta(root / f"{r}.delta.safetensors") for r in RUNS}
+    parts = decompose(deltas["ability_pivot"], deltas["pivot"], {c: deltas[c] for c in LANGS}, out.parent / "parts")
+    spec = MergeSpec(ability=SparseDelta(parts["ability"]), languages={c: SparseDelta(parts[c]) for c in LANGS},
+                     mu=MU, k2_percent=80)
+    merge(root / "base", out, spec, shard_bytes=1 << 30)
+
+
+def variant_io_floor(root: Path, out: Path) -> None:
+    """Read each input file once, write as many output bytes as the base once."""
+    out.mkdir(parents=True)
+    inputs = sorted((root / "base").glob("*.safetensors")) + [root / f"{r}.delta.safetensors" for r in RUNS]
+    for path in inputs:
+        with open(path, "rb") as f:
+            while f.read(64 << 20):
+                pass
+    for path in sorted((root / "base").glob("*.safetensors")):
+        with open(path, "rb") as src, open(out / path.name, "wb") as dst:
+            shutil.copyfileobj(src, dst, 64 << 20)
+
+
+def variant_naive(root: Path, out: Path) -> None:
+    """The straightforward merge: every model whole in memory via from_pretrained."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pipelines.merge import family_of
+
+    def load(name):
+        return AutoModelForCausalLM.from_pretrained(root / name, dtype=torch.bfloat16).state_dict()
+
+    base = AutoModelForCausalLM.from_pretrained(root / "base", dtype=torch.bfloat16)
+    theta = base.state_dict()
+    models = {r: load(r) for r in RUNS}
+    merged = {}
+    r_a = {n: 0.8 * (models["ability_pivot"][n].float() - t.float()) - 0.2 * (models["pivot"][n].float() - t.float())
+           for n, t in theta.items()}
+    r_lang = {n: sum(MU[c] * (models[c][n].float() - t.float()) for c in LANGS) for n, t in theta.items()}
+    eligible = [n for n in theta if family_of(n) in ("q", "k", "v", "o", "up", "gate", "down")]
+    sims = {n: float(torch.dot(r_a[n].flatten().double(), r_lang[n].flatten().double())) for n in eligible}
+    ordered = sorted(eligible, key=lambda n: (-sims[n], n))
+    selected = set(ordered[len(ordered) - round(0.8 * len(ordered)):])
+    for n, t in theta.items():
+        update = 0.2 * r_a[n] + r_lang[n] if n in selected else r_lang[n]
+        merged[n] = (t.float() + update).to(t.dtype)
+    base.load_state_dict(merged)
+    base.save_pretrained(out)
+
+
+def child(variant: str, root: Path, out: Path) -> None:
+    import torch  # noqa: F401 - imports are not what is measured
+    import transformers  # noqa: F401
+
+    import pipelines.decompose  # noqa: F401
+    import pipelines.merge  # noqa: F401
+
+    began = time.perf_counter()
+    {"streaming": variant_streaming, "io_floor": variant_io_floor, "naive": variant_naive}[variant](root, out)
+    seconds = time.perf_counter() - began
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak": peak}))
+
+
+def run_variant(variant: str, root: Path) -> dict:
+    out = root / f"out-{variant}" / "model"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    out.parent.mkdir()
+    subprocess.run(["sync"], check=False)
+    done = subprocess.run([sys.executable, __file__, "--child", variant, str(root), str(out)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--layers", type=int, default=18)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--keep", help="build into (and reuse) this folder instead of a temporary one")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        variant, root, out = args.child
+        return child(variant, Path(root), Path(out))
+
+    with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
+        root = Path(args.keep or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        began = time.perf_counter()
+        if not (root / "sw.delta.safetensors").exists():
+            params = build(root, args.hidden, args.layers, args.vocab)
+        else:
+            from pipelines.weights import WeightReader
+
+            params = sum(math.prod(s) for s in WeightReader(root / "base").shapes().values())
+        print(f"model: Llama hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}: {params / 1e9:.2f} B "
+              f"parameters (bf16); 4 CPT runs with 5 % of rows changed (built in {time.perf_counter() - began:.0f}s)")
+        results = {v: run_variant(v, root) for v in ("io_floor", "streaming", "naive")}
+        for v, r in results.items():
+            print(f"  {v:9s}: {r['seconds']:7.1f} s, peak RSS {r['peak'] / 2**30:6.2f} GiB")
+        s, f, n = results["streaming"], results["io_floor"], results["naive"]
+        print(f"  streaming / I/O floor time = {s['seconds'] / f['seconds']:.2f}x (goal <= 2x)")
+        print(f"  streaming / naive time     = {s['seconds'] / n['seconds']:.2f}x (goal <= 1x)")
+        print(f"  streaming / naive peak mem = {s['peak'] / n['peak']:.2f}x (goal <= 0.25x)")
+
+
+if __name__ == "__main__":
+    main()
