@@ -294,7 +294,8 @@ def restore_stage_state(folder: Path, result: StageResult, settings: StageSettin
 
 # -- a whole stage, from model locations to output folder ---------------------------------------------------
 def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: int = 0,
-                init: str | Path | None = None) -> MindMergerModel:
+                init: str | Path | None = None, encoder_id: str | None = None,
+                llm_id: str | None = None) -> MindMergerModel:
     """Encoder (alone) + LLM + a fresh mapping (seeded), or one initialised from `init`: a folder written by
     `save_mapping` (our earlier stage) or an official `pytorch_model.bin`."""
     from pipelines.models import load_causal_lm, load_encoder, load_tokenizer
@@ -307,7 +308,7 @@ def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: in
         if init.suffix == ".bin" or (init / "pytorch_model.bin").is_file() and not (init / "mapping.json").is_file():
             state = load_official_checkpoint(init, model.d_enc, model.d_llm)
         else:
-            state, _ = load_mapping(init, model.d_enc, model.d_llm, encoder_uri, llm_uri)
+            state, _ = load_mapping(init, model.d_enc, model.d_llm, encoder_id or encoder_uri, llm_id or llm_uri)
         model.mapping.load_state_dict(state)
     return model
 
@@ -315,10 +316,12 @@ def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: in
 def run_stage_training(encoder_uri: str, llm_uri: str, train: list[Example], dev: list[Example],
                        settings: StageSettings, out_dir: Path, *, dtype: str = "float32",
                        init: str | Path | None = None, checkpoints=None, progress: Progress | None = None,
-                       device: torch.device | None = None) -> StageResult:
+                       device: torch.device | None = None, encoder_id: str | None = None,
+                       llm_id: str | None = None) -> StageResult:
     """Train one stage and write into `out_dir`: last/ and best/ mappings (safetensors + mapping.json),
-    best/pytorch_model.bin (the official layout), and train.json."""
-    model = build_model(encoder_uri, llm_uri, dtype, settings.seed, init)
+    best/pytorch_model.bin (the official layout), and train.json. `encoder_id`/`llm_id` name the models in
+    the metadata (default: the URIs they were loaded from; a task passes names valid on any machine)."""
+    model = build_model(encoder_uri, llm_uri, dtype, settings.seed, init, encoder_id, llm_id)
     world = 1
     if settings.backend == "deepspeed":
         import os
@@ -327,7 +330,8 @@ def run_stage_training(encoder_uri: str, llm_uri: str, train: list[Example], dev
     backend = make_backend(model, settings, settings.steps(len(train), world), device)
     result, best_state = train_stage(backend, train, dev, settings, checkpoints, progress)
     if getattr(backend, "rank", 0) == 0:
-        write_stage_outputs(backend.model, best_state, result, encoder_uri, llm_uri, Path(out_dir))
+        write_stage_outputs(backend.model, best_state, result, encoder_id or encoder_uri, llm_id or llm_uri,
+                            Path(out_dir))
     return result
 
 
