@@ -129,7 +129,7 @@ class DeepSpeedBackend:
         from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
         if self.stage == 0:  # no ZeRO: the engine wraps a plain torch optimizer
-            save_model(self.engine.module, str(folder / "model.safetensors"))
+            self.save_weights(folder)
             save_optimizer(_base_optimizer(self.engine), folder)
             self._save_meta(folder)
             return
@@ -141,6 +141,13 @@ class DeepSpeedBackend:
         if int(os.environ.get("RANK", "0")) == 0:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "deepspeed_state.safetensors"))
             self._save_meta(folder)
+
+    def save_weights(self, folder: Path) -> None:
+        """The module's weights in a stage-0 checkpoint (models with frozen parts may save less)."""
+        save_model(self.engine.module, str(folder / "model.safetensors"))
+
+    def load_weights(self, folder: Path) -> None:
+        load_model(self.engine.module, str(folder / "model.safetensors"), device=str(self.device))
 
     def _save_meta(self, folder: Path) -> None:
         (folder / "deepspeed_state.json").write_text(json.dumps({
@@ -155,7 +162,7 @@ class DeepSpeedBackend:
             raise InputError(f"checkpoint {folder} was written under ZeRO stage {meta['zero_stage']}, "
                              f"this run uses stage {self.stage}")
         if self.stage == 0:
-            load_model(self.engine.module, str(folder / "model.safetensors"), device=str(self.device))
+            self.load_weights(folder)
             load_optimizer(_base_optimizer(self.engine), folder, self.device)
         else:
             tensors = load_file(str(folder / "deepspeed_state.safetensors"))

@@ -1,0 +1,142 @@
+"""MindMerger behind the benchmark evaluation's model interface (pipelines/benchmarks/decoding.py).
+
+`MindMergerGenerator` implements `TextGenerator.generate` and `OptionScorer.option_logprobs`, so
+`evaluate_unit` scores a MindMerger model with exactly the code that scores a plain LLM: the same items,
+prompts, stop strings, answer extraction and scoring rules. The encoder reads `item.source_text` (math:
+the raw question; classification: the templated one), the LLM reads `item.prompt` after
+[BOS][mapped source][boundary].
+
+Generation is greedy with the KV cache, from `inputs_embeds`, in batches of items sorted by length and
+left-padded (positions come from the mask, so a padded row computes what it computes alone), cut at EOS
+and at the first stop string. No autograd anywhere (inference mode).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+
+from pipelines.benchmarks.decoding import cut_at_stop
+from pipelines.benchmarks.items import BenchmarkItem
+from pipelines.errors import InputError
+from pipelines.mindmerger.data import Example, collate
+from pipelines.mindmerger.model import MindMergerModel
+
+
+class MindMergerGenerator:
+    def __init__(self, model: MindMergerModel, encoder_tokenizer, llm_tokenizer, batch_size: int = 8,
+                 device: str | torch.device | None = None):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        self.model = model.train(False)
+        self.encoder_tokenizer, self.tokenizer = encoder_tokenizer, llm_tokenizer
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else next(model.llm.parameters()).device
+        self.model.to(self.device)
+        eos = {llm_tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model.llm, "generation_config", None), "eos_token_id", None)
+        eos |= set(gen_eos) if isinstance(gen_eos, list | tuple) else {gen_eos}
+        self.eos_ids = sorted(e for e in eos if e is not None)
+        # transformers renamed `past_key_values` to `cache` during v5; accept models of either side
+        params = inspect.signature(model.llm.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    @classmethod
+    def from_pretrained(cls, encoder_uri: str, llm_uri: str, mapping: str, dtype: str = "float32",
+                        batch_size: int = 8, device: str | None = None) -> MindMergerGenerator:
+        """Encoder + LLM (HF ids or folders) + a trained mapping (our folder, or an official pytorch_model.bin)."""
+        from pipelines.mindmerger.train import build_model
+        from pipelines.models import load_tokenizer
+
+        model = build_model(encoder_uri, llm_uri, dtype, init=mapping)
+        return cls(model, load_tokenizer(encoder_uri), load_tokenizer(llm_uri), batch_size, device)
+
+    # -- shared -------------------------------------------------------------------------------------
+    def _examples(self, items: Sequence[BenchmarkItem]) -> list[Example]:
+        sources = self.encoder_tokenizer([it.source_text for it in items], add_special_tokens=True)["input_ids"]
+        prompts = self.tokenizer([it.prompt for it in items], add_special_tokens=False)["input_ids"]
+        for it, src in zip(items, sources, strict=True):
+            if not src:
+                raise InputError(f"item {it.id} ({it.benchmark}/{it.language}): the source text encodes to no tokens")
+        return [Example(list(s), list(p), [], it.language) for it, s, p in zip(items, sources, prompts, strict=True)]
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Longest first (similar lengths share a batch; a batch too big for memory fails at once)."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        return [order[s: s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    # -- generation -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, items: Sequence[BenchmarkItem], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        stop = [s for s in stop if s]
+        examples = self._examples(items)
+        outputs: list[str | None] = [None] * len(items)
+        lengths = [len(e.source_ids) + len(e.prompt_ids) for e in examples]
+        for batch in self._batches(lengths):
+            for i, text in zip(batch, self._greedy([examples[i] for i in batch], max_new_tokens, stop), strict=True):
+                outputs[i] = text
+        return outputs  # type: ignore[return-value]
+
+    def _greedy(self, examples: list[Example], max_new_tokens: int, stop: list[str]) -> list[str]:
+        llm = self.model.llm
+        packed = self.model.pack_batch(self._to_device(collate(examples, with_targets=False)), padding_side="left")
+        mask, positions = packed.attention_mask, packed.position_ids[:, -1:]
+        out = llm(inputs_embeds=packed.inputs_embeds, attention_mask=mask, position_ids=packed.position_ids,
+                  use_cache=True, **self._keep)
+        tokens: list[list[int]] = [[] for _ in examples]
+        done = [False] * len(examples)
+        for t in range(max_new_tokens):
+            next_ids = out.logits[:, -1].argmax(-1)
+            for b, token in enumerate(next_ids.tolist()):
+                if done[b]:
+                    continue
+                if token in self.eos_ids:
+                    done[b] = True
+                    continue
+                tokens[b].append(token)
+                if stop and any(s in self._decode(tokens[b]) for s in stop):
+                    done[b] = True
+            if all(done) or t + 1 == max_new_tokens:
+                break
+            cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+            mask = torch.cat([mask, mask.new_ones(len(examples), 1)], dim=1)
+            positions = positions + 1
+            out = llm(inputs_embeds=llm.get_input_embeddings()(next_ids[:, None]), attention_mask=mask,
+                      position_ids=positions, use_cache=True, **{self._cache_kwarg: cache}, **self._keep)
+        return [cut_at_stop(self._decode(t), stop) for t in tokens]
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    # -- log-likelihood -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def option_logprobs(self, items: Sequence[BenchmarkItem]) -> list[list[float]]:
+        """Summed log-probability of each continuation after [BOS][mapped source][boundary][prompt]."""
+        examples = self._examples(items)
+        rows: list[Example] = []
+        owner: list[tuple[int, int]] = []
+        for i, (it, ex) in enumerate(zip(items, examples, strict=True)):
+            if not it.continuations:
+                raise InputError(f"item {it.id} ({it.benchmark}/{it.language}) has no options to score")
+            ids = self.tokenizer(list(it.continuations), add_special_tokens=False)["input_ids"]
+            for k, (text, option) in enumerate(zip(it.continuations, ids, strict=True)):
+                if not option:
+                    raise InputError(f"item {it.id}: option {text!r} encodes to no tokens")
+                rows.append(Example(ex.source_ids, ex.prompt_ids, list(option), ex.language))
+                owner.append((i, k))
+        scores = [[0.0] * len(it.continuations) for it in items]
+        lengths = [len(r.source_ids) + len(r.prompt_ids) + len(r.target_ids) for r in rows]
+        for batch in self._batches(lengths):
+            sums = self.model.token_logprobs(self._to_device(collate([rows[j] for j in batch])))
+            for j, value in zip(batch, sums.tolist(), strict=True):
+                i, k = owner[j]
+                scores[i][k] = value
+        return scores

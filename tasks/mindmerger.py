@@ -1,0 +1,177 @@
+"""MindMerger stages: the mapping stage (translation pairs) and the augmentation stage (translated task
+queries, initialised from the mapping stage's best mapping), one cached artifact per (stage, LLM).
+
+Each artifact holds
+    best/   mapping.safetensors + mapping.json (metadata), pytorch_model.bin (the official layout)
+    last/   mapping.safetensors + mapping.json
+    data/   train.parquet, dev.parquet (tokenized examples), stats.json (counts, skips per reason/language)
+    models.json    the encoder and LLM it was trained for, as stage sources (resolvable on any machine)
+    train.json, loss_curve.png
+and the generator factory registered here (kind "mindmerger") turns an augmentation artifact into a
+model the benchmark evaluation scores like any LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from flows.config import RunConfig
+from pipelines.errors import InputError
+from pipelines.mindmerger.data import (
+    TextExample,
+    read_queries,
+    read_translation_pairs,
+    save_examples,
+    split_dev,
+    template_queries,
+    tokenize,
+)
+from pipelines.mindmerger.generate import MindMergerGenerator
+from pipelines.mindmerger.train import StageSettings, run_stage_training
+from pipelines.models import load_tokenizer
+from pipelines.plots import loss_curve
+from storage import ArtifactRef, ArtifactStore, ArtifactWriter
+from tasks.common import Source, demo_source, open_store, retry_transient, run_stage
+from tasks.evaluate import EvalModel, register_generator
+from tasks.progress import StageProgress
+
+MAPPING_VERSION = 1
+AUGMENTATION_VERSION = 1
+
+
+def stage_settings(cfg: RunConfig, stage: str) -> StageSettings:
+    mm = cfg.mindmerger
+    sc = mm.mapping if stage == "mapping" else mm.augmentation
+    return StageSettings(
+        stage=stage, learning_rate=sc.learning_rate, epochs=sc.epochs, global_batch_size=sc.global_batch_size,
+        micro_batch_size=sc.micro_batch_size, adam_betas=mm.adam_betas, adam_eps=mm.adam_eps,
+        weight_decay=mm.weight_decay, grad_clip=mm.grad_clip,
+        precision="bf16" if cfg.models.dtype == "bfloat16" else "fp32", backend=mm.backend,
+        deepspeed_config=mm.deepspeed_config, checkpoint_every=sc.checkpoint_every, seed=cfg.seed)
+
+
+def _location(source: Source, store: ArtifactStore) -> str:
+    """Data inside an artifact become a local folder; external folders and URLs are read where they are."""
+    return source.local(store) if source.ref is not None else str(source.uri)
+
+
+def _stage_params(cfg: RunConfig, stage: str, llm_name: str, languages: list[str]) -> dict[str, Any]:
+    sc = cfg.mindmerger.mapping if stage == "mapping" else cfg.mindmerger.augmentation
+    settings = stage_settings(cfg, stage).fingerprint()
+    settings.pop("eval_every"), settings.pop("cache_encoder_states"), settings.pop("encoder_batch_size")
+    return {"llm_name": llm_name, "languages": languages, "settings": settings, "dtype": cfg.models.dtype,
+            "max_source_len": sc.max_source_len, "max_target_len": sc.max_target_len,
+            "dev_fraction": cfg.mindmerger.dev_fraction, "task": cfg.mindmerger.task if stage != "mapping" else None}
+
+
+def _train_into(w: ArtifactWriter, store: ArtifactStore, cfg: RunConfig, stage: str, label: str,
+                texts: list[TextExample], encoder: Source, llm: Source, init: str | None = None) -> None:
+    """Tokenize, split, train one stage into the artifact folder, and record what it did."""
+    sc = cfg.mindmerger.mapping if stage == "mapping" else cfg.mindmerger.augmentation
+    settings = stage_settings(cfg, stage)
+    encoder_dir, llm_dir = encoder.local(store), llm.local(store)
+    tokenized = tokenize(texts, load_tokenizer(encoder_dir), load_tokenizer(llm_dir), sc.max_source_len,
+                         sc.max_target_len)
+    train, dev = split_dev(tokenized.examples, cfg.mindmerger.dev_fraction, cfg.seed)
+    (w.path / "data").mkdir(parents=True, exist_ok=True)
+    save_examples(train, w.path / "data" / "train.parquet")
+    save_examples(dev, w.path / "data" / "dev.parquet")
+    per_language: dict[str, int] = {}
+    for e in tokenized.examples:
+        per_language[e.language] = per_language.get(e.language, 0) + 1
+    stats = {"read": len(texts), "kept": len(tokenized.examples), "train": len(train), "dev": len(dev),
+             "kept_per_language": per_language, "skipped": tokenized.report()}
+    w.write_json("data/stats.json", stats)
+    with StageProgress(f"{label}", settings.steps(len(train))) as progress:
+        result = run_stage_training(encoder_dir, llm_dir, train, dev, settings, w.path, dtype=cfg.models.dtype,
+                                    init=init, checkpoints=w.checkpoints, progress=progress,
+                                    encoder_id=encoder.label, llm_id=llm.label)
+    # dev as log-perplexity: the same units (nats per target token) as the training loss
+    loss_curve(result.losses, w.path / "loss_curve.png", label,
+               dev={step: math.log(ppl) for step, ppl in result.dev_ppl.items()})
+    w.write_json("models.json", {"stage": stage, "encoder": encoder.model_dump(mode="json"),
+                                 "llm": llm.model_dump(mode="json")})
+    w.metrics.update({k: v for k, v in result.summary().items() if v is not None})
+    w.metrics.update({"train_examples": len(train), "dev_examples": len(dev),
+                      "skipped": sum(tokenized.skipped.values())})
+
+
+@task(name="mindmerger_mapping", task_run_name="mindmerger_mapping-{llm_name}", retries=2,
+      retry_condition_fn=retry_transient)
+def mindmerger_mapping(cfg: RunConfig, llm_name: str, llm: Source, encoder: Source,
+                       world: ArtifactRef | None) -> ArtifactRef:
+    """Stage 1: train the mapping on X→English translation pairs of every configured language (no prompt)."""
+    store = open_store(cfg.store)
+    languages = sorted(cfg.mindmerger.translation_data)
+    if not languages:
+        raise InputError("mindmerger.translation_data names no language: the mapping stage has no data")
+    data = {lang: demo_source(uri, world) for lang, uri in cfg.mindmerger.translation_data.items()}
+    sources = {"encoder": encoder, "llm": llm} | {f"translation_{lang}": s for lang, s in data.items()}
+
+    def build(w: ArtifactWriter) -> None:
+        texts = [p for lang in languages for p in read_translation_pairs(_location(data[lang], store), lang)]
+        _train_into(w, store, cfg, "mapping", f"mindmerger mapping ({llm_name})", texts, encoder, llm)
+
+    return run_stage(store, kind="mindmerger", stage="mindmerger_mapping", version=MAPPING_VERSION,
+                     params=_stage_params(cfg, "mapping", llm_name, languages), sources=sources, build=build,
+                     describe=_describe)
+
+
+@task(name="mindmerger_augmentation", task_run_name="mindmerger_augmentation-{llm_name}", retries=2,
+      retry_condition_fn=retry_transient)
+def mindmerger_augmentation(cfg: RunConfig, llm_name: str, llm: Source, encoder: Source, mapping: ArtifactRef,
+                            world: ArtifactRef | None) -> ArtifactRef:
+    """Stage 2: translated task queries with the task prompt, starting from the mapping stage's best mapping."""
+    store = open_store(cfg.store)
+    languages = cfg.all_languages
+    queries = demo_source(cfg.mindmerger.query_data, world)
+    init = Source.of(mapping, "best")
+    sources = {"encoder": encoder, "llm": llm, "queries": queries, "init": init}
+
+    def build(w: ArtifactWriter) -> None:
+        folder = _location(queries, store)
+        texts = [t for lang in languages
+                 for t in template_queries(read_queries(folder, lang), cfg.mindmerger.task, lang)]
+        _train_into(w, store, cfg, "augmentation", f"mindmerger augmentation ({llm_name})", texts, encoder, llm,
+                    init=init.local(store))
+
+    return run_stage(store, kind="mindmerger", stage="mindmerger_augmentation", version=AUGMENTATION_VERSION,
+                     params=_stage_params(cfg, "augmentation", llm_name, languages), sources=sources, build=build,
+                     describe=_describe)
+
+
+def _describe(w: ArtifactWriter) -> str:
+    stats = json.loads((w.path / "data" / "stats.json").read_text())
+    lines = [f"examples: {stats['train']} train, {stats['dev']} dev ({stats['read']} read)"]
+    if stats["skipped"]:
+        lines.append("skipped (over the length limits, not truncated): "
+                     + ", ".join(f"{k} {v}" for k, v in stats["skipped"].items()))
+    m = w.metrics
+    lines.append(f"dev perplexity {m.get('start_dev_ppl', float('nan')):.3f} → {m.get('final_dev_ppl', float('nan')):.3f} "
+                 f"(best {m.get('best_dev_ppl', float('nan')):.3f} at step {m.get('best_step')})")
+    return "\n\n".join(lines)
+
+
+# -- evaluation: a MindMerger model is scored by the same evaluate_unit as any LLM --------------------------
+def mindmerger_generator(model: EvalModel, store: ArtifactStore, cfg: RunConfig) -> MindMergerGenerator:
+    """EvalModel(kind="mindmerger", source=Source.of(<augmentation or mapping artifact>)): its best mapping
+    on the encoder and LLM recorded in its models.json."""
+    root = Path(model.source.local(store))
+    info = json.loads((root / "models.json").read_text())
+    encoder = Source.model_validate(info["encoder"]).local(store)
+    llm = Source.model_validate(info["llm"]).local(store)
+    return MindMergerGenerator.from_pretrained(encoder, llm, str(root / "best"), dtype=cfg.models.dtype,
+                                               batch_size=cfg.evaluation.batch_size)
+
+
+register_generator("mindmerger", mindmerger_generator)
+
+
+def mindmerger_eval_model(llm_name: str, augmentation: ArtifactRef) -> EvalModel:
+    """The evaluation entry for MindMerger on `llm_name`, compared with that LLM alone."""
+    return EvalModel(name=f"mindmerger-{llm_name}", base=llm_name, kind="mindmerger", source=Source.of(augmentation))
