@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+import tasks.mindmerger  # noqa: F401 - registers the "mindmerger" generator used to score MindMerger models
 from flows.config import RunConfig
 from flows.stages import base_models, evaluate_models, run_sources
 from storage import ArtifactRef

@@ -102,7 +102,7 @@ def models_to_evaluate(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> list[
             models.append(EvalModel(name=name, base="base", source=Source.of(ref, "model")))
     for name, ref in outputs.items():
         if name.startswith("mindmerger/") and name.endswith("/augmentation"):
-            llm = name.split("/")[1]
-            models.append(EvalModel(name=f"mindmerger-{llm}", base=llm if llm != "base" else "base",
+            llm = name.split("/")[1]  # compared with the LLM it was stacked on
+            models.append(EvalModel(name=f"mindmerger-{llm}", base="base" if llm == "base" else cfg.merge.method,
                                     kind="mindmerger", source=Source.of(ref)))
     return models

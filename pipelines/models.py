@@ -6,6 +6,7 @@ The demo's tiny models go through exactly these functions, from folders written 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import fsspec
@@ -35,6 +36,12 @@ from pipelines.errors import InputError
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
            "LlamaForCausalLM", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration",
            "PreTrainedTokenizerFast", "T5EncoderModel", "UMT5EncoderModel", "hf_logging"]
+
+# Building or loading a model is serialised within a process: transformers' loading initialises modules on
+# the meta device through process-wide switches, so a module created in another thread meanwhile (a
+# MindMerger mapping, a tiny demo model) could come out with meta parameters ("Cannot copy out of meta
+# tensor"). Stage tasks run in threads; loading is a small part of their time.
+MODEL_BUILD_LOCK = threading.RLock()
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _REMOTE = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "memory://")
@@ -87,8 +94,8 @@ def load_tokenizer(uri: str, revision: str | None = None):
 
 
 def load_causal_lm(uri: str, dtype: str = "float32", revision: str | None = None):
-
-    return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
+    with MODEL_BUILD_LOCK:
+        return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
 
 
 def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
@@ -96,12 +103,13 @@ def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
 
     config = AutoConfig.from_pretrained(uri, revision=revision)
     encoder_cls = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}.get(config.model_type, AutoModel)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the skipped decoder weights are expected, not worth a report
-    try:
-        return encoder_cls.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    with MODEL_BUILD_LOCK:
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the skipped decoder weights are expected, not worth a report
+        try:
+            return encoder_cls.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
+        finally:
+            hf_logging.set_verbosity(verbosity)
 
 
 def read_model_config(uri: str) -> dict:

@@ -18,8 +18,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
 from flows.config import RunConfig
 from pipelines.errors import InputError
 from pipelines.mindmerger.data import (
@@ -36,7 +34,7 @@ from pipelines.mindmerger.train import StageSettings, run_stage_training
 from pipelines.models import load_tokenizer
 from pipelines.plots import loss_curve
 from storage import ArtifactRef, ArtifactStore, ArtifactWriter
-from tasks.common import Source, demo_source, open_store, retry_transient, run_stage
+from tasks.common import Source, demo_source, open_store, run_stage, stage_task
 from tasks.evaluate import EvalModel, register_generator
 from tasks.progress import StageProgress
 
@@ -101,8 +99,7 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, cfg: RunConfig, stage: 
                       "skipped": sum(tokenized.skipped.values())})
 
 
-@task(name="mindmerger_mapping", task_run_name="mindmerger_mapping-{llm_name}", retries=2,
-      retry_condition_fn=retry_transient)
+@stage_task(name="mindmerger_mapping", task_run_name="mindmerger_mapping-{llm_name}", retries=2)
 def mindmerger_mapping(cfg: RunConfig, llm_name: str, llm: Source, encoder: Source,
                        world: ArtifactRef | None) -> ArtifactRef:
     """Stage 1: train the mapping on X→English translation pairs of every configured language (no prompt)."""
@@ -122,8 +119,7 @@ def mindmerger_mapping(cfg: RunConfig, llm_name: str, llm: Source, encoder: Sour
                      describe=_describe)
 
 
-@task(name="mindmerger_augmentation", task_run_name="mindmerger_augmentation-{llm_name}", retries=2,
-      retry_condition_fn=retry_transient)
+@stage_task(name="mindmerger_augmentation", task_run_name="mindmerger_augmentation-{llm_name}", retries=2)
 def mindmerger_augmentation(cfg: RunConfig, llm_name: str, llm: Source, encoder: Source, mapping: ArtifactRef,
                             world: ArtifactRef | None) -> ArtifactRef:
     """Stage 2: translated task queries with the task prompt, starting from the mapping stage's best mapping."""

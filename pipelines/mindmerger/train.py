@@ -298,11 +298,12 @@ def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: in
                 llm_id: str | None = None) -> MindMergerModel:
     """Encoder (alone) + LLM + a fresh mapping (seeded), or one initialised from `init`: a folder written by
     `save_mapping` (our earlier stage) or an official `pytorch_model.bin`."""
-    from pipelines.models import load_causal_lm, load_encoder, load_tokenizer
+    from pipelines.models import MODEL_BUILD_LOCK, load_causal_lm, load_encoder, load_tokenizer
 
-    encoder, llm = load_encoder(encoder_uri, dtype), load_causal_lm(llm_uri, dtype)
-    torch.manual_seed(seed)
-    model = MindMergerModel(encoder, llm, load_tokenizer(llm_uri).bos_token_id)
+    with MODEL_BUILD_LOCK:  # see pipelines.models: no module creation while another thread loads one
+        encoder, llm = load_encoder(encoder_uri, dtype), load_causal_lm(llm_uri, dtype)
+        torch.manual_seed(seed)
+        model = MindMergerModel(encoder, llm, load_tokenizer(llm_uri).bos_token_id)
     if init is not None:
         init = Path(init)
         if init.suffix == ".bin" or (init / "pytorch_model.bin").is_file() and not (init / "mapping.json").is_file():

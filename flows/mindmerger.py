@@ -1,0 +1,26 @@
+"""The MindMerger flow: a frozen multilingual encoder mapped into a frozen LLM, in two stages.
+
+    base models ─> mapping stage (X→English translation pairs) ─> augmentation stage (translated queries)
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.config import RunConfig
+from flows.stages import base_models, run_sources
+from storage import ArtifactRef
+from tasks.common import Source
+from tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
+
+
+@flow(name="linguaforge-mindmerger", log_prints=True)
+def mindmerger(config: RunConfig = RunConfig(), llm_name: str = "base",  # noqa: B008 - Prefect reads the default
+               llm: Source | None = None) -> dict[str, ArtifactRef]:
+    """Both stages on `llm` (default: the run's base LLM); committed stages are skipped."""
+    outputs = base_models(config)
+    base, encoder, world = run_sources(config, outputs)
+    llm = llm or base
+    mapping = mindmerger_mapping(config, llm_name, llm, encoder, world)
+    augmentation = mindmerger_augmentation(config, llm_name, llm, encoder, mapping, world)
+    return {f"mindmerger/{llm_name}/mapping": mapping, f"mindmerger/{llm_name}/augmentation": augmentation}
