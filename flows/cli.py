@@ -260,7 +260,8 @@ def cmd_server(args) -> int:
     PREFECT_API_DATABASE_CONNECTION_URL points at PostgreSQL)."""
     import subprocess
 
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"}
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true",
+           "PREFECT_UI_API_URL": f"http://{args.host}:{args.port}/api"}
     env.pop("PREFECT_API_URL", None)
     console.print(f"Prefect UI: http://{args.host}:{args.port}   then, in the shells that run linguaforge:\n"
                   f"  export PREFECT_API_URL=http://{args.host}:{args.port}/api")

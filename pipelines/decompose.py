@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.deltas import SparseDelta, encode_delta, write_encoded
+from pipelines.deltas import Compact, SparseDelta, encode_delta, write_encoded
 from pipelines.errors import InputError
 
 FORMS = ("direct", "pivot_removed")
@@ -94,7 +94,13 @@ def _write(path: Path, template: SparseDelta, inputs: list[SparseDelta],
     changed = set().union(*(set(d.names()) for d in inputs))
     encoded: dict[str, torch.Tensor] = {}
     for name in template.shapes:  # the base's order
-        if name in changed:
+        if name not in changed:
+            continue
+        compact = Compact.of(inputs, name)
+        if compact is not None:  # sparse in, sparse out: only the union of the supports is computed
+            numel = math.prod(template.shapes[name])
+            encoded |= compact.encode(name, combine(*compact.values), numel)
+        else:
             encoded |= encode_delta(name, combine(*(d.dense(name) for d in inputs)))
     write_encoded(path, encoded, template.base_id, template.base_digest,
                   {n: list(s) for n, s in template.shapes.items()}, template.dtypes)

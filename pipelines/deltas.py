@@ -20,6 +20,7 @@ bases, whose values have 8 significant bits).
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -154,11 +155,24 @@ class SparseDelta:
     def nnz(self, name: str) -> int:
         return _nnz(self.raw(name), name) if name in self._forms else 0
 
+    def sparse(self, name: str) -> tuple[str, torch.Tensor, torch.Tensor] | None:
+        """("row", row indices, [rows, *shape[1:]] values) or ("element", flat indices, values) as stored, or
+        None for a dense or unchanged tensor: what sparse arithmetic needs, without the full tensor."""
+        form = self._forms.get(name)
+        if form == "row":
+            return "row", self._file.get_tensor(f"{name}::rows").long(), self._file.get_tensor(f"{name}::rowval")
+        if form == "element":
+            return "element", self._file.get_tensor(f"{name}::idx").long(), self._file.get_tensor(f"{name}::val")
+        return None
+
     def check_finite(self) -> None:
         """Raise on NaN/Inf, naming the tensor."""
         for key in self._file.keys():
             values = self._file.get_tensor(key)
-            if values.is_floating_point() and not torch.isfinite(values).all():
+            if not values.is_floating_point():
+                continue
+            # a sum is NaN/Inf if any value is (one fast pass); only then look closer (it may just overflow)
+            if not torch.isfinite(values.sum(dtype=torch.float64)) and not torch.isfinite(values).all():
                 raise InputError(f"sparse delta {self.path}: tensor {key.rsplit('::', 1)[0]} has NaN or Inf values")
 
 
@@ -185,3 +199,53 @@ def base_weights_digest(model_dir: str | Path) -> str:
             tail = f.read()
         h.update(f"{path.name}\0{size}\0".encode() + header + head + tail)
     return h.hexdigest()
+
+
+class Compact:
+    """Several deltas of one tensor on the union U of their supports (rows, or flat entries): elementwise
+    arithmetic on these small arrays gives exactly the values a full-size computation gives on U, and zero
+    elsewhere — without ever materialising the full tensor."""
+
+    def __init__(self, form: str, support: torch.Tensor, values: list[torch.Tensor]):
+        self.form, self.support, self.values = form, support, values
+
+    @classmethod
+    def of(cls, deltas: list[SparseDelta], name: str) -> Compact | None:
+        """None when some delta stores this tensor dense, or the stored forms differ."""
+        parts = [d.sparse(name) if d.form(name) is not None else "absent" for d in deltas]
+        if any(p is None for p in parts):
+            return None
+        present = [p for p in parts if p != "absent"]
+        forms = {p[0] for p in present}
+        if len(forms) != 1:
+            return None
+        form = forms.pop()
+        shape = deltas[0].shapes[name]
+        size = shape[0] if form == "row" else math.prod(shape)
+        # the union as a mask over rows (or entries), and each index's position in it: no sorting needed
+        member = torch.zeros(size, dtype=torch.bool)
+        for p in present:
+            member[p[1]] = True
+        support = member.nonzero().flatten()
+        position = torch.cumsum(member, 0) - 1
+        rest = present[0][2].shape[1:]
+        values = []
+        for p in parts:
+            v = torch.zeros((len(support), *rest), dtype=torch.float32)
+            if p != "absent":
+                v[position[p[1]]] = p[2].float()
+            values.append(v)
+        return cls(form, support, values)
+
+    def encode(self, name: str, values: torch.Tensor, numel: int) -> dict[str, torch.Tensor]:
+        """Stored entries for `values` on U, in this compact's form."""
+        if self.form == "row":
+            return {f"{name}::rows": self.support.to(torch.int32), f"{name}::rowval": values.contiguous()}
+        return {f"{name}::idx": self.support.to(_index_dtype(numel)), f"{name}::val": values.contiguous()}
+
+    def apply(self, original: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """original + update on U (computed in float32, stored in the original's dtype); the rest unchanged."""
+        out = original.clone()
+        view = out if self.form == "row" else out.view(-1)
+        view[self.support] = (view[self.support].float() + update).to(original.dtype)
+        return out

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from pipelines.decompose import check_deltas
-from pipelines.deltas import SparseDelta, base_weights_digest
+from pipelines.deltas import Compact, SparseDelta, base_weights_digest
 from pipelines.errors import InputError
 from pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
 
@@ -169,7 +169,7 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
     check_deltas(deltas, base_weights_digest(base_dir), shapes)
 
     report: dict[str, Any] = {"method": spec.method, "tensors": len(shapes)}
-    update = _plan(spec, base, report)
+    merged = _plan(spec, base, report)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -179,9 +179,7 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
         changed = set().union(*(set(d.names()) for d in deltas.values()))
         for i, name in enumerate(names):
             original = base.get(name)
-            if name in changed:  # a tensor no delta touches is copied as it is
-                original = (original.float() + update(name)).to(original.dtype)
-            writer.add(name, original)
+            writer.add(name, merged(name, original) if name in changed else original)  # untouched: as is
             if progress is not None:
                 progress(i + 1, len(names), {})
         report["files"] = writer.close()
@@ -195,34 +193,51 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
     return report
 
 
-def _plan(spec: MergeSpec, base: WeightReader, report: dict[str, Any]) -> Callable[[str], torch.Tensor]:
-    """The per-tensor update function of the method (after pass 1, for MAET)."""
+def _dense(update: Callable[[str], torch.Tensor]) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """τ̃ = τ_o + update(τ), on the full tensor."""
+    return lambda name, original: (original.float() + update(name)).to(original.dtype)
+
+
+def _plan(spec: MergeSpec, base: WeightReader, report: dict[str, Any]) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """The method as `merged(name, τ_o) -> τ̃` (after pass 1, for MAET)."""
     codes = list(spec.languages)
     weights = [spec.weights()[c] for c in codes]
-
-    def r_lang(name: str) -> torch.Tensor:
-        return language_sum([spec.languages[c].dense(name) for c in codes], weights)
-
+    everyone = [spec.ability] + [spec.languages[c] for c in codes]
     if spec.method == "task_vector":
-        return lambda name: task_vector_update(spec.ability.dense(name), spec.task_vector_lambda)
+        return _dense(lambda name: task_vector_update(spec.ability.dense(name), spec.task_vector_lambda))
     if spec.method == "ties":
-        return lambda name: ties_update([spec.ability.dense(name)] + [spec.languages[c].dense(name) for c in codes],
-                                        spec.ties_density)
+        return _dense(lambda name: ties_update([d.dense(name) for d in everyone], spec.ties_density))
     if spec.method == "dare":
         position = {n: i for i, n in enumerate(base.names())}
 
         def dare(name: str) -> torch.Tensor:
             # one generator per tensor, seeded by its position: the same draw whatever the order of reading
             g = torch.Generator().manual_seed(spec.seed * 1_000_003 + position[name])
-            return dare_update([spec.ability.dense(name)] + [spec.languages[c].dense(name) for c in codes],
-                               [1.0] + weights, spec.dare_drop, g)
-        return dare
-    # MAET, pass 1: similarities of the eligible tensors
+            return dare_update([d.dense(name) for d in everyone], [1.0] + weights, spec.dare_drop, g)
+        return _dense(dare)
+
+    # MAET. Sparse deltas are combined on the union of their supports (Compact): the same values as on
+    # full tensors, at the cost of the changed rows only; a dense delta falls back to full tensors.
+    def parts(name: str) -> tuple[Compact | None, torch.Tensor, torch.Tensor]:
+        compact = Compact.of(everyone, name)
+        values = compact.values if compact is not None else [d.dense(name) for d in everyone]
+        return compact, values[0], language_sum(values[1:], weights)
+
     families = {n: family_of(n) for n in base.names()}
     eligible = [n for n in base.names() if families[n] in spec.families]
-    sims = {n: similarity(spec.ability.dense(n), r_lang(n)) for n in eligible}
+    sims = {}
+    for name in eligible:  # pass 1: Eq. 4's similarities
+        _, ability, lang = parts(name)
+        sims[name] = similarity(ability, lang)
     selected = set(select_t(sims, spec.k2_percent))
     report.update({"eligible": len(eligible), "selected": [n for n in eligible if n in selected],
                    "similarity": sims, "families": {n: families[n] for n in eligible},
                    "k2_percent": spec.k2_percent, "gamma": spec.gamma, "eta": spec.eta, "mu": spec.weights()})
-    return lambda name: maet_update(spec.ability.dense(name), r_lang(name), name in selected, spec.gamma, spec.eta)
+
+    def merged(name: str, original: torch.Tensor) -> torch.Tensor:  # pass 2: Eq. 5
+        compact, ability, lang = parts(name)
+        update = maet_update(ability, lang, name in selected, spec.gamma, spec.eta)
+        if compact is None:
+            return (original.float() + update).to(original.dtype)
+        return compact.apply(original, update)
+    return merged

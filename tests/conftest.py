@@ -125,9 +125,10 @@ def prefect_server(tmp_path_factory) -> str:
            "PREFECT_UI_ENABLED": "true", "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/db.sqlite"}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "wb")
+    url = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_UI_API_URL"] = url  # the UI's own calls go to this server, not the default port
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 90
         while True:

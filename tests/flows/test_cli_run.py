@@ -22,6 +22,10 @@ TINY = {
     "probe": {"train": {"steps": 3, "batch_tokens": 128, "micro_batch_size": 4}},
     "masked_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
     "full_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
+    "mindmerger": {"mapping": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4, "max_source_len": 48,
+                               "max_target_len": 48, "checkpoint_every": 2},
+                   "augmentation": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4,
+                                    "max_source_len": 256, "max_target_len": 512, "checkpoint_every": 2}},
     "evaluation": {"batch_size": 4, "benchmarks": [
         {"name": "mgsm", "data": "demo:bench/mgsm", "max_new_tokens": 12},
         {"name": "xnli", "data": "demo:bench/xnli", "scoring": "loglik"},
