@@ -161,7 +161,13 @@ class NaiveMindMerger(nn.Module):
 # -- one variant, in its own process ---------------------------------------------------------------------------
 def run_variant(variant: str, root: Path, args) -> dict:
     from pipelines.mindmerger.data import target_tokens, tokenize
-    from pipelines.mindmerger.train import EncoderStates, StageSettings, make_backend, make_batch, mapping_state
+    from pipelines.mindmerger.train import (
+        EncoderStates,
+        StageSettings,
+        make_backend,
+        make_batch,
+        mapping_state,
+    )
     from pipelines.models import load_tokenizer
 
     torch.manual_seed(0)
