@@ -28,6 +28,7 @@ from pipelines.mindmerger.train import (
 )
 from storage import ArtifactStore
 from tests.pipelines import mindmerger_common as mm
+from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 FAST = dict(learning_rate=1e-2, global_batch_size=16, micro_batch_size=8, epochs=2.0)
 
