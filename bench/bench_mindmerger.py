@@ -4,6 +4,10 @@ Prints ratios measured in one run (absolute times depend on the machine):
 - training step time of ours vs the naive variant (goal: ours >= 1.5x faster);
 - peak memory of ours vs the naive variant (goal: <= 0.7x), each variant measured in its own process.
 
+The three variants (naive, ours, ours without the encoder cache) run in their own processes and take
+turns, one training step each, so that other work on the machine disturbs them alike; the best step of
+each is compared.
+
 The naive variant does what a first implementation (and the official code) does: it tokenizes every
 example inside the training loop, one at a time; loads the whole mT5 encoder-decoder and runs both halves
 with autograd on; maps every encoder position, padding included; and takes the LLM's full-vocabulary
@@ -25,7 +29,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,21 +218,35 @@ def run_variant(variant: str, root: Path, args) -> dict:
             backend.optimizer_step(s)
             return total / n
 
+    # Serve steps on request: the parent makes the variants take turns, step by step, so that whatever else
+    # runs on the machine disturbs them alike.
     memory = PeakRSS()
     step(0)  # warm-up (allocator, optimizer state), inside the memory window
+    print("ready", flush=True)
     times, losses = [], []
     for s in range(1, args.steps + 1):
+        sys.stdin.readline()
         began = time.perf_counter()
         losses.append(step(s))
         times.append(time.perf_counter() - began)
+        print("done", flush=True)
     result["step_memory_bytes"] = memory.stop()
     result["process_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    result["step_seconds"] = statistics.median(times)
+    result["step_seconds"] = min(times)  # the least disturbed step
     result["step_seconds_all"] = times
     result["losses"] = losses
     if variant != "naive":
         result["mapping_norm"] = float(sum(v.float().norm() for v in mapping_state(model).values()))
     return result
+
+
+def _expect(child: subprocess.Popen, word: str, variant: str, root: Path) -> None:
+    """Wait for the child's next protocol word (skipping anything a library printed to stdout)."""
+    for line in child.stdout:
+        if line.strip() == word:
+            return
+    child.kill()
+    sys.exit(f"variant {variant} failed:\n{(root / f'{variant}.log').read_text()[-3000:]}")
 
 
 def main() -> None:
@@ -240,7 +257,7 @@ def main() -> None:
     parser.add_argument("--enc-layers", type=int, default=4)
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--micro-batches", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--variant", choices=["ours", "ours-nocache", "naive"])
     parser.add_argument("--root")
     parser.add_argument("--out")
@@ -253,17 +270,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_assets(root, args)
-        results = {}
+        children = {}
         for variant in ("naive", "ours", "ours-nocache"):
-            out = root / f"{variant}.json"
-            cmd = [sys.executable, __file__, "--variant", variant, "--root", str(root), "--out", str(out)]
+            cmd = [sys.executable, __file__, "--variant", variant, "--root", str(root), "--out",
+                   str(root / f"{variant}.json")]
             for name in ("llm_hidden", "llm_layers", "enc_hidden", "enc_layers", "micro_batch_size", "micro_batches",
                          "steps"):
                 cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"variant {variant} failed:\n{done.stderr[-3000:]}")
-            results[variant] = json.loads(out.read_text())
+            children[variant] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                 stderr=open(root / f"{variant}.log", "w"), text=True)
+        for variant, child in children.items():
+            _expect(child, "ready", variant, root)
+        for _ in range(args.steps):  # one step of each variant in turn
+            for variant, child in children.items():
+                child.stdin.write("step\n")
+                child.stdin.flush()
+                _expect(child, "done", variant, root)
+        results = {}
+        for variant, child in children.items():
+            child.stdin.close()
+            if child.wait() != 0:
+                sys.exit(f"variant {variant} failed:\n{(root / f'{variant}.log').read_text()[-3000:]}")
+            results[variant] = json.loads((root / f"{variant}.json").read_text())
 
     naive, ours, nocache = results["naive"], results["ours"], results["ours-nocache"]
     mib = 2**20
@@ -271,7 +299,7 @@ def main() -> None:
           f"{args.llm_hidden} x {args.llm_layers} layers (vocab 32000), mT5 d_model {args.enc_hidden} x "
           f"{args.enc_layers}+{args.enc_layers} layers, torch threads {torch.get_num_threads()}")
     for name, r in results.items():
-        print(f"  {name:13s} step {r['step_seconds']:.3f} s (median of {args.steps})   step memory "
+        print(f"  {name:13s} step {r['step_seconds']:.3f} s (best of {args.steps})   step memory "
               f"{r['step_memory_bytes'] / mib:7.1f} MiB   process peak {r['process_peak_bytes'] / mib:7.1f} MiB")
     print(f"  encoder cache: {ours['cache_seconds_per_example'] * 1000:.2f} ms per example, once per stage")
     print(f"speed-up, ours (cached encoder states) vs naive: {naive['step_seconds'] / ours['step_seconds']:.2f}x "

@@ -61,7 +61,8 @@ def _location(source: Source, store: ArtifactStore) -> str:
 def _stage_params(cfg: RunConfig, stage: str, llm_name: str, languages: list[str]) -> dict[str, Any]:
     sc = cfg.mindmerger.mapping if stage == "mapping" else cfg.mindmerger.augmentation
     settings = stage_settings(cfg, stage).fingerprint()
-    settings.pop("eval_every"), settings.pop("cache_encoder_states"), settings.pop("encoder_batch_size")
+    for how in ("cache_encoder_states", "encoder_cache_max_gb", "encoder_batch_size"):  # how, not what
+        settings.pop(how)
     return {"llm_name": llm_name, "languages": languages, "settings": settings, "dtype": cfg.models.dtype,
             "max_source_len": sc.max_source_len, "max_target_len": sc.max_target_len,
             "dev_fraction": cfg.mindmerger.dev_fraction, "task": cfg.mindmerger.task if stage != "mapping" else None}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import tempfile
 import time
@@ -48,6 +49,7 @@ from pipelines.mindmerger.data import Example, collate, load_examples, target_to
 from pipelines.mindmerger.model import MindMergerModel, mindmerger_loss_sum
 from pipelines.training import BlockOrder, TorchBackend, TrainSettings, load_optimizer, save_optimizer
 
+log = logging.getLogger("linguaforge.mindmerger")
 Progress = Callable[[int, int, dict[str, Any]], None]
 STAGES = ("mapping", "augmentation")
 
@@ -71,6 +73,7 @@ class StageSettings:
     checkpoint_every: int = 100
     eval_every: int | None = None  # optimizer steps between dev evaluations; None = once per epoch
     cache_encoder_states: bool = True
+    encoder_cache_max_gb: float = 8.0  # host memory for cached states; above it, encode per micro-batch
     encoder_batch_size: int = 32
     seed: int = 0
 
@@ -158,6 +161,20 @@ class EncoderStates:
         return [self.states[i] for i in indices]
 
 
+def use_encoder_cache(model: MindMergerModel, examples: list[Example], settings: StageSettings) -> bool:
+    """Cache when asked and when the states fit the budget (real tokens × width × element size): at the
+    official scale (~10^6 pairs, mT5-xl) they would not, and the encoder then runs per micro-batch."""
+    if not settings.cache_encoder_states:
+        return False
+    element = next(model.encoder.parameters()).element_size()
+    size_gb = sum(len(e.source_ids) for e in examples) * model.d_enc * element / 2**30
+    if size_gb > settings.encoder_cache_max_gb:
+        log.warning("encoder states would take %.1f GB (> encoder_cache_max_gb %.1f): encoding per micro-batch",
+                    size_gb, settings.encoder_cache_max_gb)
+        return False
+    return True
+
+
 def make_batch(examples: list[Example], indices, states: EncoderStates | None) -> dict[str, torch.Tensor]:
     chosen = [examples[i] for i in indices]
     return collate(chosen, states[indices] if states is not None else None)
@@ -220,7 +237,7 @@ def train_stage(backend, train: list[Example], dev: list[Example], settings: Sta
         raise InputError(f"{len(train)} training examples, fewer than one micro-batch ({micro})")
     order = BlockOrder(len(train), settings.seed)
     train_states = dev_states = None
-    if settings.cache_encoder_states:
+    if use_encoder_cache(model, train + dev, settings):
         train_states = EncoderStates(model, train, settings.encoder_batch_size, device)
         dev_states = EncoderStates(model, dev, settings.encoder_batch_size, device)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from pipelines.mindmerger.data import (
     read_queries,
     read_translation_pairs,
@@ -19,8 +22,6 @@ def tokenizers(assets):
 
 
 def model(assets, seed: int = 0, padding_side: str = "right") -> MindMergerModel:
-    import torch
-
     torch.manual_seed(seed)
     llm_tok = load_tokenizer(str(assets["llm"]))
     return MindMergerModel(load_encoder(str(assets["encoder"])), load_causal_lm(str(assets["llm"])),
@@ -37,3 +38,13 @@ def augmentation_examples(assets, languages=("de", "zh", "en"), per_language: in
     texts = [t for lang in languages for t in template_queries(
         read_queries(assets["world"] / "queries" / "math", lang)[:per_language], "math", lang)]
     return tokenize(texts, *tokenizers(assets), max_source_len=512, max_target_len=512).examples
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning OpenMP workers
+    slow them down many times over; restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

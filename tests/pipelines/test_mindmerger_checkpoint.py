@@ -19,6 +19,7 @@ from pipelines.mindmerger.checkpoint import (
 )
 from pipelines.mindmerger.model import Mapping
 from pipelines.mindmerger.train import build_model
+from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 D_ENC, D_LLM = 32, 32  # the demo test models
 

@@ -19,6 +19,7 @@ from pipelines.mindmerger.data import (
     tokenize,
 )
 from tests.pipelines import mindmerger_common as mm
+from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def test_translation_files_with_different_line_counts(tmp_path):

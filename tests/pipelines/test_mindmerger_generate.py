@@ -16,6 +16,7 @@ from pipelines.benchmarks.prompts import build_items, load_preset
 from pipelines.errors import InputError
 from pipelines.mindmerger.generate import MindMergerGenerator
 from tests.pipelines import mindmerger_common as mm
+from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

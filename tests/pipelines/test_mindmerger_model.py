@@ -12,6 +12,7 @@ from pipelines.mindmerger.data import collate
 from pipelines.mindmerger.model import IGNORE_INDEX, Mapping, MindMergerModel
 from pipelines.mindmerger.train import EncoderStates
 from tests.pipelines import mindmerger_common as mm
+from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

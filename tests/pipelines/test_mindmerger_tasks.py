@@ -17,6 +17,7 @@ from storage import ArtifactStore
 from tasks.common import Source
 from tasks.evaluate import _GENERATORS
 from tasks.mindmerger import mindmerger_augmentation, mindmerger_eval_model, mindmerger_mapping
+from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 STAGE = {"learning_rate": 0.01, "epochs": 1.0, "global_batch_size": 16, "micro_batch_size": 8, "checkpoint_every": 2}
 

@@ -19,9 +19,16 @@ from safetensors.torch import load_file
 from pipelines.errors import InputError
 from pipelines.mindmerger.checkpoint import read_meta
 from pipelines.mindmerger.data import save_examples, split_dev
-from pipelines.mindmerger.train import StageSettings, make_backend, run_stage_training, train_stage
+from pipelines.mindmerger.train import (
+    StageSettings,
+    make_backend,
+    run_stage_training,
+    train_stage,
+    use_encoder_cache,
+)
 from storage import ArtifactStore
 from tests.pipelines import mindmerger_common as mm
+from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 FAST = dict(learning_rate=1e-2, global_batch_size=16, micro_batch_size=8, epochs=2.0)
 
@@ -63,6 +70,13 @@ def test_too_few_examples_for_a_micro_batch(demo_assets):
     settings = StageSettings(micro_batch_size=8, global_batch_size=8)
     with pytest.raises(InputError, match=r"3 training examples, fewer than one micro-batch \(8\)"):
         train_stage(make_backend(model, settings, 1), examples[:3], examples[3:], settings)
+
+
+def test_encoder_cache_only_within_its_memory_budget(demo_assets):
+    model, examples = mm.model(demo_assets), mm.mapping_examples(demo_assets, 5)
+    assert use_encoder_cache(model, examples, StageSettings())
+    assert not use_encoder_cache(model, examples, StageSettings(encoder_cache_max_gb=1e-6))
+    assert not use_encoder_cache(model, examples, StageSettings(cache_encoder_states=False))
 
 
 def _worker(args, repo_root):
