@@ -363,9 +363,14 @@ class ArtifactStore:
         record = {"kind": kind, "key": key, "event": event, "at": now.isoformat(), "pid": os.getpid(), **info}
         name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{event}-{uuid.uuid4().hex[:8]}.json"
         path = self._path(EVENTS_DIR, kind, key, name)
-        if self.is_local:
+        body = json.dumps(record, default=str).encode()
+        if self.is_local:  # readers list the folder at any moment: a record appears whole (rename) or not at all
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.fs.pipe_file(path, json.dumps(record, default=str).encode())
+            partial = Path(path).with_suffix(".partial")
+            partial.write_bytes(body)
+            os.replace(partial, path)
+        else:
+            self.fs.pipe_file(path, body)  # one PUT: atomic on object stores
 
     def events(self, kind: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
         pattern = self._path(EVENTS_DIR, kind or "*", "*", "*.json")

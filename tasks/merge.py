@@ -48,10 +48,13 @@ def merge_models(cfg: RunConfig, method: str, base: Source, ability: ArtifactRef
     """One method of the merge engine (maet, task_vector, ties, dare) into an HF folder `model/`."""
     store = open_store(cfg.store)
     m = cfg.merge
-    params = {"method": method, "k2_percent": m.k2_percent, "gamma": m.gamma, "eta": m.eta, "mu": m.mu,
-              "families": m.tensor_families, "lambda": m.task_vector_lambda, "ties_density": m.ties_density,
-              "dare_drop": m.dare_drop, "shard_size_mb": m.shard_size_mb, "languages": cfg.languages,
-              "seed": cfg.seed, "ability_file": ability_file}
+    # only what this method reads enters its key: a change to γ must not re-run the task-vector baseline
+    relevant = {"maet": {"k2_percent": m.k2_percent, "gamma": m.gamma, "eta": m.eta, "mu": m.mu,
+                         "families": m.tensor_families, "languages": cfg.languages},
+                "task_vector": {"lambda": m.task_vector_lambda},
+                "ties": {"ties_density": m.ties_density, "languages": cfg.languages},
+                "dare": {"dare_drop": m.dare_drop, "mu": m.mu, "languages": cfg.languages, "seed": cfg.seed}}
+    params = {"method": method, "shard_size_mb": m.shard_size_mb, "ability_file": ability_file} | relevant[method]
     sources = {"base": base, "ability": Source.of(ability)} | ({"language_deltas": Source.of(languages)} if languages else {})
 
     def build(w: ArtifactWriter) -> None:
