@@ -20,8 +20,8 @@ bases, whose values have 8 significant bits).
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -115,18 +115,25 @@ class SparseDelta:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"sparse delta {self.path}: no such file")
-        self._file = safe_open(str(self.path), framework="pt")
-        meta = self._file.metadata() or {}
+        with safe_open(str(self.path), framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = list(f.keys())
         if meta.get("format") != FORMAT:
             raise InputError(f"sparse delta {self.path}: format {meta.get('format')!r}, expected {FORMAT!r}")
         self.base_id, self.base_digest = meta["base_id"], meta["base_digest"]
         self.shapes = {k: tuple(v) for k, v in json.loads(meta["shapes"]).items()}
         self.dtypes: dict[str, str] = json.loads(meta["dtypes"])
         self._forms: dict[str, str] = {}
-        for key in self._file.keys():
+        self._keys = keys
+        for key in keys:
             name, part = key.rsplit("::", 1)
             self._forms[name] = {"idx": "element", "val": "element", "rows": "row", "rowval": "row",
                                  "dense": "dense"}[part]
+
+    def _get(self, key: str) -> torch.Tensor:
+        # opened per read: a memory-mapped file kept open would hold every page read so far in memory
+        with safe_open(str(self.path), framework="pt") as f:
+            return f.get_tensor(key)
 
     def names(self) -> list[str]:
         """Tensors that changed, in the base's order."""
@@ -137,7 +144,7 @@ class SparseDelta:
 
     def raw(self, name: str) -> dict[str, torch.Tensor]:
         """The stored entries of one tensor (empty for an unchanged one)."""
-        return {key: self._file.get_tensor(key) for key in self._file.keys() if key.rsplit("::", 1)[0] == name}
+        return {key: self._get(key) for key in self._keys if key.rsplit("::", 1)[0] == name}
 
     def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if name not in self.shapes:
@@ -145,11 +152,11 @@ class SparseDelta:
         out = torch.zeros(self.shapes[name], dtype=torch.float32)
         form = self._forms.get(name)
         if form == "dense":
-            out = self._file.get_tensor(f"{name}::dense").float()
+            out = self._get(f"{name}::dense").float()
         elif form == "row":
-            out[self._file.get_tensor(f"{name}::rows").long()] = self._file.get_tensor(f"{name}::rowval")
+            out[self._get(f"{name}::rows").long()] = self._get(f"{name}::rowval")
         elif form == "element":
-            out.view(-1)[self._file.get_tensor(f"{name}::idx").long()] = self._file.get_tensor(f"{name}::val")
+            out.view(-1)[self._get(f"{name}::idx").long()] = self._get(f"{name}::val")
         return out.to(dtype)
 
     def nnz(self, name: str) -> int:
@@ -160,15 +167,15 @@ class SparseDelta:
         None for a dense or unchanged tensor: what sparse arithmetic needs, without the full tensor."""
         form = self._forms.get(name)
         if form == "row":
-            return "row", self._file.get_tensor(f"{name}::rows").long(), self._file.get_tensor(f"{name}::rowval")
+            return "row", self._get(f"{name}::rows").long(), self._get(f"{name}::rowval")
         if form == "element":
-            return "element", self._file.get_tensor(f"{name}::idx").long(), self._file.get_tensor(f"{name}::val")
+            return "element", self._get(f"{name}::idx").long(), self._get(f"{name}::val")
         return None
 
     def check_finite(self) -> None:
         """Raise on NaN/Inf, naming the tensor."""
-        for key in self._file.keys():
-            values = self._file.get_tensor(key)
+        for key in self._keys:
+            values = self._get(key)
             if not values.is_floating_point():
                 continue
             # a sum is NaN/Inf if any value is (one fast pass); only then look closer (it may just overflow)
@@ -227,7 +234,8 @@ class Compact:
         for p in present:
             member[p[1]] = True
         support = member.nonzero().flatten()
-        position = torch.cumsum(member, 0) - 1
+        position = torch.empty(size, dtype=torch.long)
+        position[support] = torch.arange(len(support))
         rest = present[0][2].shape[1:]
         values = []
         for p in parts:
@@ -244,8 +252,9 @@ class Compact:
         return {f"{name}::idx": self.support.to(_index_dtype(numel)), f"{name}::val": values.contiguous()}
 
     def apply(self, original: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        """original + update on U (computed in float32, stored in the original's dtype); the rest unchanged."""
-        out = original.clone()
+        """original + update on U (computed in float32, stored in the original's dtype); the rest unchanged.
+        Writes into `original` (callers pass a tensor they own, e.g. fresh from a WeightReader)."""
+        out = original
         view = out if self.form == "row" else out.view(-1)
         view[self.support] = (view[self.support].float() + update).to(original.dtype)
         return out

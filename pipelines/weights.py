@@ -39,8 +39,11 @@ class WeightReader:
         self._handles: dict[str, object] = {}
 
     def _handle(self, name: str):
+        # one shard mapped at a time: the pages of a memory-mapped file count as this process's memory
+        # for as long as it stays open, so a reader going through a model in order holds one shard, not all
         file = self.weight_map[name]
         if file not in self._handles:
+            self._handles.clear()
             self._handles[file] = safe_open(str(self.dir / file), framework="pt")
         return self._handles[file]
 
