@@ -235,6 +235,15 @@ class EvaluationConfig(_Model):
     batch_size: int = Field(16, ge=1)
 
 
+class OrchestrationConfig(_Model):
+    gpu_deployment: str | None = Field(
+        None, title="GPU deployment",
+        description="'flow/deployment' that runs the GPU stages (MAET) on a GPU work pool as a subflow, e.g. "
+                    "linguaforge-maet/maet-gpu; null = in this flow run's own process.")
+    gpu_job_variables: dict[str, Any] = Field(default_factory=dict,
+                                              description="Job variables for that run, e.g. {gpus: 8}.")
+
+
 class DemoConfig(_Model):
     """The embedded synthetic world: text, ability data, translation pairs, benchmark files, tiny models."""
 
@@ -285,6 +294,7 @@ class RunConfig(_Model):
     merge: MergeConfig = Field(default_factory=MergeConfig)
     mindmerger: MindMergerConfig = Field(default_factory=MindMergerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @field_validator("pivot_language")
     @classmethod

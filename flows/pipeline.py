@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.deployments import run_deployment
 
 from flows.config import RunConfig
 from flows.evaluate import evaluate
@@ -18,10 +19,23 @@ from storage import ArtifactRef
 from tasks.common import Source
 
 
+def maet_stages(config: RunConfig) -> dict[str, ArtifactRef]:
+    """MAET here, or first on the GPU pool: the remote run commits every artifact to the shared store, and
+    the local call then skips each stage and only collects the references."""
+    gpu = config.orchestration
+    if gpu.gpu_deployment:
+        remote = run_deployment(gpu.gpu_deployment, parameters={"config": config.model_dump(mode="json")},
+                                as_subflow=True, job_variables=gpu.gpu_job_variables or None)
+        if not remote.state or not remote.state.is_completed():
+            raise RuntimeError(f"the GPU run {remote.name} of {gpu.gpu_deployment} ended "
+                               f"{remote.state.name if remote.state else 'without a state'}")
+    return maet(config)
+
+
 @flow(name="linguaforge-pipeline", log_prints=True)
 def pipeline(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B008 - Prefect reads the default
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
-    outputs = maet(config)
+    outputs = maet_stages(config)
     if config.mindmerger.enabled:
         for name in config.mindmerger.llms:  # MindMerger on the base LLM, and stacked on the MAET model
             llm = Source.of(outputs["model/merged"], "model") if name == "maet" else None

@@ -83,3 +83,28 @@ def test_kill_mid_stage_then_retry_reruns_only_that_stage(deployed, retry_with, 
     assert any(m.kind == "report" for m in store.list())
     results = store.fs.ls(f"{deployed['bucket']}/prefect-results")
     assert results, "Prefect's task results were not written to the bucket"
+
+
+def test_gpu_stages_run_as_a_subflow_deployment_on_another_worker_process(deployed):
+    """orchestration.gpu_deployment sends MAET to a deployment (here the CPU pool's `maet` stands in for the
+    GPU pool's `maet-gpu`): it runs as a linked subflow in its own flow-run process, commits to the shared
+    bucket, and the pipeline's own MAET call only collects references."""
+    base = deployed["api"]
+    config = json.loads(json.dumps(deployed["config"]))
+    config["store"]["url"] = f"s3://{deployed['bucket']}/store-gpu"
+    config["orchestration"] = {"gpu_deployment": "linguaforge-maet/maet"}
+    config["full_cpt"]["train"]["steps"] = 20
+    store = ArtifactStore(config["store"]["url"], cache_dir=deployed["root"] / "cache-gpu",
+                          storage_options={"client_kwargs": {"endpoint_url": deployed["endpoint"]}})
+    run = api(base, "POST", f"/deployments/{deployed['deployments']['pipeline']}/create_flow_run",
+              {"parameters": {"config": config}})
+    assert wait_for_state(base, run["id"], {"COMPLETED", "FAILED", "CRASHED"}, timeout=600) == "COMPLETED"
+    children = api(base, "POST", "/flow_runs/filter",
+                   {"deployments": {"id": {"any_": [deployed["deployments"]["maet"]]}}})
+    child = next(r for r in children if r["parameters"]["config"]["store"]["url"] == config["store"]["url"])
+    assert child["state_type"] == "COMPLETED" and child["parent_task_run_id"] is not None  # a linked subflow
+    events = store.events(event="started")
+    maet_pids = {e["pid"] for e in events if e["stage"] in ("masked_cpt", "merge")}
+    later_pids = {e["pid"] for e in events if e["stage"] in ("evaluate_unit", "comparison_report")}
+    assert maet_pids and later_pids and not maet_pids & later_pids  # MAET ran in the other process
+    assert Counter((e["kind"], e["key"]) for e in events).most_common(1)[0][1] == 1  # nothing ran twice

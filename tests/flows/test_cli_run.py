@@ -144,3 +144,11 @@ def test_eval_and_report_commands(tmp_path, repo_root, demo_assets):
     assert (tmp_path / "again" / "comparison.png").stat().st_size > 0
     empty = _cli("report", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), cwd=repo_root)
     assert empty.returncode != 0
+
+
+def test_unreachable_prefect_server_is_a_clear_error_before_anything_runs(tmp_path, repo_root):
+    config = _config(tmp_path)
+    result = _cli("run", str(config), cwd=repo_root, api_url="http://127.0.0.1:9/api")
+    assert result.returncode == 2
+    assert "no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:9/api" in result.stderr
+    assert not (tmp_path / "store").exists()
