@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llama_shapes import llama_shapes  # noqa: E402
 
 
 def rss_anon() -> int:
@@ -59,16 +62,7 @@ def build_model_files(root: Path, hidden: int, layers: int, vocab: int) -> tuple
     import torch
     from safetensors.torch import save_file
 
-    inter = int(hidden * 8 / 3)
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
-              "model.norm.weight": (hidden,)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes |= {p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
-                   p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
-                   p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
-                   p + "mlp.down_proj.weight": (hidden, inter), p + "input_layernorm.weight": (hidden,),
-                   p + "post_attention_layernorm.weight": (hidden,)}
+    shapes = llama_shapes(hidden, layers, vocab, int(hidden * 8 / 3))
     g = torch.Generator().manual_seed(0)
     (root / "base").mkdir()
     (root / "probed").mkdir()

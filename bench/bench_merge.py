@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llama_shapes import llama_shapes  # noqa: E402
 
 RUNS = ["ability_pivot", "pivot", "de", "sw"]
 LANGS = ["de", "sw"]
@@ -45,16 +48,7 @@ def build(root: Path, hidden: int, layers: int, vocab: int) -> int:
                          num_hidden_layers=layers, num_attention_heads=hidden // 128, num_key_value_heads=hidden // 128,
                          tie_word_embeddings=False, dtype="bfloat16")
     config.save_pretrained(root / "base")
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
-              "model.norm.weight": (hidden,)}
-    inter = config.intermediate_size
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes |= {p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
-                   p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
-                   p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
-                   p + "mlp.down_proj.weight": (hidden, inter), p + "input_layernorm.weight": (hidden,),
-                   p + "post_attention_layernorm.weight": (hidden,)}
+    shapes = llama_shapes(hidden, layers, vocab, config.intermediate_size)
     g = torch.Generator().manual_seed(0)
     writer = ShardedWriter(root / "base", shard_bytes=1 << 30)
     for name, shape in shapes.items():
