@@ -75,7 +75,8 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     assert languages == {"en", "de", "sw"}
     units = [m for m in committed if m.kind == "eval"]
     assert sorted((m.params["model"], m.params["benchmark"], m.params["language"]) for m in units) == sorted(
-        (model, b, lang) for model in ("base", "full_cpt") for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))
+        (model, b, lang) for model in ("base", "full_cpt", "task_vector", "maet", "mindmerger-base", "mindmerger-maet")
+        for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))
     assert "accuracy % per language" in first.stdout and "comparison.png" in first.stdout
 
     second = _cli("run", str(config), cwd=repo_root)
