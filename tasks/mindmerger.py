@@ -160,10 +160,11 @@ def mindmerger_generator(model: EvalModel, store: ArtifactStore, cfg: RunConfig)
     on the encoder and LLM recorded in its models.json."""
     root = Path(model.source.local(store))
     info = json.loads((root / "models.json").read_text())
-    encoder = Source.model_validate(info["encoder"]).local(store)
-    llm = Source.model_validate(info["llm"]).local(store)
-    return MindMergerGenerator.from_pretrained(encoder, llm, str(root / "best"), dtype=cfg.models.dtype,
-                                               batch_size=cfg.evaluation.batch_size)
+    encoder, llm = Source.model_validate(info["encoder"]), Source.model_validate(info["llm"])
+    # identities as recorded at training (source labels), so the mapping's check compares like with like
+    return MindMergerGenerator.from_pretrained(encoder.local(store), llm.local(store), str(root / "best"),
+                                               dtype=cfg.models.dtype, batch_size=cfg.evaluation.batch_size,
+                                               encoder_id=encoder.label, llm_id=llm.label)
 
 
 register_generator("mindmerger", mindmerger_generator)

@@ -46,12 +46,13 @@ class MindMergerGenerator:
 
     @classmethod
     def from_pretrained(cls, encoder_uri: str, llm_uri: str, mapping: str, dtype: str = "float32",
-                        batch_size: int = 8, device: str | None = None) -> MindMergerGenerator:
+                        batch_size: int = 8, device: str | None = None, encoder_id: str | None = None,
+                        llm_id: str | None = None) -> MindMergerGenerator:
         """Encoder + LLM (HF ids or folders) + a trained mapping (our folder, or an official pytorch_model.bin)."""
         from pipelines.mindmerger.train import build_model
         from pipelines.models import load_tokenizer
 
-        model = build_model(encoder_uri, llm_uri, dtype, init=mapping)
+        model = build_model(encoder_uri, llm_uri, dtype, init=mapping, encoder_id=encoder_id, llm_id=llm_id)
         return cls(model, load_tokenizer(encoder_uri), load_tokenizer(llm_uri), batch_size, device)
 
     # -- shared -------------------------------------------------------------------------------------
