@@ -48,14 +48,7 @@ def encode_delta(name: str, delta: torch.Tensor, form: Form = "auto") -> dict[st
     if not changed.any():
         return {}
     if form == "auto":
-        # whole rows changed (row granularity) → row form; most entries changed → dense; else elements
-        if delta.ndim >= 2 and bool((changed.any(dim=tuple(range(1, delta.ndim))) ==
-                                     changed.all(dim=tuple(range(1, delta.ndim)))).all()):
-            form = "row"
-        elif changed.float().mean() > 0.5:
-            form = "dense"
-        else:
-            form = "element"
+        form = _smallest_form(delta, changed)
     if form == "dense":
         return {f"{name}::dense": delta}
     if form == "row":
@@ -65,6 +58,19 @@ def encode_delta(name: str, delta: torch.Tensor, form: Form = "auto") -> dict[st
         return {f"{name}::rows": rows.to(torch.int32), f"{name}::rowval": delta[rows].contiguous()}
     idx = changed.flatten().nonzero().flatten()
     return {f"{name}::idx": idx.to(_index_dtype(delta.numel())), f"{name}::val": delta.flatten()[idx].contiguous()}
+
+
+def _smallest_form(delta: torch.Tensor, changed: torch.Tensor) -> str:
+    """The form that stores this delta in the fewest bytes: element (int32 index + float32 value per changed
+    entry), row (int32 index + a float32 row per changed row: what row-granularity masked CPT makes, zeros
+    included for entries a rounding left unchanged) or dense (float32 per entry)."""
+    sizes = {}
+    if delta.ndim >= 2:
+        rows = int(changed.flatten(1).any(dim=1).sum())
+        sizes["row"] = rows * (4 + 4 * delta[0].numel())
+    sizes["element"] = int(changed.sum()) * (_index_dtype(delta.numel()).itemsize + 4)
+    sizes["dense"] = 4 * delta.numel()
+    return min(sizes, key=sizes.get)  # on equal sizes the first listed: fewer indices to merge later
 
 
 def write_sparse_delta(
@@ -227,21 +233,22 @@ class Compact:
         if len(forms) != 1:
             return None
         form = forms.pop()
+        # the union as a one-byte mask over rows (or entries) read back in order: faster than sorting the
+        # concatenated indices; each delta's positions in it are then found by binary search
         shape = deltas[0].shapes[name]
-        size = shape[0] if form == "row" else math.prod(shape)
-        # the union as a mask over rows (or entries), and each index's position in it: no sorting needed
-        member = torch.zeros(size, dtype=torch.bool)
+        member = torch.zeros(shape[0] if form == "row" else math.prod(shape), dtype=torch.bool)
         for p in present:
             member[p[1]] = True
         support = member.nonzero().flatten()
-        position = torch.empty(size, dtype=torch.long)
-        position[support] = torch.arange(len(support))
         rest = present[0][2].shape[1:]
         values = []
         for p in parts:
+            if p != "absent" and torch.equal(p[1], support):  # this delta covers the whole union, in order
+                values.append(p[2].float())
+                continue
             v = torch.zeros((len(support), *rest), dtype=torch.float32)
             if p != "absent":
-                v[position[p[1]]] = p[2].float()
+                v.index_copy_(0, torch.searchsorted(support, p[1]), p[2].float())  # whole rows: a memcpy each
             values.append(v)
         return cls(form, support, values)
 
@@ -254,7 +261,7 @@ class Compact:
     def apply(self, original: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         """original + update on U (computed in float32, stored in the original's dtype); the rest unchanged.
         Writes into `original` (callers pass a tensor they own, e.g. fresh from a WeightReader)."""
-        out = original
-        view = out if self.form == "row" else out.view(-1)
-        view[self.support] = (view[self.support].float() + update).to(original.dtype)
-        return out
+        view = original if self.form == "row" else original.view(-1)
+        changed = view.index_select(0, self.support).float() + update
+        view.index_copy_(0, self.support, changed.to(original.dtype))
+        return original

@@ -13,12 +13,13 @@ from pipelines.errors import InputError
 def test_forms_and_exact_reconstruction(tmp_path):
     base = {"rows": torch.randn(6, 4), "elems": torch.randn(5, 5), "dense": torch.randn(3), "same": torch.ones(2)}
     new = {k: v.clone() for k, v in base.items()}
-    new["rows"][[1, 4]] += 0.5  # whole rows: row form
+    new["rows"][[1, 4]] += 0.5  # two trained rows, one entry of which kept its value (a rounding, say):
+    new["rows"][1, 2] = base["rows"][1, 2]  # row form, 2 x (4 + 4*4) = 40 bytes < 7 entries x 8 = 56
     new["elems"][0, 3] -= 1.0  # scattered: element form
     new["elems"][4, 0] += 2.0
     new["dense"] += 1.0  # everything: dense form
     nnz = write_sparse_delta(tmp_path / "d.safetensors", ((n, base[n], new[n]) for n in base), "base-id", "dig")
-    assert nnz == {"rows": 8, "elems": 2, "dense": 3, "same": 0}
+    assert nnz == {"rows": 7, "elems": 2, "dense": 3, "same": 0}
     delta = SparseDelta(tmp_path / "d.safetensors")
     assert delta.names() == ["rows", "elems", "dense"]
     assert [delta.form(n) for n in delta.names()] == ["row", "element", "dense"]

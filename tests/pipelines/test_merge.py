@@ -123,23 +123,30 @@ def test_family_table():
 
 
 # -- on the tiny LLM ----------------------------------------------------------------------------------
-def _row_delta(path: Path, base_dir: Path, seed: int, share: float = 0.1) -> SparseDelta:
+def _cpt_delta(path: Path, base_dir: Path, seed: int, granularity: str, share: float = 0.1) -> SparseDelta:
+    """A masked-CPT-like delta changing `share` of the rows (stored in row form) or of the entries (element
+    form); different seeds give overlapping, different supports."""
     g = torch.Generator().manual_seed(seed)
     base = WeightReader(base_dir)
     triples = []
     for n in base.names():
         t = base.get(n)
-        rows = torch.rand(t.shape[0], generator=g) < share
-        change = torch.randn(t.shape, generator=g) * 0.01 * rows.view(-1, *([1] * (t.ndim - 1)))
-        triples.append((n, t, t + change))
+        if granularity == "row":
+            trained = (torch.rand(t.shape[0], generator=g) < share).view(-1, *([1] * (t.ndim - 1)))
+        else:
+            trained = torch.rand(t.shape, generator=g) < share
+        triples.append((n, t, t + torch.randn(t.shape, generator=g) * 0.01 * trained))
     write_sparse_delta(path, triples, "tiny", base_weights_digest(base_dir))
     return SparseDelta(path)
 
 
-def test_streaming_merge_equals_a_dense_merge_and_generates(demo_assets, tmp_path):
+@pytest.mark.parametrize("granularity", ["row", "element"])
+def test_streaming_merge_equals_a_dense_merge_and_generates(demo_assets, tmp_path, granularity):
     llm = demo_assets["llm"]
-    ap, p = _row_delta(tmp_path / "ap.st", llm, 1), _row_delta(tmp_path / "p.st", llm, 2)
-    langs = {"de": _row_delta(tmp_path / "de.st", llm, 3), "sw": _row_delta(tmp_path / "sw.st", llm, 4)}
+    ap, p = _cpt_delta(tmp_path / "ap.st", llm, 1, granularity), _cpt_delta(tmp_path / "p.st", llm, 2, granularity)
+    langs = {c: _cpt_delta(tmp_path / f"{c}.st", llm, seed, granularity) for c, seed in (("de", 3), ("sw", 4))}
+    matrices = [n for n in ap.names() if len(ap.shapes[n]) == 2]
+    assert {ap.form(n) for n in matrices} == {granularity}  # the sparse path under test, not a dense fallback
     parts = decompose(ap, p, langs, tmp_path / "decomposed", alpha=0.8, beta=0.2)
     spec = MergeSpec(ability=SparseDelta(parts["ability"]), languages={c: SparseDelta(parts[c]) for c in langs},
                      mu={"de": 0.7, "sw": 1.3}, k2_percent=60, gamma=0.2, eta=1.0)
