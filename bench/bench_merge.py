@@ -10,9 +10,10 @@ getrusage).
   dicts in memory, `save_pretrained`. Goal: decomposition + merge time <= 1x naive, peak memory <= 0.25x naive.
 
 Model: a Llama built from config (hidden 2048, 18 layers, vocab 32000: 1.06 B parameters, bf16), random
-weights written tensor by tensor; the four CPT results change 5 % of the rows of every tensor.
+weights written tensor by tensor; the four CPT results change 5 % of the rows of every tensor (row
+granularity, the default) or, with --granularity element, 5 % of its entries.
 
-    python bench/bench_merge.py [--layers 18] [--hidden 2048] [--keep DIR]
+    python bench/bench_merge.py [--layers 18] [--hidden 2048] [--granularity row|element] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ LANGS = ["de", "sw"]
 MU = {"de": 1.0, "sw": 1.0}
 
 
-def build(root: Path, hidden: int, layers: int, vocab: int) -> int:
+def build(root: Path, hidden: int, layers: int, vocab: int, granularity: str) -> int:
     """Base model (sharded safetensors + config) and, per CPT run, a sparse delta and the full model."""
     import torch
     from transformers import LlamaConfig
@@ -63,7 +64,10 @@ def build(root: Path, hidden: int, layers: int, vocab: int) -> int:
         encoded, model = {}, ShardedWriter(root / run, shard_bytes=1 << 30)
         for name in base.names():
             t = base.get(name)
-            rows = torch.rand(t.shape[0], generator=g) < 0.05
+            if granularity == "row":  # trained neurons: whole rows (a few entries may round back to their value)
+                rows = torch.rand(t.shape[0], generator=g) < 0.05
+            else:  # trained scalars
+                rows = torch.rand(t.shape, generator=g) < 0.05
             new = t.float()
             new[rows] += torch.randn(new[rows].shape, generator=g) * 0.01 * (run_index + 1)
             new = new.to(torch.bfloat16)
@@ -198,10 +202,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per fast variant (median); naive runs once")
     parser.add_argument("--keep", help="build into (and reuse) this folder instead of a temporary one")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--build", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--granularity", choices=["row", "element"], default="row",
+                        help="what the four CPT runs changed: 5 %% of the rows (default) or of the entries")
+    parser.add_argument("--build", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
-        return build(Path(args.build[0]), *map(int, args.build[1:]))
+        return build(Path(args.build[0]), *map(int, args.build[1:4]), args.build[4])
     if args.child:
         variant, root, out = args.child
         return child(variant, Path(root), Path(out))
@@ -213,12 +219,12 @@ def main() -> None:
         if not (root / "sw.delta.safetensors").exists():  # in a child too: this process stays small, and a
             # child's peak RSS starts from its parent's size at fork
             subprocess.run([sys.executable, __file__, "--build", str(root), str(args.hidden), str(args.layers),
-                            str(args.vocab)], check=True)
+                            str(args.vocab), args.granularity], check=True)
         params = json.loads((root / "base" / "config.json").read_text())
         params = sum(math.prod(s) for s in llama_shapes(params["hidden_size"], params["num_hidden_layers"],
                                                          params["vocab_size"], params["intermediate_size"]).values())
         print(f"model: Llama hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}: {params / 1e9:.2f} B "
-              f"parameters (bf16); 4 CPT runs with 5 % of rows changed (built in {time.perf_counter() - began:.0f}s)")
+              f"parameters (bf16); 4 CPT runs with 5 % of {args.granularity}s changed (built in {time.perf_counter() - began:.0f}s)")
         run_variant("prepare", root)
         results = {v: run_variant(v, root, args.repeat) for v in ("merge_io_floor", "merge", "io_floor", "streaming")}
         results["naive"] = run_variant("naive", root)

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -233,23 +234,30 @@ class Compact:
         if len(forms) != 1:
             return None
         form = forms.pop()
-        # the union as a one-byte mask over rows (or entries) read back in order: faster than sorting the
-        # concatenated indices; each delta's positions in it are then found by binary search
         shape = deltas[0].shapes[name]
-        member = torch.zeros(shape[0] if form == "row" else math.prod(shape), dtype=torch.bool)
+        size = shape[0] if form == "row" else math.prod(shape)
+        # the union as a one-byte mask over rows (or entries), read back in order: cheaper than sorting the
+        # concatenated indices (numpy's nonzero is several times faster than torch's on CPU)
+        member = torch.zeros(size, dtype=torch.bool)
         for p in present:
-            member[p[1]] = True
-        support = member.nonzero().flatten()
+            member.index_fill_(0, p[1], True)
+        support = torch.from_numpy(np.flatnonzero(member.numpy()))
         rest = present[0][2].shape[1:]
+        if form == "element":  # spread each delta over a scratch vector and gather it on the union
+            scratch = torch.zeros(size, dtype=torch.float32)
         values = []
         for p in parts:
-            if p != "absent" and torch.equal(p[1], support):  # this delta covers the whole union, in order
+            if p == "absent":
+                values.append(torch.zeros((len(support), *rest), dtype=torch.float32))
+            elif torch.equal(p[1], support):  # this delta covers the whole union, in order
                 values.append(p[2].float())
-                continue
-            v = torch.zeros((len(support), *rest), dtype=torch.float32)
-            if p != "absent":
-                v.index_copy_(0, torch.searchsorted(support, p[1]), p[2].float())  # whole rows: a memcpy each
-            values.append(v)
+            elif form == "element":
+                scratch.index_copy_(0, p[1], p[2].float())
+                values.append(scratch.index_select(0, support))
+                scratch.index_fill_(0, p[1], 0.0)
+            else:  # few rows: find each one's place in the union by binary search, copy whole rows
+                v = torch.zeros((len(support), *rest), dtype=torch.float32)
+                values.append(v.index_copy_(0, torch.searchsorted(support, p[1]), p[2].float()))
         return cls(form, support, values)
 
     def encode(self, name: str, values: torch.Tensor, numel: int) -> dict[str, torch.Tensor]:
