@@ -65,11 +65,11 @@ def build(root: Path, hidden: int, layers: int, vocab: int, granularity: str) ->
         for name in base.names():
             t = base.get(name)
             if granularity == "row":  # trained neurons: whole rows (a few entries may round back to their value)
-                rows = torch.rand(t.shape[0], generator=g) < 0.05
+                trained = torch.rand(t.shape[0], generator=g) < 0.05
             else:  # trained scalars
-                rows = torch.rand(t.shape, generator=g) < 0.05
+                trained = torch.rand(t.shape, generator=g) < 0.05
             new = t.float()
-            new[rows] += torch.randn(new[rows].shape, generator=g) * 0.01 * (run_index + 1)
+            new[trained] += torch.randn(new[trained].shape, generator=g) * 0.01 * (run_index + 1)
             new = new.to(torch.bfloat16)
             encoded |= encode_delta(name, new.float() - t.float())
             model.add(name, new)
@@ -220,9 +220,9 @@ def main() -> None:
             # child's peak RSS starts from its parent's size at fork
             subprocess.run([sys.executable, __file__, "--build", str(root), str(args.hidden), str(args.layers),
                             str(args.vocab), args.granularity], check=True)
-        params = json.loads((root / "base" / "config.json").read_text())
-        params = sum(math.prod(s) for s in llama_shapes(params["hidden_size"], params["num_hidden_layers"],
-                                                         params["vocab_size"], params["intermediate_size"]).values())
+        config = json.loads((root / "base" / "config.json").read_text())
+        params = sum(math.prod(s) for s in llama_shapes(config["hidden_size"], config["num_hidden_layers"],
+                                                         config["vocab_size"], config["intermediate_size"]).values())
         print(f"model: Llama hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}: {params / 1e9:.2f} B "
               f"parameters (bf16); 4 CPT runs with 5 % of {args.granularity}s changed (built in {time.perf_counter() - began:.0f}s)")
         run_variant("prepare", root)
