@@ -74,7 +74,7 @@ def _stream(command: list[str], progress: Progress | None) -> None:
                     report = json.loads(line.removeprefix(PROGRESS_PREFIX))
                     progress(report["done"], report["total"], report["metrics"])
             else:
-                tail = (tail + [line])[-40:]
+                tail = (tail + [line])[-200:]
     if proc.returncode != 0:
         raise RuntimeError(f"training workers exited with {proc.returncode}:\n{''.join(tail)}")
 

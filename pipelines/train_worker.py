@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / "weights.safetensors"))
         (out / "train.json").write_text(json.dumps(result.summary() | {"losses": result.losses}))
+    if torch.distributed.is_initialized():
+        # leave together, and close the process group before exiting: a rank that exits with gloo's threads
+        # still running dies in std::terminate (SIGABRT), and the launcher then fails the whole run
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
