@@ -112,8 +112,31 @@ def _print_comparison(cfg, report_ref) -> None:
     reader = ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir,
                            storage_options=cfg.store.storage_options).open(report_ref)
     _print_rows(reader.read_json("rows.json"))
+    if "headline.json" in reader.files():
+        _print_headline(reader.read_json("headline.json"), cfg.pivot_language)
     console.print(f"report: {_short(str(reader.path('report.md')))}")
     console.print(f"plot:   {_short(str(reader.path('comparison.png')))}")
+
+
+def _print_headline(rows: list[dict], pivot: str) -> None:
+    """What moved: every derived model's average Δ over the non-pivot languages, with its interval."""
+    if not rows:
+        return
+    benches = [k for k in rows[0] if k not in ("model", "vs")]
+    table = Table(title=f"headline: average Δ (points) over the non-{pivot} languages, 95 % interval")
+    for column in ("model", "vs", *benches):
+        table.add_column(column, justify="left" if column in ("model", "vs") else "right")
+    for row in rows:
+        cells = []
+        for bench in benches:
+            d = row[bench]
+            if d is None:
+                cells.append("not scored")
+                continue
+            colour = "green" if d["ci_low"] > 0 else "red" if d["ci_high"] < 0 else "white"
+            cells.append(f"[{colour}]{d['delta']:+.1f}[/] [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]")
+        table.add_row(row["model"], row["vs"], *cells)
+    console.print(table)
 
 
 def _rows(scores):
@@ -125,20 +148,21 @@ def _rows(scores):
 def _print_rows(rows: list[dict]) -> None:
     """The per-language comparison as one table: a row per benchmark × model, a column per language."""
     languages = list(dict.fromkeys(r["language"] for r in rows if r["language"] != "average")) + ["average"]
-    table = Table(title="accuracy % per language (Δ: points vs the model's base)")
+    table = Table(title="accuracy % per language (Δ: points vs the model's own base)")
     for column in ("benchmark", "model", *languages):
         table.add_column(column, justify="left" if column in ("benchmark", "model") else "right")
     fixed = {"benchmark", "metric", "language", "n"}
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
         by_lang = {r["language"]: r for r in rows if r["benchmark"] == bench}
-        models = [c for c in next(iter(by_lang.values())) if c not in fixed and "Δ" not in c]
+        models = [c for c in next(iter(by_lang.values())) if c not in fixed and " - " not in c
+                  and not c.startswith("n ")]
         for i, model in enumerate(models):
-            delta = next((c for c in by_lang[languages[-1]] if "Δ" in c and c.startswith(model)), None)
+            delta = next((c for c in by_lang[languages[-1]] if c.startswith(f"{model} - ")), None)
             cells = []
             for lang in languages:
                 row = by_lang.get(lang)
                 if row is None or row.get(model) is None:
-                    cells.append("–")
+                    cells.append("[dim]not scored[/]")
                     continue
                 text = f"{row[model]:.1f}"
                 if delta and row.get(delta) is not None:

@@ -122,7 +122,7 @@ class BootstrapConfig(_Model):
     """Demo only: brief pre-training of the tiny LLM so the base model has some language in it."""
 
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=300, learning_rate=3e-3, warmup_steps=20, batch_tokens=4096, micro_batch_size=16))
+        steps=300, learning_rate=2e-3, warmup_steps=20, batch_tokens=4096, micro_batch_size=16))
 
 
 class ProbeConfig(_Model):
@@ -136,6 +136,16 @@ class ProbeConfig(_Model):
 
 
 class MaskedCPTConfig(_Model):
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    language_train: TrainConfig | None = Field(
+        None, description="Masked CPT settings for the language runs (LLM_L0 and each LLM_Li) when they differ "
+        "from the ability run's; null = `train` for every run.")
+
+    def settings_for(self, ability: bool) -> TrainConfig:
+        return self.train if ability or self.language_train is None else self.language_train
+
+
+class FullCPTConfig(_Model):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
@@ -186,8 +196,10 @@ class MindMergerStageConfig(_Model):
 class MindMergerConfig(_Model):
     enabled: bool = True
     task: Literal["math", "csqa", "xnli"] = Field("math", description="Augmentation-stage task.")
-    llms: list[Literal["base", "maet"]] = Field(
-        default_factory=lambda: ["base", "maet"], description="Which LLMs to put MindMerger on."
+    llms: list[Literal["base", "maet", "full_cpt"]] = Field(
+        default_factory=lambda: ["maet", "full_cpt"],
+        description="Which LLMs to put MindMerger on: the base LLM, the MAET model, the full-CPT baseline. Each "
+        "MindMerger model is compared with the LLM it sits on.",
     )
     mapping: MindMergerStageConfig = Field(default_factory=MindMergerStageConfig)
     augmentation: MindMergerStageConfig = Field(
@@ -251,12 +263,14 @@ class DemoConfig(_Model):
     general_docs: int = Field(600, ge=10, description="General documents per (high-resource) language.")
     low_resource_languages: list[str] = Field(default_factory=lambda: ["sw", "bn"])
     low_resource_fraction: float = Field(0.25, gt=0.0, le=1.0, description="Their share of general_docs.")
-    ability_problems: int = Field(2000, ge=10, description="English worked math problems.")
+    bilingual_share: float = Field(0.1, ge=0.0, le=1.0, description="Share of non-pivot general documents that "
+                                   "carry each sentence's English rendering beside it (as web text mixes languages).")
+    ability_problems: int = Field(4000, ge=10, description="English worked math problems.")
     translation_pairs: int = Field(600, ge=10, description="X→English pairs per language.")
     query_items: int = Field(400, ge=10, description="Translated math queries per language (augmentation stage).")
-    test_items: int = Field(40, ge=1, description="Items per language in each benchmark test file.")
-    llm_hidden_size: int = Field(64, ge=8)
-    llm_layers: int = Field(2, ge=1)
+    test_items: int = Field(100, ge=1, description="Items per language in each benchmark test file.")
+    llm_hidden_size: int = Field(128, ge=8)
+    llm_layers: int = Field(4, ge=1)
     encoder_hidden_size: int = Field(64, ge=8)
     encoder_layers: int = Field(2, ge=1)
     vocab_size: int = Field(2000, ge=300, description="Target vocabulary of both trained tokenizers.")
@@ -289,7 +303,7 @@ class RunConfig(_Model):
     corpus_prep: CorpusPrepConfig = Field(default_factory=CorpusPrepConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     masked_cpt: MaskedCPTConfig = Field(default_factory=MaskedCPTConfig)
-    full_cpt: MaskedCPTConfig = Field(default_factory=MaskedCPTConfig, description="Full CPT baseline (no mask).")
+    full_cpt: FullCPTConfig = Field(default_factory=FullCPTConfig, description="Full CPT baseline (no mask).")
     decompose: DecomposeConfig = Field(default_factory=DecomposeConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
     mindmerger: MindMergerConfig = Field(default_factory=MindMergerConfig)
@@ -325,6 +339,8 @@ class RunConfig(_Model):
         if self.merge.mu and set(self.merge.mu) != set(self.languages):
             raise ValueError(f"merge.mu must give a weight for exactly the target languages {self.languages}, "
                              f"got {sorted(self.merge.mu)}")
+        if self.mindmerger.enabled and "full_cpt" in self.mindmerger.llms and "full_cpt" not in self.merge.baselines:
+            raise ValueError("mindmerger.llms lists full_cpt, but merge.baselines does not build it")
         if self.demo is None and (uses := self._demo_uris()):
             raise ValueError(f"{uses[0]} names the demo world, but demo is null (set demo: {{}} or a real URI)")
         return self

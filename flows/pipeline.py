@@ -37,8 +37,12 @@ def pipeline(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
     outputs = maet_stages(config)
     if config.mindmerger.enabled:
-        for name in config.mindmerger.llms:  # MindMerger on the base LLM, and stacked on the MAET model
-            llm = Source.of(outputs["model/merged"], "model") if name == "maet" else None
+        stacked_on = {"base": None, "maet": outputs.get("model/merged"), "full_cpt": outputs.get("delta/full_cpt")}
+        for name in config.mindmerger.llms:  # MindMerger on the base LLM, or stacked on a model with the ability
+            if name != "base" and stacked_on[name] is None:
+                raise ValueError(f"mindmerger.llms names {name!r}, but this run does not build it "
+                                 "(full_cpt needs merge.baselines to list full_cpt)")
+            llm = Source.of(stacked_on[name], "model") if stacked_on[name] is not None else None
             outputs |= mindmerger(config, name, llm)
     if config.evaluation.enabled:
         outputs |= evaluate(config, models_to_evaluate(config, outputs))

@@ -54,7 +54,7 @@ def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> di
     probes = {"ability": importance_probe.submit(cfg, "ability", corpora["ability"], base)}
     probes |= {lang: importance_probe.submit(cfg, lang, corpora[f"general-{lang}"], base) for lang in cfg.all_languages}
     runs = {"ability+pivot": masked_cpt.submit(cfg, f"ability+{pivot}", corpora["mixture"],
-                                               [probes["ability"], probes[pivot]], base)}
+                                               [probes["ability"], probes[pivot]], base, ability=True)}
     runs |= {lang: masked_cpt.submit(cfg, lang, corpora[f"general-{lang}"], [probes[lang]], base)
              for lang in cfg.all_languages}
     if cfg.merge.baselines:
@@ -103,6 +103,6 @@ def models_to_evaluate(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> list[
     for name, ref in outputs.items():
         if name.startswith("mindmerger/") and name.endswith("/augmentation"):
             llm = name.split("/")[1]  # compared with the LLM it was stacked on
-            models.append(EvalModel(name=f"mindmerger-{llm}", base="base" if llm == "base" else cfg.merge.method,
+            models.append(EvalModel(name=f"mindmerger-{llm}", base=cfg.merge.method if llm == "maet" else llm,
                                     kind="mindmerger", source=Source.of(ref)))
     return models

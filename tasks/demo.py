@@ -25,7 +25,7 @@ from storage import ArtifactRef, ArtifactWriter
 from tasks.common import Source, open_store, run_stage, stage_task
 from tasks.progress import StageProgress
 
-DEMO_WORLD_VERSION = 1
+DEMO_WORLD_VERSION = 2
 TINY_MODELS_VERSION = 1
 BOOTSTRAP_VERSION = 1
 
@@ -34,7 +34,7 @@ def _world_params(cfg: RunConfig) -> dict:
     demo = cfg.demo
     return {"languages": cfg.all_languages, "seed": demo.seed, "general_docs": demo.general_docs,
             "low_resource_languages": demo.low_resource_languages,
-            "low_resource_fraction": demo.low_resource_fraction, "ability_problems": demo.ability_problems,
+            "low_resource_fraction": demo.low_resource_fraction, "bilingual_share": demo.bilingual_share, "ability_problems": demo.ability_problems,
             "translation_pairs": demo.translation_pairs, "query_items": demo.query_items,
             "test_items": demo.test_items}
 

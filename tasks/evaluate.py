@@ -21,13 +21,14 @@ from pipelines.benchmarks import (
     build_comparison,
     evaluate_unit,
     get_benchmark,
+    headline_rows,
 )
 from storage import ArtifactRef, ArtifactStore, ArtifactWriter
 from tasks.common import Source, demo_source, open_store, run_stage, stage_task, ui_key
 from tasks.progress import StageProgress
 
 EVAL_UNIT_VERSION = 2
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 class EvalModel(BaseModel):
@@ -110,8 +111,9 @@ def comparison_report(cfg: RunConfig, units: list[ArtifactRef]) -> ArtifactRef:
 
     def build(w: ArtifactWriter) -> None:
         scores = [store.open(ref).read_json("scores.json") for ref in units]
-        rows = build_comparison(scores, w.path, title=f"linguaforge run {cfg.name}")
+        rows = build_comparison(scores, w.path, title=f"linguaforge run {cfg.name}", pivot=cfg.pivot_language)
         w.write_json("rows.json", rows)
+        w.write_json("headline.json", headline_rows(scores, cfg.pivot_language))
         w.write_json("scores.json", scores)
         w.metrics.update({"units": len(units), "models": len({s["model"] for s in scores})})
         create_table_artifact(rows, key=ui_key(f"comparison-{cfg.name}"),

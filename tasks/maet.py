@@ -61,11 +61,14 @@ def importance_probe(cfg: RunConfig, name: str, corpus: ArtifactRef, base: Sourc
 
 
 @stage_task(name="masked_cpt", task_run_name="masked_cpt-{name}", retries=2)
-def masked_cpt(cfg: RunConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef], base: Source) -> ArtifactRef:
-    """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base."""
+def masked_cpt(cfg: RunConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef], base: Source,
+               ability: bool = False) -> ArtifactRef:
+    """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base.
+    `ability`: the ability + pivot run (its own settings); otherwise a language run."""
     store = open_store(cfg.store)
-    settings = _settings(cfg.masked_cpt.train, cfg)
-    params = {"train": cfg.masked_cpt.train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
+    train = cfg.masked_cpt.settings_for(ability)
+    settings = _settings(train, cfg)
+    params = {"train": train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
               "seed": cfg.seed}
     sources = {"corpus": Source.of(corpus), "base": base} | {f"mask{i}": Source.of(m) for i, m in enumerate(masks)}
 

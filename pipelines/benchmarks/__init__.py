@@ -18,11 +18,12 @@ from pipelines.benchmarks.prompts import (
     stop_strings,
 )
 from pipelines.benchmarks.registry import BENCHMARKS, Benchmark, get_benchmark
-from pipelines.benchmarks.report import build_comparison, build_report, comparison_rows, read_scores
+from pipelines.benchmarks.report import build_comparison, build_report, comparison_rows, headline_rows, read_scores
 
 __all__ = [
     "BENCHMARKS", "Benchmark", "BenchmarkItem", "HFCausalLMGenerator", "OptionScorer", "PromptPreset", "TextGenerator",
     "available_languages", "build_comparison", "build_items", "build_report", "builtin_presets", "comparison_rows",
-    "cut_at_stop", "evaluate_model", "evaluate_unit", "get_benchmark", "load_exemplars", "load_preset", "load_raw",
+    "cut_at_stop", "evaluate_model", "evaluate_unit", "get_benchmark", "headline_rows", "load_exemplars",
+    "load_preset", "load_raw",
     "read_scores", "stop_strings",
 ]

@@ -14,6 +14,7 @@ with a base, the difference to the base in percentage points.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -60,9 +61,11 @@ def build_report(sources: str | Path | Iterable[str | Path], out_dir: str | Path
     return build_comparison(read_scores(sources, storage_options), out_dir, title=title)
 
 
-def build_comparison(scores: Sequence[dict], out_dir: str | Path, title: str = "linguaforge evaluation") -> list[dict]:
-    """Write report.md and comparison.png into `out_dir`; return the comparison table rows."""
-    table = _Table(scores)
+def build_comparison(scores: Sequence[dict], out_dir: str | Path, title: str = "linguaforge evaluation",
+                     pivot: str = "en") -> list[dict]:
+    """Write report.md and comparison.png into `out_dir`; return the comparison table rows. `pivot`: the
+    language the ability was trained in (left out of the headline's averages)."""
+    table = _Table(scores, pivot)
     rows = table.rows()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +84,63 @@ def comparison_rows(scores: Sequence[dict]) -> list[dict]:
     return _Table(scores).rows()
 
 
+def headline_rows(scores: Sequence[dict], pivot: str = "en") -> list[dict]:
+    """Per derived model and benchmark: the average difference to the run's base over the non-pivot
+    languages, with its 95 % interval (and, for a model stacked on a derived one, the same against that)."""
+    return _headline(_Table(scores, pivot), pivot)
+
+
+def _difference(table: _Table, bench: str, model: str, ref: str, pivot: str) -> dict | None:
+    """Mean over the non-pivot languages of acc(model) − acc(ref), in points, with a normal 95 % interval.
+
+    The variance of each language's difference is taken as that of two independent proportions. The
+    models answer the same items, so a paired interval would be narrower: this one is conservative."""
+    langs = [lang for lang in table.languages(bench) if lang != pivot
+             and (bench, lang, model) in table.cells and (bench, lang, ref) in table.cells]
+    if not langs:
+        return None
+    diffs, var = [], 0.0
+    for lang in langs:
+        a, b = table.cells[(bench, lang, model)], table.cells[(bench, lang, ref)]
+        diffs.append(a["accuracy"] - b["accuracy"])
+        var += a["accuracy"] * (1 - a["accuracy"]) / a["n"] + b["accuracy"] * (1 - b["accuracy"]) / b["n"]
+    mean, half = sum(diffs) / len(langs), 1.96 * math.sqrt(var) / len(langs)
+    return {"delta": round(100 * mean, 2), "ci_low": round(100 * (mean - half), 2),
+            "ci_high": round(100 * (mean + half), 2), "languages": langs}
+
+
+def _headline(table: _Table, pivot: str) -> list[dict]:
+    rows = []
+    for model in table.models:
+        refs = [table.root_of(model)] + ([table.base_of[model]] if table.root_delta_key(model) else [])
+        for ref in refs:
+            if ref == model or ref not in table.base_of:
+                continue
+            row: dict = {"model": model, "vs": ref}
+            for bench in table.benchmarks:
+                row[bench] = _difference(table, bench, model, ref, pivot)
+            rows.append(row)
+    return rows
+
+
+def headline_markdown(table: _Table, pivot: str) -> list[str]:
+    rows = _headline(table, pivot)
+    if not rows:
+        return []
+    benches = table.benchmarks
+    lines = [f"## Headline: average Δ over the non-{pivot} languages (points, 95 % interval)", "",
+             "| model | vs | " + " | ".join(benches) + " |", "|" + "---|" * (len(benches) + 2)]
+    for row in rows:
+        cells = [row["model"], row["vs"]]
+        for bench in benches:
+            d = row[bench]
+            cells.append("*not scored*" if d is None else
+                         f"{d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", "The interval treats the two models' answers as independent (conservative: "
+                    "they answer the same items). An interval that lies above 0 is an effect.", ""]
+
+
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -88,7 +148,8 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 class _Table:
-    def __init__(self, scores: Sequence[dict]):
+    def __init__(self, scores: Sequence[dict], pivot: str = "en"):
+        self.pivot = pivot
         if not scores:
             raise InputError("no scores to compare")
         self.cells: dict[tuple[str, str, str], dict] = {}
@@ -109,15 +170,23 @@ class _Table:
                 raise InputError(f"{where}: {model} has base {base!r} here but {self.base_of[model]!r} elsewhere")
             self.cells[key] = s
             self.rule_of.setdefault(s["benchmark"], s.get("primary_rule") or "accuracy")
-        # bases first, each followed by the models built on it; then models whose base was not evaluated
+        # bases first, each followed (depth first) by the models built on it, so a model stacked on a
+        # derived model (MindMerger on the MAET model) sits under it; then models whose base was not evaluated
         models = list(self.base_of)
-        self.models = [m for m in models if self.base_of[m] is None or self.base_of[m] not in models]
-        self.models = [m for m in self.models if self.base_of[m] is None] + \
-                      [m for m in self.models if self.base_of[m] is not None]
-        for b in list(self.models):
-            pos = self.models.index(b)
-            derived = [m for m in models if self.base_of[m] == b and m not in self.models]
-            self.models[pos + 1: pos + 1] = derived
+        self.models: list[str] = []
+
+        def place(model: str) -> None:
+            self.models.append(model)
+            for m in models:
+                if self.base_of[m] == model and m not in self.models:
+                    place(m)
+
+        for m in models:
+            if self.base_of[m] is None:
+                place(m)
+        for m in models:
+            if m not in self.models:
+                place(m)
         self.benchmarks = list(dict.fromkeys(s["benchmark"] for s in scores))
 
     def languages(self, bench: str) -> list[str]:
@@ -136,12 +205,34 @@ class _Table:
         base = self.base_of[model]
         return f"{model} - {base}" if base is not None and base in self.base_of else None
 
+    def root_of(self, model: str) -> str:
+        """The evaluated model at the bottom of `model`'s chain of bases (the run's base LLM)."""
+        seen = {model}
+        while (base := self.base_of.get(model)) is not None and base in self.base_of and base not in seen:
+            model = base
+            seen.add(model)
+        return model
+
+    def root_delta_key(self, model: str) -> str | None:
+        """A second difference, to the root, for a model whose own base is itself derived."""
+        root = self.root_of(model)
+        return f"{model} - {root}" if self.delta_key(model) and root != self.base_of[model] else None
+
+    def n_varies(self, bench: str) -> bool:
+        return len({c["n"] for (b, _, _), c in self.cells.items() if b == bench}) > 1
+
+    def colour(self, model: str):
+        """One colour per model in every panel: its position in the run's model list."""
+        return plt.get_cmap("tab10")(self.models.index(model) % 10)
+
     def columns(self) -> list[str]:
         cols = ["benchmark", "metric", "language", "n"]
+        per_model_n = any(self.n_varies(b) for b in self.benchmarks)
         for m in self.models:
             cols.append(m)
-            if self.delta_key(m):
-                cols.append(self.delta_key(m))
+            cols += [k for k in (self.delta_key(m), self.root_delta_key(m)) if k]
+            if per_model_n:
+                cols.append(f"n {m}")
         return cols
 
     def accuracy(self, bench: str, lang: str, model: str) -> float | None:
@@ -166,41 +257,46 @@ class _Table:
                 for m in self.models:
                     value = self.average(bench, m) if lang == "average" else self.accuracy(bench, lang, m)
                     row[m] = None if value is None else round(value, 2)
-                    base, dk = self.base_of[m], self.delta_key(m)
-                    if dk:
-                        ref = self.average(bench, base) if lang == "average" else self.accuracy(bench, lang, base)
-                        row[dk] = None if value is None or ref is None else round(value - ref, 2)
+                    for ref_model, key in ((self.base_of[m], self.delta_key(m)), (self.root_of(m), self.root_delta_key(m))):
+                        if key:
+                            ref = (self.average(bench, ref_model) if lang == "average"
+                                   else self.accuracy(bench, lang, ref_model))
+                            row[key] = None if value is None or ref is None else round(value - ref, 2)
+                    if f"n {m}" in row and lang != "average" and (cell := self.cells.get((bench, lang, m))):
+                        row[f"n {m}"] = cell["n"]
                 rows.append(row)
         return rows
 
     def markdown(self, title: str) -> str:
-        lines = [f"# {title}", "",
-                 "Accuracy in % with its 95 % Wilson interval; Δ = difference to the model's base in "
-                 "percentage points; average = macro average over the languages every model was scored on.", ""]
+        lines = [f"# {title}", ""]
+        lines += headline_markdown(self, self.pivot)
+        lines += ["Accuracy in % with its 95 % Wilson interval; Δ = difference to the model's base in "
+                  "percentage points (a model stacked on a derived model also shows its difference to the run's "
+                  "base); average = macro average over the languages every model was scored on; *not scored* "
+                  "= no result (which is not 0 %).", ""]
         for bench in self.benchmarks:
             models = self.models_of(bench)
+            varies = self.n_varies(bench)
             lines += [f"## {bench} (rule: {self.rule_of[bench]})", ""]
-            head = ["language", "n"] + [m + (f" (Δ vs {self.base_of[m]})" if self.delta_key(m) else "") for m in models]
+            head = ["language", "n"] + [m + self._delta_label(m) for m in models]
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for lang in self.languages(bench):
                 n = next(self.cells[(bench, lang, m)]["n"] for m in models if (bench, lang, m) in self.cells)
-                cells = [lang, str(n)]
+                cells = [lang, "per model" if varies else str(n)]
                 for m in models:
                     c = self.cells.get((bench, lang, m))
                     if c is None:
-                        cells.append("–")
+                        cells.append("*not scored*")
                         continue
                     text = f"{100 * c['accuracy']:.1f} [{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}]"
-                    ref = self.accuracy(bench, lang, self.base_of[m]) if self.delta_key(m) else None
-                    if ref is not None:
-                        text += f" ({100 * c['accuracy'] - ref:+.1f})"
-                    cells.append(text)
+                    text += self._deltas(m, 100 * c["accuracy"], lambda ref: self.accuracy(bench, lang, ref))
+                    cells.append(text + (f" n={c['n']}" if varies else ""))
                 lines.append("| " + " | ".join(cells) + " |")
             avg = ["**average**", ""]
             for m in models:
                 v = self.average(bench, m)
-                ref = self.average(bench, self.base_of[m]) if self.delta_key(m) else None
-                avg.append("–" if v is None else f"**{v:.1f}**" + (f" ({v - ref:+.1f})" if ref is not None else ""))
+                avg.append("*not scored*" if v is None else f"**{v:.1f}**" + self._deltas(
+                    m, v, lambda ref: self.average(bench, ref)))
             lines += ["| " + " | ".join(avg) + " |", ""]
             missing = [lang for lang in self.languages(bench) if lang not in self.common_languages(bench)]
             if missing:
@@ -208,11 +304,24 @@ class _Table:
         lines += [f"![comparison]({PLOT_FILE})", ""]
         return "\n".join(lines)
 
+    def _delta_label(self, model: str) -> str:
+        refs = [r for r, k in ((self.base_of[model], self.delta_key(model)),
+                               (self.root_of(model), self.root_delta_key(model))) if k]
+        return f" (Δ vs {', '.join(refs)})" if refs else ""
+
+    def _deltas(self, model: str, value: float, score_of) -> str:
+        parts = []
+        for ref_model, key in ((self.base_of[model], self.delta_key(model)),
+                               (self.root_of(model), self.root_delta_key(model))):
+            ref = score_of(ref_model) if key else None
+            if ref is not None:
+                parts.append(f"{value - ref:+.1f}")
+        return f" ({', '.join(parts)})" if parts else ""
+
     def plot(self, path: Path, title: str) -> None:
         fig, axes = plt.subplots(len(self.benchmarks), 1, squeeze=False, dpi=110,
                                  figsize=(max(6.0, 0.9 * max(len(self.languages(b)) + 1 for b in self.benchmarks)
                                               * max(1, len(self.models)) ** 0.5), 3.2 * len(self.benchmarks)))
-        colours = plt.get_cmap("tab10")
         for ax, bench in zip(axes[:, 0], self.benchmarks, strict=True):
             langs, models = self.languages(bench), self.models_of(bench)
             width = 0.8 / max(1, len(models))
@@ -220,6 +329,11 @@ class _Table:
                 xs, ys, lo, hi = [], [], [], []
                 for i, lang in enumerate(langs):
                     c = self.cells.get((bench, lang, m))
+                    x = i + (j - (len(models) - 1) / 2) * width
+                    if c is None:  # no result: a grey cross, never a bar of 0 %
+                        ax.plot([x], [2], marker="x", color="0.5", ms=4)
+                    elif c["accuracy"] == 0:  # a real 0 %: a tick at the axis, in the model's colour
+                        ax.plot([x], [0.8], marker="_", color=self.colour(m), ms=8, mew=2)
                     if c is not None:
                         acc = 100 * c["accuracy"]
                         xs.append(i + (j - (len(models) - 1) / 2) * width)
@@ -232,12 +346,14 @@ class _Table:
                     ys.append(avg)
                     lo.append(float("nan"))  # a macro average has no binomial interval: no error bar
                     hi.append(float("nan"))
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colours(j % 10), label=m,
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=self.colour(m), label=m,
                        error_kw={"lw": 0.7})
             ax.set_xticks(range(len(langs) + 1), [*langs, "avg"])
             ax.set(title=f"{bench} ({self.rule_of[bench]})", ylabel="accuracy %", ylim=(0, 100))
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=7, ncols=min(4, len(models)))
+        axes[-1, 0].annotate("x = not scored", (1.0, -0.22), xycoords="axes fraction", ha="right", fontsize=7,
+                             color="0.4")
         fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, format="png")
