@@ -289,7 +289,8 @@ def word_problem(rng: random.Random) -> WordProblem:
              (ask_now, True)]
         eq, sol = f"{a} + {b} - {c}", f"{name} has {a} + {b} = {d} {obj}. Then {d} - {c} = {e}. The answer is {e}."
         numbers, c = (a, b, c), e
-    return WordProblem(s, sol, eq, c, signature=(kind, name, other, obj, numbers))
+    uses_other = kind == 0  # only "gives more" names a second person: the rest must not tell problems apart by it
+    return WordProblem(s, sol, eq, c, signature=(kind, name, other if uses_other else None, obj, numbers))
 
 
 def unique_problems(rng: random.Random, count: int, exclude: set[tuple]) -> list[WordProblem]:

@@ -25,7 +25,7 @@ from storage import ArtifactRef, ArtifactWriter
 from tasks.common import Source, open_store, run_stage, stage_task
 from tasks.progress import StageProgress
 
-DEMO_WORLD_VERSION = 2
+DEMO_WORLD_VERSION = 3
 TINY_MODELS_VERSION = 1
 BOOTSTRAP_VERSION = 1
 

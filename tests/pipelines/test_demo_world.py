@@ -7,7 +7,16 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipelines.demo_world import MMLU_SCIENCE_SUBJECTS, WorldSpec, generate_world, make_language
+from pipelines.languages import language_name
+
+from pipelines.demo_world import (
+    MATH_PROMPT,
+    MMLU_SCIENCE_SUBJECTS,
+    WorldSpec,
+    generate_world,
+    held_out_problems,
+    make_language,
+)
 
 LANGS = ["en", "de", "zh", "sw", "bn"]
 
@@ -74,8 +83,49 @@ def test_ability_corpus_solutions_end_in_the_answer(tmp_path):
     generate_world(_small(0), tmp_path)
     for line in open(tmp_path / "ability" / "en.jsonl"):
         text = json.loads(line)["text"]
-        assert text.startswith("Question: ") and "\nAnswer: " in text
+        assert text.startswith(MATH_PROMPT.split("{question}")[0]) and "### Response: Let's think step by step. " in text
         assert text.rstrip(".").split("The answer is ")[-1].isdigit()
     de = (tmp_path / "translation" / "de" / "train.de").read_text().splitlines()
     en = (tmp_path / "translation" / "de" / "train.en").read_text().splitlines()
     assert len(de) == len(en) == 20
+
+
+def _training_texts(world: Path) -> list[str]:
+    texts = [json.loads(line)["text"] for path in sorted((world / "general").glob("*.jsonl")) + [
+        world / "ability" / "en.jsonl"] for line in open(path, encoding="utf-8")]
+    texts += [line for path in sorted((world / "translation").glob("*/train.*"))
+              for line in path.read_text(encoding="utf-8").splitlines()]
+    texts += [row["query"] + "\n" + row["response"] for path in sorted((world / "queries").glob("*/*.json"))
+              for row in json.loads(path.read_text(encoding="utf-8"))]
+    return texts
+
+
+def test_no_test_item_in_any_language_is_in_any_training_corpus(tmp_path):
+    spec = WorldSpec(languages=LANGS, seed=0, general_docs=300, ability_problems=3000, translation_pairs=200,
+                     query_items=400, test_items=100)
+    generate_world(spec, tmp_path)
+    training = "\n".join(_training_texts(tmp_path))
+    for bench in ("mgsm", "msvamp"):
+        for lang in LANGS:
+            rows = list(csv.reader(open(tmp_path / "bench" / "mgsm" / f"mgsm_{lang}.tsv", encoding="utf-8"),
+                                   delimiter="\t")) if bench == "mgsm" else [
+                [json.loads(line)["m_query"]] for line in
+                open(tmp_path / "bench" / "msvamp" / f"test_{language_name(lang)}.json", encoding="utf-8")]
+            assert len(rows) == 100
+            leaked = [r[0] for r in rows if r[0] in training]
+            assert not leaked, f"{bench}/{lang}: {len(leaked)} test items occur in training text, e.g. {leaked[0]}"
+    # the same problems in every language: equal golds and numbers, item by item
+    golds = {lang: [r[1] for r in csv.reader(open(tmp_path / "bench" / "mgsm" / f"mgsm_{lang}.tsv",
+                                                  encoding="utf-8"), delimiter="\t")] for lang in LANGS}
+    assert all(golds[lang] == golds["en"] for lang in LANGS)
+    signatures = [p.signature for b in ("mgsm", "msvamp") for p in held_out_problems(spec, b)]
+    assert len(set(signatures)) == len(signatures) == 200  # mgsm and msvamp share no problem either
+
+
+def test_general_text_has_no_arithmetic_and_every_language_has_the_prompt_shapes(tmp_path):
+    generate_world(WorldSpec(languages=LANGS, general_docs=200, ability_problems=10, translation_pairs=10,
+                             query_items=10, test_items=4), tmp_path)
+    for lang in LANGS:
+        docs = [json.loads(line)["text"] for line in open(tmp_path / "general" / f"{lang}.jsonl", encoding="utf-8")]
+        assert not any(op in d for d in docs for op in (" + ", " - ", " * ", " = "))
+        assert any("### Instruction:" in d for d in docs) and any("\nOptions:" in d for d in docs)
