@@ -22,7 +22,7 @@ TINY = {
     "probe": {"train": {"steps": 3, "batch_tokens": 128, "micro_batch_size": 4}},
     "masked_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
     "full_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
-    "mindmerger": {"mapping": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4, "max_source_len": 48,
+    "mindmerger": {"llms": ["base", "maet", "full_cpt"], "mapping": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4, "max_source_len": 48,
                                "max_target_len": 48, "checkpoint_every": 2},
                    "augmentation": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4,
                                     "max_source_len": 256, "max_target_len": 512, "checkpoint_every": 2}},
@@ -75,9 +75,16 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     assert languages == {"en", "de", "sw"}
     units = [m for m in committed if m.kind == "eval"]
     assert sorted((m.params["model"], m.params["benchmark"], m.params["language"]) for m in units) == sorted(
-        (model, b, lang) for model in ("base", "full_cpt", "task_vector", "maet", "mindmerger-base", "mindmerger-maet")
+        (model, b, lang) for model in ("base", "full_cpt", "task_vector", "maet", "mindmerger-base", "mindmerger-maet",
+                                  "mindmerger-full_cpt")
         for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))
     assert "accuracy % per language" in first.stdout and "comparison.png" in first.stdout
+    assert "headline: average Δ" in first.stdout  # the closing summary prints the headline
+    report = next(m for m in committed if m.kind == "report")
+    md = store.open(report).read_text("report.md")
+    assert md.index("## Headline") < md.index("## mgsm")
+    for model in ("mindmerger-maet", "mindmerger-full_cpt", "mindmerger-base"):  # every evaluated model
+        assert f"| {model} |" in md
 
     second = _cli("run", str(config), cwd=repo_root)
     assert second.returncode == 0, second.stdout + second.stderr

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.benchmarks.report import build_comparison, build_report, comparison_rows, read_scores
+from pipelines.benchmarks.report import build_comparison, build_report, comparison_rows, headline_rows, read_scores
 from pipelines.benchmarks.scoring import wilson_interval
 from pipelines.errors import InputError
 
@@ -84,3 +84,35 @@ def test_bad_scores(tmp_path):
 def test_model_whose_base_was_not_evaluated_has_no_delta():
     rows = comparison_rows([_score("maet", "llama", "mgsm", "de", 14, 40)])
     assert list(rows[0]) == ["benchmark", "metric", "language", "n", "maet"]
+
+
+def test_stacked_models_appear_with_both_deltas_and_the_headline_by_hand(tmp_path):
+    scores = [_score("base", None, "mgsm", "en", 10, 100), _score("base", None, "mgsm", "de", 5, 100),
+              _score("base", None, "mgsm", "sw", 5, 100),
+              _score("maet", "base", "mgsm", "en", 60, 100), _score("maet", "base", "mgsm", "de", 25, 100),
+              _score("maet", "base", "mgsm", "sw", 15, 100),
+              _score("mm-maet", "maet", "mgsm", "en", 60, 100), _score("mm-maet", "maet", "mgsm", "de", 45, 80),
+              _score("mm-maet", "maet", "mgsm", "sw", 35, 100)]
+    rows = build_comparison(scores, tmp_path, title="t", pivot="en")
+    de = next(r for r in rows if r["language"] == "de")
+    assert de["mm-maet - maet"] == 31.25 and de["mm-maet - base"] == 51.25  # 45/80 = 56.25 %
+    assert de["n mm-maet"] == 80 and de["n base"] == 100  # n per model: the counts differ
+    headline = {(r["model"], r["vs"]): r["mgsm"] for r in headline_rows(scores, "en")}
+    assert set(headline) == {("maet", "base"), ("mm-maet", "base"), ("mm-maet", "maet")}
+    h = headline[("maet", "base")]  # mean of (25-5, 15-5) over de, sw; English left out
+    assert h["delta"] == 15.0 and sorted(h["languages"]) == ["de", "sw"]
+    var = (0.25 * 0.75 + 0.05 * 0.95 + 0.15 * 0.85 + 0.05 * 0.95) / 100
+    assert h["ci_low"] == round(15.0 - 100 * 1.96 * var ** 0.5 / 2, 2)
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## Headline") < md.index("## mgsm")
+    assert "| mm-maet | maet | +31.2" in md or "| mm-maet | maet | +31.3" in md
+    assert "n=80" in md
+
+
+def test_not_scored_is_not_zero(tmp_path):
+    scores = [_score("base", None, "mgsm", "de", 0, 10), _score("base", None, "mgsm", "sw", 3, 10),
+              _score("maet", "base", "mgsm", "de", 0, 10)]
+    build_comparison(scores, tmp_path, title="t")
+    md = (tmp_path / "report.md").read_text()
+    assert "| de | 10 | 0.0 [" in md and "| sw | 10 | 30.0 [0.0–0.0]" not in md
+    assert "| sw | 10 | 30.0" in md and "*not scored*" in md.split("| sw |")[1].splitlines()[0]
