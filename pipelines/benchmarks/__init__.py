@@ -18,7 +18,13 @@ from pipelines.benchmarks.prompts import (
     stop_strings,
 )
 from pipelines.benchmarks.registry import BENCHMARKS, Benchmark, get_benchmark
-from pipelines.benchmarks.report import build_comparison, build_report, comparison_rows, headline_rows, read_scores
+from pipelines.benchmarks.report import (
+    build_comparison,
+    build_report,
+    comparison_rows,
+    headline_rows,
+    read_scores,
+)
 
 __all__ = [
     "BENCHMARKS", "Benchmark", "BenchmarkItem", "HFCausalLMGenerator", "OptionScorer", "PromptPreset", "TextGenerator",

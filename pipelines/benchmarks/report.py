@@ -289,14 +289,14 @@ class _Table:
                         cells.append("*not scored*")
                         continue
                     text = f"{100 * c['accuracy']:.1f} [{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}]"
-                    text += self._deltas(m, 100 * c["accuracy"], lambda ref: self.accuracy(bench, lang, ref))
+                    text += self._deltas(m, 100 * c["accuracy"], lambda ref, b=bench, lg=lang: self.accuracy(b, lg, ref))
                     cells.append(text + (f" n={c['n']}" if varies else ""))
                 lines.append("| " + " | ".join(cells) + " |")
             avg = ["**average**", ""]
             for m in models:
                 v = self.average(bench, m)
                 avg.append("*not scored*" if v is None else f"**{v:.1f}**" + self._deltas(
-                    m, v, lambda ref: self.average(bench, ref)))
+                    m, v, lambda ref, b=bench: self.average(b, ref)))
             lines += ["| " + " | ".join(avg) + " |", ""]
             missing = [lang for lang in self.languages(bench) if lang not in self.common_languages(bench)]
             if missing:

@@ -7,8 +7,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipelines.languages import language_name
-
 from pipelines.demo_world import (
     MATH_PROMPT,
     MMLU_SCIENCE_SUBJECTS,
@@ -17,6 +15,7 @@ from pipelines.demo_world import (
     held_out_problems,
     make_language,
 )
+from pipelines.languages import language_name
 
 LANGS = ["en", "de", "zh", "sw", "bn"]
 

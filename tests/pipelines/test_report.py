@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from pipelines.benchmarks.report import build_comparison, build_report, comparison_rows, headline_rows, read_scores
+from pipelines.benchmarks.report import (
+    build_comparison,
+    build_report,
+    comparison_rows,
+    headline_rows,
+    read_scores,
+)
 from pipelines.benchmarks.scoring import wilson_interval
 from pipelines.errors import InputError
 
