@@ -81,7 +81,7 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     assert "accuracy % per language" in first.stdout and "comparison.png" in first.stdout
     assert "headline: average Δ" in first.stdout  # the closing summary prints the headline
     report = next(m for m in committed if m.kind == "report")
-    md = store.open(report).read_text("report.md")
+    md = store.open((report.kind, report.key)).read_text("report.md")
     assert md.index("## Headline") < md.index("## mgsm")
     for model in ("mindmerger-maet", "mindmerger-full_cpt", "mindmerger-base"):  # every evaluated model
         assert f"| {model} |" in md
