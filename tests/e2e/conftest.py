@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -18,12 +19,20 @@ import yaml
 from tests.flows.test_cli_run import TINY
 
 
-def api(base: str, method: str, path: str, body: dict | None = None):
-    request = urllib.request.Request(f"{base}{path}", method=method, data=json.dumps(body).encode() if body is not None
-                                     else None, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        text = response.read()
-    return json.loads(text) if text else None
+def api(base: str, method: str, path: str, body: dict | None = None, attempts: int = 6):
+    """One call of the Prefect REST API. A 503 (the server busy on a loaded machine) is retried with a
+    growing pause; every other status is the caller's to judge."""
+    for attempt in range(attempts):
+        request = urllib.request.Request(f"{base}{path}", method=method, data=json.dumps(body).encode()
+                                         if body is not None else None, headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+            return json.loads(text) if text else None
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt + 1 == attempts:
+                raise
+            time.sleep(0.5 * 2 ** attempt)  # back-off before the next try, not a wait for an event
 
 
 def wait_for_state(base: str, run_id: str, wanted: set[str], timeout: float = 300) -> str:
