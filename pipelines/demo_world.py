@@ -14,8 +14,8 @@ It mirrors the papers' setting in miniature (docs/demo-world.md says how, and wh
 - **The ability** — arithmetic word problems with a worked solution — exists only in English, in the
   ability corpus, written in the instruction shape MetaMath-style training data uses.
 - **Test items** are one list of problems rendered in every language, with the same numbers and golds,
-  and no test problem (in any language) occurs in any training corpus: `training_signatures` and the
-  dedup test check it.
+  and no test problem (in any language) occurs in any training corpus: `held_out_problems` are drawn
+  first and their signatures excluded from every training draw; the dedup test checks the texts.
 
 The same seed gives byte-identical files.
 """
@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.benchmarks.prompts import load_preset
 from pipelines.languages import check_language, language_name
 
 # -- concepts -----------------------------------------------------------------------------------
@@ -47,11 +48,13 @@ CATEGORIES = {"an-animal": ANIMALS, "a-color": COLORS, "a-place": PLACES, "a-thi
 # names are written the same in every language (like numbers, they are cross-lingual anchors)
 CONCEPTS = OBJECTS + ANIMALS + COLORS + PLACES + ADJECTIVES + VERBS + FUNCTION_WORDS
 
-# The prompt shapes of evaluation (pipelines/benchmarks/presets.yaml, preset `mindmerger`): instruction
-# documents of the general corpus and the ability corpus are written in them, as real instruction data is.
-MATH_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
-               "the request.\n\n### Instruction:\n{question}\n\n### Response: Let's think step by step.")
-CHOICE_PROMPT = "{question}\nOptions:{options}\nAnswer:"
+# The prompt shapes of evaluation, read from the preset itself (pipelines/benchmarks/presets.yaml,
+# `mindmerger`): instruction documents of the general corpus and the ability corpus are written in them,
+# as real instruction data is, and they cannot drift from what evaluation sends.
+_PRESET = load_preset("mindmerger")
+MATH_PROMPT = _PRESET.for_benchmark("mgsm")["template"]
+_CHOICE = _PRESET.for_benchmark("xcsqa")
+CHOICE_PROMPT = _CHOICE["template"]
 
 # -- scripts and language features ----------------------------------------------------------------
 _LATIN = (list("bdfgklmnprstvwz") + ["sh", "ch", "tr", "st"], list("aeiou") + ["ai", "ou"])
@@ -216,7 +219,8 @@ def choice_document(rng: random.Random, lang: Language) -> str:
     """A multiple-choice category question with its lettered answer, in the X-CSQA prompt shape."""
     n = rng.choice([4, 5])
     stem, options, gold = choice_question(rng, lang, n)
-    listed = "\t".join(f"{'ABCDE'[i]}. {t}" for i, t in enumerate(options))
+    listed = _CHOICE["option_separator"].join(_CHOICE["option"].format(label="ABCDE"[i], text=t)
+                                              for i, t in enumerate(options))
     return CHOICE_PROMPT.format(question=stem, options=listed) + " " + "ABCDE"[gold]
 
 

@@ -112,10 +112,7 @@ def _difference(table: _Table, bench: str, model: str, ref: str, pivot: str) -> 
 def _headline(table: _Table, pivot: str) -> list[dict]:
     rows = []
     for model in table.models:
-        refs = [table.root_of(model)] + ([table.base_of[model]] if table.root_delta_key(model) else [])
-        for ref in refs:
-            if ref == model or ref not in table.base_of:
-                continue
+        for ref in reversed([ref for ref, _ in table.references(model)]):  # the root first
             row: dict = {"model": model, "vs": ref}
             for bench in table.benchmarks:
                 row[bench] = _difference(table, bench, model, ref, pivot)
@@ -218,6 +215,11 @@ class _Table:
         root = self.root_of(model)
         return f"{model} - {root}" if self.delta_key(model) and root != self.base_of[model] else None
 
+    def references(self, model: str) -> list[tuple[str, str]]:
+        """(reference model, delta column) for each difference `model` is shown with: its base, then the root."""
+        pairs = ((self.base_of[model], self.delta_key(model)), (self.root_of(model), self.root_delta_key(model)))
+        return [(ref, key) for ref, key in pairs if key]
+
     def n_varies(self, bench: str) -> bool:
         return len({c["n"] for (b, _, _), c in self.cells.items() if b == bench}) > 1
 
@@ -230,7 +232,7 @@ class _Table:
         per_model_n = any(self.n_varies(b) for b in self.benchmarks)
         for m in self.models:
             cols.append(m)
-            cols += [k for k in (self.delta_key(m), self.root_delta_key(m)) if k]
+            cols += [key for _, key in self.references(m)]
             if per_model_n:
                 cols.append(f"n {m}")
         return cols
@@ -257,11 +259,10 @@ class _Table:
                 for m in self.models:
                     value = self.average(bench, m) if lang == "average" else self.accuracy(bench, lang, m)
                     row[m] = None if value is None else round(value, 2)
-                    for ref_model, key in ((self.base_of[m], self.delta_key(m)), (self.root_of(m), self.root_delta_key(m))):
-                        if key:
-                            ref = (self.average(bench, ref_model) if lang == "average"
-                                   else self.accuracy(bench, lang, ref_model))
-                            row[key] = None if value is None or ref is None else round(value - ref, 2)
+                    for ref_model, key in self.references(m):
+                        ref = (self.average(bench, ref_model) if lang == "average"
+                               else self.accuracy(bench, lang, ref_model))
+                        row[key] = None if value is None or ref is None else round(value - ref, 2)
                     if f"n {m}" in row and lang != "average" and (cell := self.cells.get((bench, lang, m))):
                         row[f"n {m}"] = cell["n"]
                 rows.append(row)
@@ -305,15 +306,13 @@ class _Table:
         return "\n".join(lines)
 
     def _delta_label(self, model: str) -> str:
-        refs = [r for r, k in ((self.base_of[model], self.delta_key(model)),
-                               (self.root_of(model), self.root_delta_key(model))) if k]
+        refs = [ref for ref, _ in self.references(model)]
         return f" (Δ vs {', '.join(refs)})" if refs else ""
 
     def _deltas(self, model: str, value: float, score_of) -> str:
         parts = []
-        for ref_model, key in ((self.base_of[model], self.delta_key(model)),
-                               (self.root_of(model), self.root_delta_key(model))):
-            ref = score_of(ref_model) if key else None
+        for ref_model, _ in self.references(model):
+            ref = score_of(ref_model)
             if ref is not None:
                 parts.append(f"{value - ref:+.1f}")
         return f" ({', '.join(parts)})" if parts else ""
