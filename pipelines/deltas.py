@@ -29,9 +29,9 @@ from typing import Literal
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from pipelines.errors import InputError
+from pipelines.reproducible import save_tensors
 
 FORMAT = "linguaforge.sparse_delta/1"
 Form = Literal["auto", "element", "row", "dense"]
@@ -102,7 +102,7 @@ def write_encoded(path: str | Path, tensors: dict[str, torch.Tensor], base_id: s
                   shapes: dict[str, list[int]], dtypes: dict[str, str]) -> None:
     metadata = {"format": FORMAT, "base_id": base_id, "base_digest": base_digest,
                 "shapes": json.dumps(shapes), "dtypes": json.dumps(dtypes)}
-    save_file(tensors, str(path), metadata=metadata)
+    save_tensors(tensors, str(path), metadata=metadata)
 
 
 def _nnz(encoded: dict[str, torch.Tensor], name: str) -> int:

@@ -9,6 +9,7 @@ code that loads Llama-3-8B and mT5-xl.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,12 +62,34 @@ def train_encoder_tokenizer(texts: Iterator[str], vocab_size: int, out_dir: Path
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=ENCODER_SPECIALS, unk_token="<unk>",
                                       show_progress=False)
     tok.train_from_iterator(texts, trainer)
+    tok = _rounded_unigram_scores(tok)
     eos = tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                        special_tokens=[("</s>", eos)])
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
     wrapped.save_pretrained(out_dir)
     return wrapped
+
+
+def _rounded_unigram_scores(tok: Tokenizer, digits: int = 8) -> Tokenizer:
+    """The Unigram trainer is not reproducible between processes, in three ways, all from hash-ordered
+    maps: it sums scores in hash order (the last bits of ~15 % of them differ), it lists pieces of equal
+    score in hash order, and it appends the required characters it did not learn at the end, with scores
+    that step down by 1e-4, in hash order. Rounding far below any score gap fixes the first; putting equal
+    scores, and that tail, in piece order (the scores stay where they were) the others."""
+    spec = json.loads(tok.to_str())
+    vocab = [[piece, round(score, digits)] for piece, score in spec["model"]["vocab"]]
+    tail = len(vocab) - 1
+    while tail > 0 and abs(vocab[tail][1] - vocab[tail - 1][1] + 1e-4) < 1e-6:
+        tail -= 1
+    first = len(ENCODER_SPECIALS)  # the special tokens keep their ids (pad 0, eos 1, unk 2)
+    runs = [list(group) for _, group in itertools.groupby(range(first, tail), key=lambda i: vocab[i][1])]
+    for run in [*runs, list(range(tail, len(vocab)))]:
+        pieces = sorted(vocab[i][0] for i in run)
+        for i, piece in zip(run, pieces, strict=True):
+            vocab[i][0] = piece
+    spec["model"]["vocab"] = vocab
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def build_tiny_llm(tokenizer, out_dir: Path, hidden: int, layers: int, seed: int, max_positions: int = 1024):

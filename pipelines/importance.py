@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from pipelines.errors import InputError
+from pipelines.reproducible import save_tensors
 
 MASK_FORMAT = "linguaforge.neuron_mask/1"
 _BINS = 1 << 16
@@ -169,7 +169,7 @@ class NeuronMask:
 
     def save(self, path: str | Path, **meta: str) -> None:
         packed = {n: torch.from_numpy(np.packbits(m.numpy().astype(np.uint8))) for n, m in self.masks.items()}
-        save_file(packed, str(path), metadata={
+        save_tensors(packed, str(path), metadata={
             "format": MASK_FORMAT, "granularity": self.granularity, "k1_percent": str(self.k1_percent),
             "shapes": json.dumps({n: list(s) for n, s in self.shapes.items()}),
             "selected": json.dumps(self.selected()), **meta})

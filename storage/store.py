@@ -16,8 +16,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +50,6 @@ DEFAULT_CACHE_DIR = "./.linguaforge/cache"
 CHECKPOINTS_DIR = "checkpoints"
 EVENTS_DIR = "_events"
 STAGING_DIR = ".staging"
-GENERATION_FILE = "_generation"
 _HASH_CHUNK = 8 << 20
 _CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
 
@@ -94,6 +95,29 @@ def code_version() -> str:
         return pkg
 
 
+_HOST = socket.gethostname().replace("@", "_")
+_STALE_STAGING_SECONDS = 24 * 3600
+
+
+def _writer_is_gone(folder: Path) -> bool:
+    """A staging folder is named `<kind>-<key>@<host>@<pid>@<random>`: its writer is gone when it ran on
+    this host and that process no longer exists, or (for other hosts and old names) after a day."""
+    try:
+        age = time.time() - folder.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    parts = folder.name.split("@")
+    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, owned by another user
+            return False
+        return False
+    return age > _STALE_STAGING_SECONDS
+
+
 def _relative_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
@@ -130,6 +154,7 @@ class ArtifactStore:
         self.multipart_chunksize = multipart_chunksize
         self._verified: dict[tuple[str, int, int], str] = {}
         self._check_access()
+        self.sweep_staging()
 
     # -- addressing ---------------------------------------------------------------------------
     key = staticmethod(artifact_key)
@@ -186,6 +211,34 @@ class ArtifactStore:
                 f"manifest's {manifest.digest[:12]} (the artifact was replaced after the reference was made)"
             )
         return ArtifactReader(self, manifest)
+
+    def damage(self, ref: ArtifactRef) -> str | None:
+        """Why a reference can no longer be trusted, or None when the store still holds it as committed.
+
+        Cheap enough to run on every cache hit: the manifest (present, same digest), each file's presence
+        and size, and — on a local store — a full hash of any file modified after its manifest was written
+        (a flipped byte changes the mtime). Reads verify every byte anyway."""
+        try:
+            manifest = self.manifest(ref.kind, ref.key)
+        except StoreError as exc:
+            return str(exc)
+        if manifest.digest != ref.digest:
+            return f"artifact {ref}: the store holds a different version (digest {manifest.digest[:12]})"
+        base = self._path(ref.kind, ref.key)
+        committed_at = self.fs.info(f"{base}/{MANIFEST_NAME}").get("mtime")
+        for rel, entry in manifest.files.items():
+            try:
+                info = self.fs.info(f"{base}/{rel}")
+            except FileNotFoundError:
+                return f"artifact {ref}: file {rel!r} is missing"
+            if info.get("size") != entry.size:
+                return f"artifact {ref}: file {rel!r} is {info.get('size')} bytes, the manifest says {entry.size}"
+            if self.is_local and committed_at is not None and info.get("mtime", 0) > committed_at:
+                try:
+                    self._verify(Path(f"{base}/{rel}"), entry, f"artifact {ref}: file {rel!r}")
+                except IntegrityError as exc:
+                    return str(exc)
+        return None
 
     def list(self, kind: str | None = None) -> list[Manifest]:
         pattern = self._path(kind or "*", "*", MANIFEST_NAME)
@@ -255,6 +308,21 @@ class ArtifactStore:
         root.mkdir(parents=True, exist_ok=True)
         return root
 
+    def sweep_staging(self) -> list[str]:
+        """Remove staging folders whose writer is gone (a killed process leaves its folder behind): those of
+        this host whose process no longer exists, and any older than a day. Returns the names removed."""
+        root = Path(self.root) / STAGING_DIR if self.is_local else self.cache_dir / STAGING_DIR
+        if not root.is_dir():
+            return []
+        removed = []
+        for folder in root.iterdir():
+            if _writer_is_gone(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        if removed:
+            log.info("removed %d staging folder(s) left by killed writers in %s", len(removed), root)
+        return removed
+
     @contextmanager
     def writer(
         self,
@@ -271,7 +339,7 @@ class ArtifactStore:
         An exception inside the block (or a kill) commits nothing: without a manifest the artifact
         does not exist, whatever files may have reached the store.
         """
-        staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=self._staging_root()))
+        staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}@{_HOST}@{os.getpid()}@", dir=self._staging_root()))
         writer = ArtifactWriter(staging, self.checkpoints(kind, key))
         try:
             yield writer
@@ -325,26 +393,9 @@ class ArtifactStore:
         else:
             self.fs.pipe_file(f"{final}/{MANIFEST_NAME}", body)  # one PUT: object stores publish it atomically
 
-    def generation(self) -> str:
-        """An id that changes whenever artifacts are deleted (or the store is wiped and made anew). Caches
-        kept outside the store (Prefect's results) include it in their keys, so they never hand out a
-        reference to an artifact that is gone."""
-        path = self._path(GENERATION_FILE)
-        try:
-            return self.fs.cat_file(path).decode().strip()
-        except FileNotFoundError:
-            return self._new_generation()
-
-    def _new_generation(self) -> str:
-        generation = uuid.uuid4().hex
-        if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
-        self.fs.pipe_file(self._path(GENERATION_FILE), generation.encode())
-        return generation
-
     def delete(self, kind: str, key: str) -> None:
-        """Remove an artifact: manifest first, so that it stops existing before its files go."""
-        self._new_generation()
+        """Remove an artifact: manifest first, so that it stops existing before its files go. Cached Prefect
+        results that point to it are noticed on their next hit (tasks.common.VerifiedCache)."""
         base = self._path(kind, key)
         if self.fs.exists(f"{base}/{MANIFEST_NAME}"):
             self.fs.rm_file(f"{base}/{MANIFEST_NAME}")

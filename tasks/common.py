@@ -7,8 +7,10 @@ Otherwise it runs the science in `pipelines/` into a staging folder and commits 
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -94,20 +96,65 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
-class StoreGeneration(CachePolicy):
-    """Part of the cache key: the store's generation, which changes when artifacts are deleted or the store
-    is wiped, so that Prefect never returns a cached reference to an artifact that no longer exists."""
+def refs_in(value: Any) -> Iterator[ArtifactRef]:
+    """Every artifact reference inside a task result (a ref, or dicts, lists and models holding refs)."""
+    if isinstance(value, ArtifactRef):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from refs_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from refs_in(item)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from refs_in(getattr(value, name))
+
+
+@dataclass
+class VerifiedCache(CachePolicy):
+    """Prefect's cache, trusted only while the store still holds what the cached result points to.
+
+    On a hit whose artifacts are gone or damaged (`ArtifactStore.damage`), the key moves on to a
+    successor key (deterministically), so the task runs again and re-makes the artifact; the next run
+    follows the same chain to the new, valid result. Nothing stale is ever handed to a later stage."""
+
+    inner: CachePolicy | None = None
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
-        cfg = inputs.get("cfg")
-        return open_store(cfg.store).generation() if cfg is not None else None
+        key = self.inner.compute_key(task_ctx=task_ctx, inputs=inputs, flow_parameters=flow_parameters, **kwargs)
+        cfg, results = inputs.get("cfg"), getattr(task_ctx, "result_store", None)
+        if key is None or cfg is None or results is None:
+            return key
+        store = open_store(cfg.store)
+        for _ in range(_MAX_REMAKES):
+            if not results.exists(key):
+                return key
+            try:
+                cached = results.read(key).result
+            except Exception:  # noqa: BLE001 - an unreadable record is a miss, whatever the reason
+                return _successor(key)
+            damage = next(filter(None, (store.damage(ref) for ref in refs_in(cached))), None)
+            if damage is None:
+                return key
+            get_run_logger().warning("%s: the cached result is no longer in the store (%s); re-making it",
+                                     task_ctx.task.name, damage)
+            key = _successor(key)
+        return key
 
 
-# Prefect's cache on top of the store: keyed by the task's inputs, code and the store's generation, never
-# the run id, so a fresh run with the same configuration reuses every result. Results are artifact refs,
-# serialised as JSON (no pickle). The store stays the truth: on a cache miss the task still skips
-# committed artifacts.
-STAGE_CACHE_POLICY = INPUTS + TASK_SOURCE + StoreGeneration()
+_MAX_REMAKES = 16
+
+
+def _successor(key: str) -> str:
+    return hashlib.sha256(f"{key}:remade".encode()).hexdigest()
+
+
+# Prefect's cache on top of the store: keyed by the task's inputs and code, never the run id, so a fresh
+# run with the same configuration reuses every result; each hit is checked against the store first.
+# Results are artifact refs, serialised as JSON (no pickle). On a miss the task still skips committed
+# artifacts (run_stage).
+STAGE_CACHE_POLICY = VerifiedCache(inner=INPUTS + TASK_SOURCE)
 
 
 def stage_task(*, name: str, retries: int = 2, **options):
@@ -141,8 +188,12 @@ def run_stage(
     full_params, inputs = stage_key_parts(params, sources or {})
     key = store.key(stage, version, full_params, inputs)
     if store.exists(kind, key):
-        logger.info("%s: skipped, %s/%s is already committed", stage, kind, key)
-        return store.ref(kind, key, reused=True)
+        ref = store.ref(kind, key, reused=True)
+        if (damage := store.damage(ref)) is None:
+            logger.info("%s: skipped, %s/%s is already committed", stage, kind, key)
+            return ref
+        logger.warning("%s: %s; removing it and making it again", stage, damage)
+        store.delete(kind, key)
     ids = _run_ids()
     store.record_event(kind, key, "started", stage=stage, **ids)
     began = time.perf_counter()

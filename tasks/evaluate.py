@@ -96,7 +96,7 @@ def evaluate(cfg: RunConfig, model: EvalModel, spec: BenchmarkSpec, language: st
                 generator, spec.name, language, _data_location(data, store), w.path, preset=spec.prompt,
                 limit=spec.limit, progress=progress, scoring=spec.scoring, max_new_tokens=spec.max_new_tokens,
                 exemplars=spec.exemplars, model_name=model.name, base_name=model.base,
-                storage_options=cfg.store.storage_options)
+                storage_options=cfg.store.storage_options, data_label=data.label)
         w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})
 
     return run_stage(store, kind="eval", stage="evaluate_unit", version=EVAL_UNIT_VERSION, params=params,

@@ -7,6 +7,7 @@ from flows.config import RunConfig, TrainConfig
 from pipelines.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
 from pipelines.importance import NeuronMask
 from pipelines.plots import loss_curve
+from pipelines.reproducible import content_only
 from pipelines.training import TrainSettings
 from storage import ArtifactRef, ArtifactWriter
 from tasks.common import Source, open_store, run_stage, stage_task
@@ -28,7 +29,7 @@ def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: 
         summary, weights = run_cpt(base_dir, blocks, settings, mask=mask, checkpoints=w.checkpoints,
                                    progress=progress)
     loss_curve(summary["losses"], w.path / "loss_curve.png", label)
-    w.write_json("train.json", summary)
+    w.write_json("train.json", content_only(summary))
     w.metrics.update({k: v for k, v in summary.items() if k != "losses"})
     return weights
 

@@ -93,8 +93,7 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, cfg: RunConfig, stage: 
     # dev as log-perplexity: the same units (nats per target token) as the training loss
     loss_curve(result.losses, w.path / "loss_curve.png", label,
                dev={step: math.log(ppl) for step, ppl in result.dev_ppl.items()})
-    w.write_json("models.json", {"stage": stage, "encoder": encoder.model_dump(mode="json"),
-                                 "llm": llm.model_dump(mode="json")})
+    w.write_json("models.json", {"stage": stage, "encoder": _portable(encoder), "llm": _portable(llm)})
     w.metrics.update({k: v for k, v in result.summary().items() if v is not None})
     w.metrics.update({"train_examples": len(train), "dev_examples": len(dev),
                       "skipped": sum(tokenized.skipped.values())})
@@ -160,11 +159,23 @@ def mindmerger_generator(model: EvalModel, store: ArtifactStore, cfg: RunConfig)
     on the encoder and LLM recorded in its models.json."""
     root = Path(model.source.local(store))
     info = json.loads((root / "models.json").read_text())
-    encoder, llm = Source.model_validate(info["encoder"]), Source.model_validate(info["llm"])
+    encoder, llm = _resolve(info["encoder"], store), _resolve(info["llm"], store)
     # identities as recorded at training (source labels), so the mapping's check compares like with like
     return MindMergerGenerator.from_pretrained(encoder.local(store), llm.local(store), str(root / "best"),
                                                dtype=cfg.models.dtype, batch_size=cfg.evaluation.batch_size,
                                                encoder_id=encoder.label, llm_id=llm.label)
+
+
+def _portable(source: Source) -> dict:
+    """A source as recorded in an artifact: artifacts by kind, key and digest, without the store's location,
+    so that the file (and its digest) is the same in every store and after a store moves."""
+    return source.model_dump(mode="json", exclude={"ref": {"uri", "reused"}})
+
+
+def _resolve(recorded: dict, store: ArtifactStore) -> Source:
+    if (ref := recorded.get("ref")) is not None:
+        recorded = {**recorded, "ref": {**ref, "uri": ref.get("uri") or store.uri(ref["kind"], ref["key"])}}
+    return Source.model_validate(recorded)
 
 
 register_generator("mindmerger", mindmerger_generator)

@@ -29,6 +29,7 @@ from pipelines.benchmarks.registry import get_benchmark
 from pipelines.benchmarks.scoring import score_classification, score_math, summarise
 from pipelines.errors import InputError
 from pipelines.languages import check_language
+from pipelines.reproducible import content_only
 
 Progress = Callable[[int, int, dict], None]
 RECORDS_FILE, SCORES_FILE = "records.parquet", "scores.json"
@@ -39,12 +40,13 @@ def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_
                   progress: Progress | None = None, *, scoring: str = "generate",
                   max_new_tokens: int | None = None, exemplars: str | None = None,
                   model_name: str | None = None, base_name: str | None = None,
-                  storage_options: dict | None = None) -> dict:
+                  storage_options: dict | None = None, data_label: str | None = None) -> dict:
     """Score `generator` on one benchmark language; write records.parquet + scores.json; return the scores.
 
     scoring: "generate" (greedy text, every rule of the benchmark) or "loglik" (classification only: the
     option with the highest log-likelihood is the answer). `model_name`/`base_name` are recorded for the
-    comparison report (base_name None: this model is a base).
+    comparison report (base_name None: this model is a base). `data_label`: how the data is recorded in
+    scores.json when `data_source` is a machine-local copy (default: `data_source` itself).
     """
     bench = get_benchmark(benchmark)
     language = check_language(language, f"{bench.name} language")
@@ -77,10 +79,10 @@ def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_
         "preset": prompt_preset.name, "scoring": scoring, "primary_rule": rules[0],
         **per_rule[rules[0]], "rules": per_rule,
         "max_new_tokens": budget if scoring == "generate" else None, "stop": stop,
-        "data_source": data_source, "limit": limit, "exemplars": exemplars,
+        "data_source": data_label or data_source, "limit": limit, "exemplars": exemplars,
         "seconds": round(elapsed, 3), "items_per_second": round(len(items) / elapsed, 3) if elapsed > 0 else None,
     }
-    _write_unit(Path(out_dir), records, scores)
+    _write_unit(Path(out_dir), records, content_only(scores))
     return scores
 
 

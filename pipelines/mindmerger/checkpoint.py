@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from pipelines.errors import InputError
 from pipelines.mindmerger.model import Mapping
+from pipelines.reproducible import save_tensors
 
 log = logging.getLogger("linguaforge.mindmerger")
 OFFICIAL_FILE = "pytorch_model.bin"
@@ -78,9 +79,11 @@ def load_official_checkpoint(path: str | Path, d_enc: int, d_llm: int) -> dict[s
 
 
 def export_official_checkpoint(mapping: Mapping, path: str | Path, dtype: torch.dtype = torch.bfloat16,
-                               legacy: bool = True) -> Path:
-    """Our mapping in the official layout (bf16, legacy non-zip torch format by default), loadable by the
-    official code's `torch.load(...)['model_state_dict']`."""
+                               legacy: bool = False) -> Path:
+    """Our mapping in the official layout (bf16), loadable by the official code's
+    `torch.load(...)['model_state_dict']`. In torch's zip format by default, which is byte-reproducible;
+    the legacy format the official release uses (`legacy=True`) keys storages by memory address, so its
+    bytes, and the artifact's digest, would change on every run. torch.load reads both."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in mapping.state_dict().items()}
@@ -108,7 +111,7 @@ def save_mapping(mapping: Mapping, folder: str | Path, meta: MappingMeta) -> Pat
     if (meta.d_enc, meta.d_llm) != (d_enc, d_llm):
         raise InputError(f"mapping metadata says {meta.d_enc} → {meta.d_llm}, the weights map {d_enc} → {d_llm}")
     state = {k: v.detach().cpu().contiguous() for k, v in mapping.state_dict().items()}
-    save_file(state, str(folder / MAPPING_FILE), metadata={"stage": meta.stage, "step": str(meta.step)})
+    save_tensors(state, folder / MAPPING_FILE, metadata={"stage": meta.stage, "step": str(meta.step)})
     (folder / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
     return folder
 

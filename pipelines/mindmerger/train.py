@@ -47,6 +47,7 @@ from pipelines.mindmerger.checkpoint import (
 )
 from pipelines.mindmerger.data import Example, collate, load_examples, target_tokens
 from pipelines.mindmerger.model import MindMergerModel, mindmerger_loss_sum
+from pipelines.reproducible import content_only
 from pipelines.training import BlockOrder, TorchBackend, TrainSettings, load_optimizer, save_optimizer
 
 log = logging.getLogger("linguaforge.mindmerger")
@@ -364,7 +365,7 @@ def write_stage_outputs(model: MindMergerModel, best_state: dict[str, torch.Tens
     best.load_state_dict(best_state)
     save_mapping(best, out_dir / "best", meta(result.best_step))
     export_official_checkpoint(best, out_dir / "best" / "pytorch_model.bin")
-    (out_dir / "train.json").write_text(json.dumps(asdict(result) | result.summary(), indent=1))
+    (out_dir / "train.json").write_text(json.dumps(content_only(asdict(result) | result.summary()), indent=1))
 
 
 # -- a training process (alone, or under torchrun / deepspeed) ---------------------------------------------
@@ -389,8 +390,10 @@ def main(argv: list[str] | None = None) -> None:
         from storage import ArtifactStore
 
         checkpoints = ArtifactStore(args.store).checkpoints(args.kind, args.key)
-    run_stage_training(args.encoder, args.llm, load_examples(Path(args.train)), load_examples(Path(args.dev)),
-                       settings, Path(args.out), dtype=args.dtype, init=args.init, checkpoints=checkpoints)
+    result = run_stage_training(args.encoder, args.llm, load_examples(Path(args.train)),
+                                load_examples(Path(args.dev)), settings, Path(args.out), dtype=args.dtype,
+                                init=args.init, checkpoints=checkpoints)
+    print(json.dumps(result.summary()))  # last line: the summary, execution facts (resumed_from) included
 
 
 if __name__ == "__main__":

@@ -48,13 +48,15 @@ def test_official_checkpoint_round_trips_and_loads_strictly(tmp_path, demo_asset
     # into a model built from the encoder + LLM, then exported again in the same layout
     model = build_model(str(demo_assets["encoder"]), str(demo_assets["llm"]), init=tmp_path)
     assert torch.equal(model.mapping.end_boundary, state["end_boundary"].float())
-    out = export_official_checkpoint(model.mapping, tmp_path / "again" / "pytorch_model.bin")
+    out = export_official_checkpoint(model.mapping, tmp_path / "again" / "pytorch_model.bin", legacy=True)
     assert not zipfile.is_zipfile(out)
     raw = torch.load(out, weights_only=True)
     assert set(raw) == {"model_state_dict"}
     assert all(torch.equal(raw["model_state_dict"][k], state[k]) for k in state)  # bf16 → fp32 → bf16 exact
-    zipped = export_official_checkpoint(model.mapping, tmp_path / "zip.bin", legacy=False)
+    zipped = export_official_checkpoint(model.mapping, tmp_path / "zip.bin")  # the default: reproducible bytes
     assert zipfile.is_zipfile(zipped) and load_official_checkpoint(zipped, D_ENC, D_LLM).keys() == state.keys()
+    again = export_official_checkpoint(model.mapping, tmp_path / "twice" / "zip.bin")  # the name enters the bytes
+    assert again.read_bytes() == zipped.read_bytes()
 
 
 @pytest.mark.parametrize("change, message", [

@@ -116,12 +116,15 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, demo_assets, repo_root):
     assert area.steps()[0] < steps
 
     again = _worker(resumable, repo_root)
-    assert again.wait(timeout=300) == 0, again.stdout.read()[-3000:]
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out[-3000:]
     assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["resumed_from"] >= 6
     resumed = json.loads((tmp_path / "resumed" / "train.json").read_text())
     reference = json.loads((tmp_path / "straight" / "train.json").read_text())
-    assert resumed["resumed_from"] >= 6
     assert resumed["losses"] == reference["losses"] and resumed["dev_ppl"] == reference["dev_ppl"]
+    # what a resumed run writes is what an uninterrupted one writes, byte for byte
+    assert (tmp_path / "resumed" / "train.json").read_bytes() == (tmp_path / "straight" / "train.json").read_bytes()
     for which in ("last", "best"):
         a = load_file(tmp_path / "straight" / which / "mapping.safetensors")
         b = load_file(tmp_path / "resumed" / which / "mapping.safetensors")

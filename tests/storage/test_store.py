@@ -221,6 +221,49 @@ def test_writer_killed_before_manifest_leaves_nothing_visible(kind, tmp_path, re
     assert proc.returncode == -signal.SIGKILL
     assert not store.exists("model", "killed" + "0" * 18)
     assert store.list() == []
+    staging = (Path(store.root) if kind == "local" else tmp_path / "cache") / ".staging"
+    assert [p.name for p in staging.iterdir()], "the killed writer left its staging folder (it cannot clean up)"
+    ArtifactStore(store.url, cache_dir=tmp_path / "cache")  # the next process to open the store sweeps it
+    assert list(staging.iterdir()) == []
+
+
+def test_staging_of_a_live_writer_is_kept(tmp_path, repo_root):
+    store = _store("local", tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, store.url, str(tmp_path / "cache")],
+                            stdout=subprocess.PIPE, text=True, cwd=repo_root)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        ArtifactStore(store.url, cache_dir=tmp_path / "cache")
+        assert len(list((Path(store.root) / ".staging").iterdir())) == 1  # its writer is still at work
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_damage_names_what_is_wrong_and_clean_artifacts_pass(tmp_path):
+    store = _store("local", tmp_path)
+    ref = _commit_sample(store)
+    assert store.damage(ref) is None
+    target = Path(ref.uri) / "t.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0x01  # same size: only the hash can tell
+    target.write_bytes(bytes(data))
+    fresh = ArtifactStore(store.url, cache_dir=tmp_path / "cache")
+    assert "t.safetensors" in fresh.damage(ref) and "does not match" in fresh.damage(ref)
+    target.unlink()
+    assert "'t.safetensors' is missing" in fresh.damage(ref)
+    (Path(ref.uri) / "manifest.json").unlink()
+    assert "not committed" in fresh.damage(ref)
+    other = _commit_sample(store, {"block_size": 99})
+    assert "different version" in store.damage(ref.model_copy(update={"key": other.key}))
+
+
+def test_damage_on_s3_checks_presence_and_size(s3_bucket, tmp_path):
+    store = _store("s3", tmp_path, s3_bucket)
+    ref = _commit_sample(store)
+    assert store.damage(ref) is None
+    store.fs.pipe_file(f"{store.root}/{ref.kind}/{ref.key}/stats.json", b"{}")
+    assert "bytes, the manifest says" in store.damage(ref)
 
 
 def test_checkpoints_skip_incomplete_and_damaged(store):
