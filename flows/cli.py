@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -34,20 +35,30 @@ def _environment() -> None:
         # batches; its shutdown tracebacks are noise for a CLI user, so the server's own loggers stay
         # quiet (flow and task logs are unaffected).
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_SERVER_LEVEL", "CRITICAL")
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # Prefect waits 20 s for its temporary server; on a busy machine it takes longer to start
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def _load(args) -> RunConfig:  # noqa: F821 - imported lazily below
+    """The run configuration, checked in full (files it names included) before anything heavy is imported."""
     from flows.config import load_config
+    from flows.preflight import check_run
 
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     cfg = load_config(path)
-    if getattr(args, "store", None):
+    if getattr(args, "store", None) is not None:
         cfg.store.url = args.store
+    if args.command == "run":
+        check_run(cfg, str(path or "the embedded demo"))
     return cfg
+
+
+def _open_existing_store(cfg):
+    """The store a read-only command looks at: it must exist (a typo must not create an empty store)."""
+    from storage import ArtifactStore
+
+    return ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options,
+                         create=False)
 
 
 def cmd_run(args) -> int:
@@ -60,15 +71,15 @@ def cmd_run(args) -> int:
         TimeElapsedColumn,
     )
 
-    from flows.pipeline import pipeline
-    from tasks.progress import attach_console
-
-    cfg = _load(args)
+    cfg = _load(args)  # the whole configuration is checked before torch, Prefect and transformers load
     check_prefect_api()
     from storage import ArtifactStore
 
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options)
+    from flows.pipeline import pipeline
+    from tasks.progress import attach_console
+
     console.print(f"[bold]linguaforge[/] run [cyan]{cfg.name}[/]: pivot {cfg.pivot_language}, "
                   f"targets {', '.join(cfg.languages)}, store {cfg.store.url}")
     began = time.perf_counter()
@@ -181,10 +192,7 @@ def _short(uri: str) -> str:
 
 
 def cmd_artifacts(args) -> int:
-    from storage import ArtifactStore
-
-    cfg = _load(args)
-    store = ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options)
+    store = _open_existing_store(_load(args))
     table = Table(title=f"artifacts in {store.url}")
     for column in ("kind", "key", "stage", "files", "size", "created"):
         table.add_column(column)
@@ -193,6 +201,42 @@ def cmd_artifacts(args) -> int:
         table.add_row(m.kind, m.key, m.stage, str(len(m.files)), _human(m.total_bytes), m.created_at[:19])
     console.print(table)
     console.print(f"{len(manifests)} artifact(s), {_human(sum(m.total_bytes for m in manifests))}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Recompute every digest in the store; with --repair, remove what is damaged (the next run re-makes it)."""
+    store = _open_existing_store(_load(args))
+    damaged = store.audit()
+    table = Table(title=f"damaged artifacts in {store.url}")
+    for column in ("artifact", "problem", "action"):
+        table.add_column(column)
+    for artifact, problem in damaged.items():
+        if args.repair:
+            kind, key = artifact.split("/")
+            store.delete(kind, key)
+        table.add_row(artifact, problem, "removed" if args.repair else "")
+    total = len(store.list()) + (len(damaged) if args.repair else 0)
+    if damaged:
+        console.print(table)
+    console.print(f"{total} artifact(s) checked, {len(damaged)} damaged"
+                  + (", removed: the next run re-makes them" if damaged and args.repair else ""))
+    return 1 if damaged and not args.repair else 0
+
+
+def cmd_rm(args) -> int:
+    """Delete artifacts the supported way: manifest first, then files; cached results notice on their next use."""
+    from flows.config import ConfigError
+
+    store = _open_existing_store(_load(args))
+    for name in args.artifacts:
+        kind, _, key = name.partition("/")
+        if not key or not store.exists(kind, key):
+            raise ConfigError(f"artifact {name!r}: no such committed artifact in {store.url} (expected KIND/KEY, "
+                              "as `linguaforge artifacts` lists them)")
+    for name in args.artifacts:
+        store.delete(*name.split("/", 1))
+        console.print(f"removed {name}")
     return 0
 
 
@@ -210,7 +254,11 @@ def cmd_eval(args) -> int:
 
     from pipelines.benchmarks import evaluate_model
 
-    languages = [c.strip() for c in args.languages.split(",")] if args.languages else None
+    languages = _languages_flag(args.languages) if args.languages else None
+    from pipelines.locations import check_local_file_or_folder, check_model_location
+
+    check_model_location(args.model, "--model")  # before the model (and torch) are loaded
+    check_local_file_or_folder(args.data, "--data")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         bar = progress.add_task(f"{args.benchmark}", total=None)
@@ -230,6 +278,38 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _languages_flag(value: str) -> list[str]:
+    from flows.config import ConfigError
+    from pipelines.languages import check_language
+
+    codes = [c.strip() for c in value.split(",")]
+    for code in codes:
+        check_language(code, "--languages")
+    if dupes := sorted({c for c in codes if codes.count(c) > 1}):
+        raise ConfigError(f"--languages lists {', '.join(dupes)} more than once")
+    return codes
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _cron(value: str) -> str:
+    if value == "none":
+        return value
+    fields = value.split()
+    if len(fields) != 5 or not all(all(c.isdigit() or c in "*/,-" for c in f) for f in fields):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a cron expression of five fields "
+                                         "(minute hour day month weekday, e.g. '0 2 * * *'), nor 'none'")
+    return value
+
+
 def cmd_report(args) -> int:
     """Rebuild the comparison: from a run's store (CONFIG.yaml) or from folders of scores.json files."""
     from pipelines.benchmarks import build_comparison, read_scores
@@ -237,9 +317,7 @@ def cmd_report(args) -> int:
     if args.source.endswith((".yaml", ".yml")):
         args.config = args.source
         cfg = _load(args)
-        from storage import ArtifactStore
-
-        store = ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options)
+        store = _open_existing_store(cfg)
         units = [m for m in store.list("eval") if not args.models or m.params.get("model") in args.models]
         scores = [store.open((m.kind, m.key)).read_json("scores.json") for m in units]
         title = f"linguaforge run {cfg.name}"
@@ -317,10 +395,13 @@ def cmd_merge(args) -> int:
     from rich.progress import Progress
 
     from flows.merge_cli import load_job, run_merge_job
+    from pipelines.merge import check_output_folder
 
     job = load_job(args.config)
     if args.out:
         job.out = args.out
+    job.force = job.force or args.force
+    check_output_folder(Path(job.out), job.force)  # before any weight is read
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"merge ({job.merge.method})", total=None)
         report = run_merge_job(job, progress=lambda done, total, _: bar.update(task, completed=done, total=total))
@@ -358,9 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="./linguaforge-eval", help="output folder (default ./linguaforge-eval)")
     ev.add_argument("--preset", default="mindmerger", help="prompt preset (mindmerger, native_cot, ...)")
     ev.add_argument("--scoring", default="generate", choices=["generate", "loglik"])
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--limit", type=int, help="at most this many items per language")
-    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--batch-size", type=_at_least_one, default=8)
+    ev.add_argument("--limit", type=_at_least_one, help="at most this many items per language")
+    ev.add_argument("--max-new-tokens", type=_at_least_one)
     ev.add_argument("--exemplars", help="few-shot exemplar file for native_cot presets")
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ev.add_argument("--name", help="model name in the report (default: the last part of --model)")
@@ -371,9 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", help="artifact store URL (overrides the configuration's)")
     rep.add_argument("--models", nargs="*", help="only these model names")
     rep.set_defaults(func=cmd_report)
+    ver = sub.add_parser("verify", help="recompute every digest in a store; --repair removes what is damaged")
+    ver.add_argument("config", nargs="?", help="YAML run configuration naming the store")
+    ver.add_argument("--store", help="artifact store URL (overrides store.url)")
+    ver.add_argument("--repair", action="store_true", help="remove damaged artifacts, so the next run re-makes them")
+    ver.set_defaults(func=cmd_verify)
+    rm = sub.add_parser("rm", help="delete committed artifacts (KIND/KEY, as `artifacts` lists them)")
+    rm.add_argument("artifacts", nargs="+", metavar="KIND/KEY")
+    rm.add_argument("--config", help="YAML run configuration naming the store")
+    rm.add_argument("--store", help="artifact store URL (overrides store.url)")
+    rm.set_defaults(func=cmd_rm)
     mrg = sub.add_parser("merge", help="decompose (Eq. 2) and merge (Eq. 3-5) given deltas, outside the pipeline")
     mrg.add_argument("config", help="merge configuration (see configs/merge-example.yaml)")
     mrg.add_argument("--out", help="output folder (overrides `out`)")
+    mrg.add_argument("--force", action="store_true", help="write into a non-empty output folder, replacing only "
+                     "the files the merge writes")
     mrg.set_defaults(func=cmd_merge)
     srv = sub.add_parser("server", help="start a local Prefect server and UI (SQLite; PostgreSQL via "
                          "PREFECT_API_DATABASE_CONNECTION_URL)")
@@ -384,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("config", nargs="?", help="YAML run configuration: the deployments' default parameters")
     serve.add_argument("--store", help="artifact store URL (overrides store.url)")
     serve.add_argument("--gpu", action="store_true", help="also the Kubernetes GPU pool and its deployment")
-    serve.add_argument("--eval-cron", default="0 2 * * *", help="cron of the evaluation deployment ('none': no schedule)")
+    serve.add_argument("--eval-cron", type=_cron, default="0 2 * * *", help="cron of the evaluation deployment ('none': no schedule)")
     serve.add_argument("--only", nargs="*", help="only these deployments (pipeline, maet, evaluate, maet-gpu)")
     serve.add_argument("--result-storage", help="fsspec URL for Prefect's task results, e.g. s3://bucket/prefect-results "
                        "(default: the worker's local PREFECT_HOME)")
@@ -393,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also LINGUAFORGE_DEBUG=1)")
+    args = parser.parse_args(argv)
     _environment()
     from flows.config import ConfigError
     from pipelines.errors import InputError
@@ -401,15 +496,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except ConfigError as exc:
-        err_console.print(f"[red]linguaforge:[/] {exc}", highlight=False)
-        return 2
-    except PrefectUnreachable as exc:
-        err_console.print(f"[red]linguaforge:[/] {exc}", highlight=False)
-        return 2
-    except (InputError, StoreError) as exc:
-        err_console.print(f"[red]linguaforge: {type(exc).__name__}:[/] {exc}", highlight=False)
-        return 1
+    except Exception as exc:
+        if args.debug or os.environ.get("LINGUAFORGE_DEBUG") == "1":
+            raise
+        code = 2 if isinstance(exc, ConfigError | PrefectUnreachable) else 1
+        label = "" if code == 2 else f"{type(exc).__name__}: "
+        if not isinstance(exc, ConfigError | PrefectUnreachable | InputError | StoreError):
+            label = f"unexpected {type(exc).__name__} (run with --debug for the traceback): "
+        err_console.print(f"[red]linguaforge:[/] {escape(label + _clip(str(exc)))}", highlight=False)
+        return code
+
+
+def _clip(message: str, limit: int = 2000) -> str:
+    """A message quotes the bad input, which can be huge: keep its head."""
+    return message if len(message) <= limit else f"{message[:limit]}… ({len(message) - limit} more characters)"
 
 
 if __name__ == "__main__":

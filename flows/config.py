@@ -23,7 +23,8 @@ DEMO_PREFIX = "demo:"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float setting must be finite (a NaN γ would merge into NaN weights)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class StoreConfig(_Model):
@@ -285,9 +286,9 @@ class DemoConfig(_Model):
 class RunConfig(_Model):
     """A whole linguaforge run: which models, which languages, which data, every stage's settings."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, title="linguaforge run")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, title="linguaforge run")
 
-    name: str = Field("demo", pattern=r"^[A-Za-z0-9._-]+$", description="Run name (labels reports).")
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9._-]+$", max_length=100, description="Run name (labels reports).")
     seed: int = Field(0, description="Seed for sampling, shuffling and initialisation.")
     store: StoreConfig = Field(default_factory=StoreConfig)
     pivot_language: str = Field("en", title="Pivot language (L0)", description="Language of the ability corpus.")
@@ -383,10 +384,15 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
-        got = f" (got {err['input']!r})" if err["type"] not in {"missing"} and not isinstance(
+        got = f" (got {_clip(repr(err['input']))})" if err["type"] not in {"missing"} and not isinstance(
             err.get("input"), dict) else ""
         lines.append(f"  - {where}: {msg}{got}")
     return "\n".join(lines)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """A bad value is quoted in its error, but a 100 kB value must not become a 100 kB message."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
@@ -404,9 +410,14 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"run configuration {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"run configuration {path} is not UTF-8 text (byte {exc.start} cannot be decoded); "
+                          "expected a YAML file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"run configuration {path} is not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"run configuration {path} cannot be read: {exc.strerror or exc}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"run configuration {path}: expected a mapping at the top level, got {type(data).__name__}")
     return parse_config(data or {}, str(path))

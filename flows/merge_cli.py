@@ -16,20 +16,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.config import ConfigError, DecomposeConfig, MergeConfig, StoreConfig
+from pipelines.languages import check_language
 
 
 class DeltaPaths(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     ability_pivot: str = Field(..., description="Sparse delta of LLM_{A,L0} (ability + pivot masked CPT).")
     pivot: str = Field(..., description="Sparse delta of LLM_{L0}.")
     languages: dict[str, str] = Field(..., min_length=1, description="Sparse delta of each LLM_{Li}.")
 
+    @field_validator("languages")
+    @classmethod
+    def _iso_codes(cls, v: dict[str, str]) -> dict[str, str]:
+        for code in v:
+            check_language(code, "deltas.languages key")
+        return v
+
 
 class MergeJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     base: str = Field(..., description="The base model: HF id, local folder or remote folder.")
     out: str = Field("./merged", description="Output HF folder.")
     deltas: DeltaPaths
@@ -38,16 +46,32 @@ class MergeJob(BaseModel):
     cache_dir: str = StoreConfig.model_fields["cache_dir"].default
     storage_options: dict = Field(default_factory=dict, description="fsspec options for remote paths (no credentials).")
     seed: int = 0
+    force: bool = Field(False, description="Write into a non-empty `out`, replacing only the files the merge writes.")
+
+    @model_validator(mode="after")
+    def _weights_for_the_languages(self) -> MergeJob:
+        if self.merge.mu and set(self.merge.mu) != set(self.deltas.languages):
+            raise ValueError(f"merge.mu must weight exactly the languages of deltas.languages "
+                             f"({', '.join(sorted(self.deltas.languages))}), got {', '.join(sorted(self.merge.mu))}")
+        return self
 
 
 def load_job(path: str | Path) -> MergeJob:
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return MergeJob.model_validate(data)
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"merge config {path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"merge config {path} is not UTF-8 text (byte {exc.start}); expected YAML") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"merge config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"merge config {path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return MergeJob.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
+                 for e in exc.errors()]
         raise ConfigError(f"merge config {path} is invalid:\n  " + "\n  ".join(lines)) from None
 
 
@@ -58,11 +82,13 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
     from pipelines.decompose import decompose
     from pipelines.deltas import SparseDelta
     from pipelines.merge import MergeSpec, merge
+    from pipelines.locations import check_model_location
     from pipelines.models import resolve_file, resolve_model_dir
 
     def delta(uri: str) -> SparseDelta:
         return SparseDelta(resolve_file(uri, job.cache_dir, job.storage_options))
 
+    check_model_location(job.base, "base")
     base_dir = resolve_model_dir(job.base, job.cache_dir, job.storage_options)
     m, d = job.merge, job.decompose
     with tempfile.TemporaryDirectory(prefix="decomposed-") as tmp:
@@ -74,4 +100,5 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
                          k2_percent=m.k2_percent, gamma=m.gamma, eta=m.eta, families=list(m.tensor_families),
                          task_vector_lambda=m.task_vector_lambda, ties_density=m.ties_density,
                          dare_drop=m.dare_drop, seed=job.seed)
-        return merge(base_dir, job.out, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress)
+        return merge(base_dir, job.out, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress,
+                     replace=job.force)

@@ -14,6 +14,7 @@ from flows.config import RunConfig
 from flows.evaluate import evaluate
 from flows.maet import maet
 from flows.mindmerger import mindmerger
+from flows.preflight import check_run
 from flows.stages import models_to_evaluate
 from storage import ArtifactRef
 from tasks.common import Source
@@ -35,6 +36,7 @@ def maet_stages(config: RunConfig) -> dict[str, ArtifactRef]:
 @flow(name="linguaforge-pipeline", log_prints=True)
 def pipeline(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B008 - Prefect reads the default
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
+    check_run(config, "(flow parameters)")  # a run started from the UI gets the CLI's checks before it trains
     outputs = maet_stages(config)
     if config.mindmerger.enabled:
         stacked_on = {"base": None, "maet": outputs.get("model/merged"), "full_cpt": outputs.get("delta/full_cpt")}

@@ -68,6 +68,13 @@ def read_documents(spec: CorpusSpec, storage_options: dict | None = None) -> Ite
         yield text
 
 
+def check_readable(spec: CorpusSpec, storage_options: dict | None = None) -> None:
+    """Read the first document, so that a missing, unreadable or mis-formatted file is refused before any
+    stage runs (hub datasets are left to the stage: checking them needs the network)."""
+    if _format_of(spec) != "hf":
+        next(iter(read_documents(spec, storage_options)), None)
+
+
 def _read_hf(spec: CorpusSpec) -> Iterator[str]:
     import datasets
 
@@ -78,6 +85,28 @@ def _read_hf(spec: CorpusSpec) -> Iterator[str]:
 
 
 def _read_file(spec: CorpusSpec, fmt: str, options: dict) -> Iterator[str]:
+    """The file's documents; what goes wrong reading it (encoding, a damaged Parquet file, no access) is
+    an InputError that names the corpus."""
+    try:
+        yield from _read_file_unchecked(spec, fmt, options)
+    except InputError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise InputError(f"corpus ({spec.language}) {spec.uri}: not UTF-8 text (byte {exc.start} of a line "
+                         f"cannot be decoded; is it a {fmt} file?)") from None
+    except (pa.ArrowException, OSError) as exc:
+        if fmt == "parquet" and not isinstance(exc, FileNotFoundError | PermissionError):
+            raise InputError(f"corpus ({spec.language}) {spec.uri}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"corpus ({spec.language}) {spec.uri}: cannot be read ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # object-store clients raise their own hierarchies (botocore's NoCredentialsError)
+        if "credential" not in f"{type(exc).__name__} {exc}".lower():
+            raise
+        raise InputError(f"corpus ({spec.language}) {spec.uri}: no usable credentials ({type(exc).__name__}); set "
+                         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL) in the environment"
+                         ) from None
+
+
+def _read_file_unchecked(spec: CorpusSpec, fmt: str, options: dict) -> Iterator[str]:
     fs, path = fsspec.core.url_to_fs(spec.uri, **options)
     if not fs.exists(path):
         raise InputError(f"corpus ({spec.language}) {spec.uri}: file does not exist")

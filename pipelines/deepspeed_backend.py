@@ -52,9 +52,16 @@ def ensure_distributed_env() -> None:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
+def use_cpu_accelerator_without_gpu() -> None:
+    """DeepSpeed picks its accelerator when first imported; without a GPU it must be told to use the CPU."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 class DeepSpeedBackend:
     def __init__(self, model: torch.nn.Module, settings: TrainSettings, block_size: int,
                  loss_fn: LossFn = causal_lm_loss_sum, masked: bool = False):
+        use_cpu_accelerator_without_gpu()
         import deepspeed
 
         if masked and settings.weight_decay:

@@ -122,9 +122,13 @@ class SparseDelta:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"sparse delta {self.path}: no such file")
-        with safe_open(str(self.path), framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = list(f.keys())
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+                keys = list(f.keys())
+        except Exception as exc:  # safetensors raises its own SafetensorError for truncated or foreign files
+            raise InputError(f"sparse delta {self.path}: not a readable safetensors file "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
         if meta.get("format") != FORMAT:
             raise InputError(f"sparse delta {self.path}: format {meta.get('format')!r}, expected {FORMAT!r}")
         self.base_id, self.base_digest = meta["base_id"], meta["base_digest"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipelines.errors import InputError
+
 ISO_639_1: dict[str, str] = {
     "aa": "Afar", "ab": "Abkhazian", "ae": "Avestan", "af": "Afrikaans", "ak": "Akan", "am": "Amharic",
     "an": "Aragonese", "ar": "Arabic", "as": "Assamese", "av": "Avaric", "ay": "Aymara", "az": "Azerbaijani",
@@ -38,8 +40,13 @@ ISO_639_1: dict[str, str] = {
 }
 
 
-class UnknownLanguageError(ValueError):
-    pass
+class UnknownLanguageError(InputError):
+    """A language code that is not ISO 639-1."""
+
+
+# country codes and benchmark folder names that are often taken for language codes
+_COMMON_MISTAKES = {"jp": "ja", "jap": "ja", "cn": "zh", "gr": "el", "dk": "da", "cz": "cs", "ua": "uk",
+                    "kr": "ko", "vn": "vi", "iw": "he", "in": "id", "ji": "yi"}
 
 
 def check_language(code: str, where: str = "language") -> str:
@@ -50,9 +57,12 @@ def check_language(code: str, where: str = "language") -> str:
     lowered = code.strip().lower()
     if lowered in ISO_639_1:
         hint = f" (did you mean {lowered!r}?)"
+    elif lowered in _COMMON_MISTAKES:
+        hint = f" (the ISO 639-1 code for {ISO_639_1[_COMMON_MISTAKES[lowered]]} is {_COMMON_MISTAKES[lowered]!r})"
     elif by_name := [c for c, n in ISO_639_1.items() if n.lower() == lowered]:
         hint = f" (the ISO 639-1 code for {ISO_639_1[by_name[0]]} is {by_name[0]!r})"
-    raise UnknownLanguageError(f"{where}: {code!r} is not an ISO 639-1 language code{hint}")
+    shown = repr(code) if len(repr(code)) <= 40 else f"{repr(code)[:40]}… ({len(code)} characters)"
+    raise UnknownLanguageError(f"{where}: {shown} is not an ISO 639-1 language code{hint}")
 
 
 def language_name(code: str) -> str:

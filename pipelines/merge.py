@@ -14,6 +14,7 @@ into a temporary folder and moved into place only when complete.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ import torch
 from pipelines.decompose import check_deltas
 from pipelines.deltas import Compact, SparseDelta, base_weights_digest
 from pipelines.errors import InputError
-from pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
+from pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
 
 # Tensor families (the paper's Table 3), by the module names of Llama/Mistral/Qwen (and Mixtral's w1-w3).
 FAMILIES = {
@@ -159,9 +160,14 @@ def check_spec(spec: MergeSpec, base_shapes: dict[str, tuple[int, ...]], expecte
 
 def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_bytes: int = 2 * 1024**3,
           expected_languages: list[str] | None = None,
-          progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+          replace: bool = False) -> dict[str, Any]:
     """Merge into an HF folder at `out_dir` (created only on success). Returns the report: method, per-tensor
-    similarity and family, the selected set T, counts."""
+    similarity and family, the selected set T, counts.
+
+    An `out_dir` that holds files is refused, unless `replace`: then the files the merge writes replace
+    those of the same name, and nothing else in the folder is touched."""
+    check_output_folder(Path(out_dir), replace)
     base = WeightReader(base_dir)
     shapes = base.shapes()
     check_spec(spec, shapes, expected_languages)
@@ -184,13 +190,39 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
                 progress(i + 1, len(names), {})
         report["files"] = writer.close()
         copy_non_weight_files(base_dir, staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
+        _publish(staging, out_dir)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
+
+
+def check_output_folder(out_dir: Path, replace: bool) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"output {out_dir}: exists and is not a folder")
+    present = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    if present and not replace:
+        raise InputError(f"output folder {out_dir} is not empty ({len(present)} files, e.g. {present[0]}); choose "
+                         "another output, or --force to replace the files the merge writes (others are kept)")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """The finished folder into place: renamed whole when `out_dir` is new, else file by file (replace)."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    written = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
+    stale = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
+                   if p.is_file() and (p.suffix == ".safetensors" or p.name == INDEX_NAME))
+    if stale := [f for f in stale if f not in written]:  # other weights beside ours would load as a mixture
+        raise InputError(f"output folder {out_dir} holds weight files this merge does not write "
+                         f"({', '.join(stale[:3])}); remove them first (linguaforge never deletes files it did "
+                         "not write)")
+    for rel in sorted(written):
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, target)
 
 
 def _dense(update: Callable[[str], torch.Tensor]) -> Callable[[str, torch.Tensor], torch.Tensor]:

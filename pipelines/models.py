@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import fsspec
@@ -32,6 +33,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from pipelines.errors import InputError
+from pipelines.locations import REMOTE_SCHEMES, check_model_location
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
            "LlamaForCausalLM", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration",
@@ -44,7 +46,7 @@ __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "
 MODEL_BUILD_LOCK = threading.RLock()
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_REMOTE = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "memory://")
+_REMOTE = REMOTE_SCHEMES
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -88,20 +90,34 @@ def resolve_file(uri: str, cache_dir: str | Path = "./.linguaforge/cache", stora
     return local
 
 
-def load_tokenizer(uri: str, revision: str | None = None):
+@contextmanager
+def _loading(uri: str, what: str):
+    """transformers' own errors for a bad location read as an HF-hub error ('Repo id must be in the form');
+    say what was asked for and why it failed, in one line."""
+    check_model_location(uri, what)
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{what} {uri}: cannot be loaded ({first[:300]})") from exc
 
-    return AutoTokenizer.from_pretrained(uri, revision=revision)
+
+def load_tokenizer(uri: str, revision: str | None = None):
+    with _loading(uri, "tokenizer"):
+        return AutoTokenizer.from_pretrained(uri, revision=revision)
 
 
 def load_causal_lm(uri: str, dtype: str = "float32", revision: str | None = None):
-    with MODEL_BUILD_LOCK:
+    with _loading(uri, "model"), MODEL_BUILD_LOCK:
         return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
 
 
 def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
     """The encoder alone: for T5-family checkpoints (mT5-xl) the decoder weights are never materialised."""
-
-    config = AutoConfig.from_pretrained(uri, revision=revision)
+    with _loading(uri, "encoder"):
+        config = AutoConfig.from_pretrained(uri, revision=revision)
     encoder_cls = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}.get(config.model_type, AutoModel)
     with MODEL_BUILD_LOCK:
         verbosity = hf_logging.get_verbosity()

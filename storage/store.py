@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -95,6 +96,7 @@ def code_version() -> str:
         return pkg
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _HOST = socket.gethostname().replace("@", "_")
 _STALE_STAGING_SECONDS = 24 * 3600
 
@@ -131,7 +133,12 @@ class ArtifactStore:
         cache_dir: str | Path | None = None,
         storage_options: dict[str, Any] | None = None,
         multipart_chunksize: int | None = None,
+        create: bool = True,
     ):
+        """`create=False`: the store must exist already (commands that only read one must not make one at a
+        mistyped path)."""
+        if not isinstance(url, str) or not url.strip():
+            raise StoreError(f"store URL {url!r} is empty")
         options = dict(storage_options or {})
         if leaked := _CREDENTIAL_OPTIONS & set(options):
             raise StoreError(
@@ -153,7 +160,7 @@ class ArtifactStore:
         self.cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR).resolve()
         self.multipart_chunksize = multipart_chunksize
         self._verified: dict[tuple[str, int, int], str] = {}
-        self._check_access()
+        self._check_access(create)
         self.sweep_staging()
 
     # -- addressing ---------------------------------------------------------------------------
@@ -162,16 +169,35 @@ class ArtifactStore:
     def _path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    @staticmethod
+    def _check_name(what: str, value: str) -> None:
+        """Kinds and keys are single path segments: nothing may address a path outside the store's root."""
+        if not isinstance(value, str) or not _NAME.fullmatch(value) or value in {".", ".."}:
+            raise StoreError(f"artifact {what} {str(value)[:80]!r} is not a plain name (letters, digits, . _ -)")
+
     def uri(self, kind: str, key: str) -> str:
         path = self._path(kind, key)
         return path if self.is_local else self.fs.unstrip_protocol(path)
 
-    def _check_access(self) -> None:
+    def _check_access(self, create: bool = True) -> None:
         if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            root = Path(self.root)
+            if not create and not root.is_dir():
+                raise StoreError(f"store {self.url} does not exist (a typo? `linguaforge run` creates a store)")
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                probe = tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-", delete=True)
+                probe.close()
+            except OSError as exc:
+                if create:
+                    raise StoreError(f"store {self.url} is not writable: {exc.strerror or exc}") from None
             return
         try:
             self.fs.ls(self.root.split("/")[0], refresh=True)
+            if not create and not self.fs.exists(self.root):
+                raise StoreError(f"store {self.url} does not exist (a typo? `linguaforge run` creates a store)")
+        except StoreError:
+            raise
         except FileNotFoundError as exc:
             raise StoreError(f"store {self.url}: bucket or folder {self.root.split('/')[0]!r} does not exist") from exc
         except Exception as exc:  # botocore raises its own hierarchy; any failure here means "unusable"
@@ -184,10 +210,14 @@ class ArtifactStore:
     # -- reading ------------------------------------------------------------------------------
     def exists(self, kind: str, key: str) -> bool:
         """True only for a committed artifact (its manifest exists)."""
+        self._check_name("kind", kind)
+        self._check_name("key", key)
         self.fs.invalidate_cache()
         return self.fs.exists(self._path(kind, key, MANIFEST_NAME))
 
     def manifest(self, kind: str, key: str) -> Manifest:
+        self._check_name("kind", kind)
+        self._check_name("key", key)
         path = self._path(kind, key, MANIFEST_NAME)
         try:
             raw = self.fs.cat_file(path)
@@ -239,6 +269,32 @@ class ArtifactStore:
                 except IntegrityError as exc:
                     return str(exc)
         return None
+
+    def audit(self) -> dict[str, str]:
+        """Every committed artifact whose files no longer match its manifest (each byte re-hashed), and every
+        manifest that cannot be read: {"kind/key": problem}."""
+        damaged = {}
+        self.fs.invalidate_cache()
+        for path in self.fs.glob(self._path("*", "*", MANIFEST_NAME)):
+            if f"/{EVENTS_DIR}/" in path or f"/{STAGING_DIR}/" in path:
+                continue
+            kind, key = path.rstrip("/").split("/")[-3:-1]
+            try:
+                manifest = self.manifest(kind, key)
+                for rel, entry in manifest.files.items():
+                    self._memo_free_verify(kind, key, rel, entry)
+            except StoreError as exc:
+                damaged[f"{kind}/{key}"] = str(exc)
+        return damaged
+
+    def _memo_free_verify(self, kind: str, key: str, rel: str, entry: FileEntry) -> None:
+        self._verified.clear()
+        if self.is_local:
+            self._verify(Path(self._path(kind, key, rel)), entry, f"{kind}/{key}/{rel}")
+            return
+        cached = self.cache_dir / "artifacts" / kind / key / rel
+        cached.unlink(missing_ok=True)  # hash what the store holds, not a local copy
+        self.verified_local_file(kind, key, rel, entry)
 
     def list(self, kind: str | None = None) -> list[Manifest]:
         pattern = self._path(kind or "*", "*", MANIFEST_NAME)
@@ -339,6 +395,8 @@ class ArtifactStore:
         An exception inside the block (or a kill) commits nothing: without a manifest the artifact
         does not exist, whatever files may have reached the store.
         """
+        self._check_name("kind", kind)
+        self._check_name("key", key)
         staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}@{_HOST}@{os.getpid()}@", dir=self._staging_root()))
         writer = ArtifactWriter(staging, self.checkpoints(kind, key))
         try:
@@ -396,6 +454,8 @@ class ArtifactStore:
     def delete(self, kind: str, key: str) -> None:
         """Remove an artifact: manifest first, so that it stops existing before its files go. Cached Prefect
         results that point to it are noticed on their next hit (tasks.common.VerifiedCache)."""
+        self._check_name("kind", kind)
+        self._check_name("key", key)
         base = self._path(kind, key)
         if self.fs.exists(f"{base}/{MANIFEST_NAME}"):
             self.fs.rm_file(f"{base}/{MANIFEST_NAME}")

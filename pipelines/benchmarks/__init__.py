@@ -5,26 +5,27 @@ The unit of work is one model × one benchmark × one language (`evaluate_unit`)
 the base-vs-model report. No Prefect here: the lead's tasks wrap these functions.
 """
 
-from pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator, cut_at_stop
-from pipelines.benchmarks.evaluate import evaluate_model, evaluate_unit
-from pipelines.benchmarks.items import BenchmarkItem
-from pipelines.benchmarks.loaders import available_languages, load_raw
-from pipelines.benchmarks.prompts import (
-    PromptPreset,
-    build_items,
-    builtin_presets,
-    load_exemplars,
-    load_preset,
-    stop_strings,
-)
-from pipelines.benchmarks.registry import BENCHMARKS, Benchmark, get_benchmark
-from pipelines.benchmarks.report import (
-    build_comparison,
-    build_report,
-    comparison_rows,
-    headline_rows,
-    read_scores,
-)
+from importlib import import_module
+
+# Names resolve on first use (PEP 562), so that the light parts (registry, presets, loaders, report) load
+# without torch: a configuration is then checked in well under a second, before any heavy import.
+_HOMES = {
+    "decoding": ["HFCausalLMGenerator", "OptionScorer", "TextGenerator", "cut_at_stop"],
+    "evaluate": ["evaluate_model", "evaluate_unit"],
+    "items": ["BenchmarkItem"],
+    "loaders": ["available_languages", "load_raw"],
+    "prompts": ["PromptPreset", "build_items", "builtin_presets", "load_exemplars", "load_preset", "stop_strings"],
+    "registry": ["BENCHMARKS", "Benchmark", "get_benchmark"],
+    "report": ["build_comparison", "build_report", "comparison_rows", "headline_rows", "read_scores"],
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _HOME_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_HOME_OF[name]}"), name)
+
 
 __all__ = [
     "BENCHMARKS", "Benchmark", "BenchmarkItem", "HFCausalLMGenerator", "OptionScorer", "PromptPreset", "TextGenerator",

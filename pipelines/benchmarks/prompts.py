@@ -60,7 +60,10 @@ def load_preset(name_or_path: str) -> PromptPreset:
         return presets[name_or_path]
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InputError(f"prompt preset {path}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
         return _preset(path.stem, spec, str(path))
     raise InputError(f"prompt preset {name_or_path!r} is neither a built-in preset ({', '.join(presets)}) "
                      "nor a preset YAML file")

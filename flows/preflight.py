@@ -1,0 +1,62 @@
+"""A run configuration checked whole before anything trains: every file and folder it names that can be
+checked on this machine without the network, and every prompt preset and exemplar file it uses.
+
+A typo in the last stage's settings must not surface after an hour of training, nor after torch has been
+imported: nothing here imports torch, so `linguaforge run` refuses a bad configuration within a second.
+Hub ids and remote URLs are left to the stage that reads them (their errors are clear there too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from flows.config import DEMO_PREFIX, ConfigError, RunConfig
+from pipelines.corpus import CorpusSpec, check_readable
+from pipelines.errors import InputError
+from pipelines.locations import check_local_file_or_folder, check_model_location
+
+
+def check_run(cfg: RunConfig, source: str) -> None:
+    """Raise one ConfigError listing every problem found (not just the first)."""
+    problems = []
+    for where, check in _checks(cfg):
+        try:
+            check()
+        except InputError as exc:
+            problems.append(f"  - {where}: {exc}")
+    if problems:
+        raise ConfigError("\n".join([f"run configuration {source} names inputs that cannot be used:", *problems]))
+
+
+def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
+    from pipelines.benchmarks.prompts import load_exemplars, load_preset
+    from pipelines.benchmarks.registry import get_benchmark
+
+    models = cfg.models
+    for where, uri in [("models.base_llm", models.base_llm), ("models.encoder", models.encoder),
+                       ("models.tokenizer", models.tokenizer)]:
+        if uri and not uri.startswith(DEMO_PREFIX) and (where != "models.encoder" or cfg.mindmerger.enabled):
+            yield where, lambda uri=uri, where=where: check_model_location(uri, where)
+    sources = [("corpora.ability", cfg.pivot_language, cfg.corpora.ability)]
+    sources += [(f"corpora.general.{code}", code, source) for code, source in cfg.corpora.general.items()]
+    for where, language, source in sources:
+        if not source.uri.startswith(DEMO_PREFIX):
+            spec = CorpusSpec(uri=source.uri, language=language, format=source.format, text_field=source.text_field,
+                              split=source.split, max_documents=source.max_documents)
+            yield where, lambda spec=spec: check_readable(spec, cfg.store.storage_options)
+    corpora = []
+    if cfg.mindmerger.enabled:
+        corpora += [(f"mindmerger.translation_data.{c}", u) for c, u in cfg.mindmerger.translation_data.items()]
+        corpora += [("mindmerger.query_data", cfg.mindmerger.query_data)]
+    for where, uri in corpora:
+        if not uri.startswith(DEMO_PREFIX):
+            yield where, lambda uri=uri, where=where: check_local_file_or_folder(uri, where)
+    if not cfg.evaluation.enabled:
+        return
+    for i, spec in enumerate(cfg.evaluation.benchmarks):
+        where = f"evaluation.benchmarks[{i}] ({spec.name})"
+        yield where, lambda spec=spec: load_preset(spec.prompt).for_benchmark(get_benchmark(spec.name).name)
+        if spec.exemplars:
+            yield f"{where}.exemplars", lambda spec=spec: load_exemplars(spec.exemplars, cfg.store.storage_options)
+        if not spec.data.startswith(DEMO_PREFIX):
+            yield f"{where}.data", lambda spec=spec, where=where: check_local_file_or_folder(spec.data, f"{where}.data")
