@@ -81,8 +81,8 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
 
     from pipelines.decompose import decompose
     from pipelines.deltas import SparseDelta
-    from pipelines.merge import MergeSpec, merge
     from pipelines.locations import check_model_location
+    from pipelines.merge import MergeSpec, merge
     from pipelines.models import resolve_file, resolve_model_dir
 
     def delta(uri: str) -> SparseDelta:
