@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -80,6 +81,8 @@ def cmd_run(args) -> int:
     from flows.pipeline import pipeline
     from tasks.progress import attach_console
 
+    if not _debugging(args):
+        _drop_tracebacks_of_expected_errors()
     console.print(f"[bold]linguaforge[/] run [cyan]{cfg.name}[/]: pivot {cfg.pivot_language}, "
                   f"targets {', '.join(cfg.languages)}, store {cfg.store.url}")
     began = time.perf_counter()
@@ -92,6 +95,32 @@ def cmd_run(args) -> int:
             attach_console(None)
     _print_summary(outputs, cfg, time.perf_counter() - began)
     return 0
+
+
+def _debugging(args) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("LINGUAFORGE_DEBUG") == "1"
+
+
+def _drop_tracebacks_of_expected_errors() -> None:
+    """Prefect logs every failed task with its traceback. For bad input (whose message already names the input
+    and the fault) the terminal shows the message alone; the Prefect UI and --debug keep the traceback."""
+    from flows.config import ConfigError
+    from pipelines.errors import InputError
+    from storage import StoreError
+
+    expected = (ConfigError, InputError, StoreError)
+
+    class DropExpectedTracebacks(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], expected):
+                record.exc_info, record.exc_text = None, None
+            return True
+
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in logging.root.manager.loggerDict
+                                          if n.startswith("prefect"))]:
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler) and "APILogHandler" not in type(handler).__name__:
+                handler.addFilter(DropExpectedTracebacks())
 
 
 def _print_summary(outputs: dict, cfg, seconds: float) -> None:
@@ -497,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:
-        if args.debug or os.environ.get("LINGUAFORGE_DEBUG") == "1":
+        if _debugging(args):
             raise
         code = 2 if isinstance(exc, ConfigError | PrefectUnreachable) else 1
         label = "" if code == 2 else f"{type(exc).__name__}: "

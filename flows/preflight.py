@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from flows.config import DEMO_PREFIX, ConfigError, RunConfig
 from pipelines.corpus import CorpusSpec, check_readable
 from pipelines.errors import InputError
-from pipelines.locations import check_local_file_or_folder, check_model_location
+from pipelines.locations import check_local_file_or_folder, check_model_location, is_local
 
 
 def check_run(cfg: RunConfig, source: str) -> None:
@@ -58,5 +58,18 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
         yield where, lambda spec=spec: load_preset(spec.prompt).for_benchmark(get_benchmark(spec.name).name)
         if spec.exemplars:
             yield f"{where}.exemplars", lambda spec=spec: load_exemplars(spec.exemplars, cfg.store.storage_options)
-        if not spec.data.startswith(DEMO_PREFIX):
-            yield f"{where}.data", lambda spec=spec, where=where: check_local_file_or_folder(spec.data, f"{where}.data")
+        if not spec.data.startswith(DEMO_PREFIX) and is_local(spec.data):
+            languages = spec.languages or cfg.all_languages
+            yield f"{where}.data", lambda spec=spec, where=where, languages=languages: _check_benchmark_files(
+                spec.name, spec.data, languages, f"{where}.data")
+
+
+def _check_benchmark_files(name: str, data: str, languages: list[str], where: str) -> None:
+    """Local benchmark files are parsed now (they are small): a malformed row is found before training."""
+    from pipelines.benchmarks.loaders import available_languages, load_raw
+
+    check_local_file_or_folder(data, where)
+    present = set(available_languages(name, data))
+    for language in languages:
+        if language in present:
+            load_raw(name, data, language)

@@ -172,6 +172,10 @@ CASES = [
     Case("benchmark folder missing", "benchmark files",
          lambda e: ["run", e.run_config(**{"evaluation.benchmarks": [{"name": "mgsm", "data": str(e.tmp / "mgsm")}]})],
          ["evaluation.benchmarks[0] (mgsm).data", "no such file or folder"]),
+    Case("malformed MGSM file", "benchmark files",
+         lambda e: ["run", e.run_config(**{"evaluation.benchmarks": [
+             {"name": "mgsm", "data": str(Path(e.file("mgsm/mgsm_en.tsv", "2+2?\t4\nno answer here\n")).parent)}]})],
+         ["mgsm_en.tsv", "line 2", "expected 2 tab-separated columns"]),
     # -- models and tokenizers ---------------------------------------------------------------------------
     Case("base model path missing", "models", lambda e: ["run", e.run_config(**{"models.base_llm": str(e.tmp / "m")})],
          ["models.base_llm", "no such folder"]),
