@@ -8,7 +8,7 @@ export DS_ACCELERATOR ?= cpu
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser demo test test-fast bench science lint clean
+.PHONY: setup browser demo test test-fast test-under-load faults reliability-doc bench science sweep-maet lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,19 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q
 
+# The suite beside a CPU hog of 2 busy processes (the machine has 2 cores), started here and stopped by PID
+test-under-load: setup browser
+	@$(PY) -c 'while True: pass' & h1=$$!; $(PY) -c 'while True: pass' & h2=$$!; \
+	  trap "kill $$h1 $$h2" EXIT; echo "CPU hog: PIDs $$h1 $$h2"; $(PY) -m pytest -q
+
+# Every kill point of the fault suite (make test runs one per case)
+faults: setup
+	LINGUAFORGE_FAULT_POINTS=5 $(PY) -m pytest -q tests/faults
+
+# docs/reliability.md from the tables the fault, bad-input and load tests wrote into build/reliability/
+reliability-doc: setup
+	$(PY) bench/reliability_doc.py
+
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
@@ -45,6 +58,9 @@ bench: setup
 
 science: setup
 	$(PY) bench/bench_transfer.py --seeds 0 1 2
+
+sweep-maet: setup
+	$(PY) bench/sweep_maet.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
