@@ -530,7 +530,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code = 2 if isinstance(exc, ConfigError | PrefectUnreachable) else 1
         label = "" if code == 2 else f"{type(exc).__name__}: "
-        if not isinstance(exc, ConfigError | PrefectUnreachable | InputError | StoreError):
+        if "ephemeral Prefect API server" in str(exc):  # its start-up outlasted PREFECT_SERVER_EPHEMERAL_...
+            exc = PrefectUnreachable(
+                f"the temporary Prefect server did not start within "
+                f"{os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s (a very busy machine?); "
+                "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start one with `linguaforge server` "
+                "and set PREFECT_API_URL")
+            code, label = 2, ""
+        elif not isinstance(exc, ConfigError | PrefectUnreachable | InputError | StoreError):
             label = f"unexpected {type(exc).__name__} (run with --debug for the traceback): "
         err_console.print(f"[red]linguaforge:[/] {escape(label + _clip(str(exc)))}", highlight=False)
         return code

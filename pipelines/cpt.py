@@ -57,7 +57,7 @@ def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progr
             mask.save(tmp / "mask.safetensors")
             command += ["--mask", str(tmp / "mask.safetensors")]
         if checkpoints is not None:
-            command += ["--store", checkpoints.store.url, "--kind", checkpoints.kind, "--key", checkpoints.key]
+            command += ["--store", checkpoints.store.handle(), "--kind", checkpoints.kind, "--key", checkpoints.key]
         _stream(command, progress)
         summary = json.loads((tmp / "out" / "train.json").read_text())
         return summary, load_file(tmp / "out" / "weights.safetensors")

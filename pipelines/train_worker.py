@@ -3,7 +3,7 @@ processes and GPUs). Rank 0 writes the trained weights; checkpoints go to the ar
 
     python -m torch.distributed.run --nproc_per_node 8 -m pipelines.train_worker \\
         --model BASE_DIR --blocks CORPUS_DIR --settings settings.json --out OUT_DIR \\
-        [--mask mask.safetensors] [--store URL --kind K --key KEY]
+        [--mask mask.safetensors] [--store HANDLE --kind K --key KEY]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.store:
         from storage import ArtifactStore
 
-        checkpoints = ArtifactStore(args.store).checkpoints(args.kind, args.key)
+        checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
     rank = int(os.environ.get("RANK", "0"))
     report = _print_progress if args.report_progress and rank == 0 else None
     result = train(backend, data, settings, checkpoints=checkpoints, progress=report)

@@ -140,6 +140,7 @@ class ArtifactStore:
         if not isinstance(url, str) or not url.strip():
             raise StoreError(f"store URL {url!r} is empty")
         options = dict(storage_options or {})
+        self.storage_options = dict(options)  # as given (never credentials: refused below), for handles
         if leaked := _CREDENTIAL_OPTIONS & set(options):
             raise StoreError(
                 f"store {url!r}: credentials ({', '.join(sorted(leaked))}) must not be given in storage_options, "
@@ -162,6 +163,21 @@ class ArtifactStore:
         self._verified: dict[tuple[str, int, int], str] = {}
         self._check_access(create)
         self.sweep_staging()
+
+    # -- handles for other processes -----------------------------------------------------------
+    def handle(self) -> str:
+        """Everything another process (a training worker, a GPU job) needs to open this same store: URL,
+        storage options (which never hold credentials) and cache dir, as one JSON string."""
+        return json.dumps({"url": self.url, "storage_options": self.storage_options,
+                           "cache_dir": str(self.cache_dir)}, sort_keys=True)
+
+    @classmethod
+    def from_handle(cls, handle: str) -> ArtifactStore:
+        """A store from `handle()`'s JSON, or from a bare URL (default options and cache)."""
+        if not handle.lstrip().startswith("{"):
+            return cls(handle)
+        spec = json.loads(handle)
+        return cls(spec["url"], cache_dir=spec["cache_dir"], storage_options=spec["storage_options"])
 
     # -- addressing ---------------------------------------------------------------------------
     key = staticmethod(artifact_key)

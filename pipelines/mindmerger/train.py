@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.store:
         from storage import ArtifactStore
 
-        checkpoints = ArtifactStore(args.store).checkpoints(args.kind, args.key)
+        checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
     result = run_stage_training(args.encoder, args.llm, load_examples(Path(args.train)),
                                 load_examples(Path(args.dev)), settings, Path(args.out), dtype=args.dtype,
                                 init=args.init, checkpoints=checkpoints)

@@ -87,3 +87,20 @@ def test_two_processes_under_torchrun_forward_progress_and_match_one(demo_assets
     assert summary["steps"] == 3
     for name, value in one.items():
         assert torch.allclose(value, two[name], atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_workers_get_the_whole_store_handle(demo_assets, blocks, s3_bucket, s3_endpoint, monkeypatch, tmp_path):
+    """Two torchrun workers checkpoint into an S3 store that only its storage_options can reach (the endpoint
+    is not in the environment): they must receive the store's full handle, not a bare URL."""
+    from storage import ArtifactStore
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    store = ArtifactStore(f"s3://{s3_bucket}/runs", cache_dir=tmp_path / "cache",
+                          storage_options={"endpoint_url": s3_endpoint})
+    area = store.checkpoints("delta", "w" * 24)
+    settings = TrainSettings(**dict(SETTINGS, steps=4, checkpoint_every=2), processes=2)
+    summary, _ = run_cpt(str(demo_assets["llm"]), blocks, settings, checkpoints=area)
+    assert summary["steps"] == 4
+    assert area.steps(), "the workers wrote no checkpoint into the store they were handed"
+    assert ArtifactStore.from_handle(store.handle()).storage_options == {"endpoint_url": s3_endpoint}
