@@ -435,8 +435,10 @@ def cmd_merge(args) -> int:
         task = bar.add_task(f"merge ({job.merge.method})", total=None)
         report = run_merge_job(job, progress=lambda done, total, _: bar.update(task, completed=done, total=total))
     if report["method"] == "maet":
+        from pipelines.merge import selection_warning
+
         table = Table(title=f"MAET: {len(report['selected'])} of {report['eligible']} tensors get γR(A) "
-                            f"(k2 = {report['k2_percent']} %)")
+                            f"(k2 = {report['k2_percent']} %){selection_warning(report)}")
         for column in ("tensor", "family", "S(τ)", "gets R(A)"):
             table.add_column(column)
         selected = set(report["selected"])

@@ -96,6 +96,28 @@ def select_t(similarities: dict[str, float], k2_percent: float) -> list[str]:
     return ordered[len(ordered) - count:] if count else []
 
 
+def selection_ties(similarities: dict[str, float], selected: set[str]) -> int:
+    """How many tensors tie, in S(τ), with the cut between T and the rest: those the name order decided, not
+    the data. 0 when the cut falls between distinct values (or T is empty or everything)."""
+    inside = [similarities[n] for n in selected]
+    outside = [similarities[n] for n in similarities if n not in selected]
+    if not inside or not outside:
+        return 0
+    boundary = max(inside)
+    if min(outside) > boundary:
+        return 0
+    return sum(s == boundary for s in similarities.values()) if boundary == min(outside) else 0
+
+
+def selection_warning(report: dict) -> str:
+    """The flag shown with T when Eq. 4 had nothing to go on (ability and language supports disjoint)."""
+    ties, zeros = report.get("ties_at_cut", 0), report.get("zero_similarity", 0)
+    if not ties:
+        return ""
+    return (f" — DEGENERATE: {ties} tensors tie at the cut ({zeros} have S(τ) = 0: the ability and language "
+            "deltas never overlap there), so the name order, not the data, chose part of T")
+
+
 def maet_update(ability: torch.Tensor, lang: torch.Tensor, in_t: bool, gamma: float, eta: float) -> torch.Tensor:
     """Eq. 5 without τ_o: γ R(A) + η R_Lang on T, R_Lang elsewhere."""
     return gamma * ability + eta * lang if in_t else lang
@@ -264,7 +286,10 @@ def _plan(spec: MergeSpec, base: WeightReader, report: dict[str, Any]) -> Callab
     selected = set(select_t(sims, spec.k2_percent))
     report.update({"eligible": len(eligible), "selected": [n for n in eligible if n in selected],
                    "similarity": sims, "families": {n: families[n] for n in eligible},
-                   "k2_percent": spec.k2_percent, "gamma": spec.gamma, "eta": spec.eta, "mu": spec.weights()})
+                   "k2_percent": spec.k2_percent, "gamma": spec.gamma, "eta": spec.eta, "mu": spec.weights(),
+                   # degenerate selections, flagged wherever T is shown: supports that never overlap give S = 0
+                   "zero_similarity": sum(v == 0 for v in sims.values()),
+                   "ties_at_cut": selection_ties(sims, selected)})
 
     def merged(name: str, original: torch.Tensor) -> torch.Tensor:  # pass 2: Eq. 5
         compact, ability, lang = parts(name)

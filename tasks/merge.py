@@ -8,13 +8,13 @@ from prefect.artifacts import create_table_artifact
 from flows.config import RunConfig
 from pipelines.decompose import decompose as decompose_deltas
 from pipelines.deltas import SparseDelta
-from pipelines.merge import MergeSpec, merge
+from pipelines.merge import MergeSpec, merge, selection_warning
 from storage import ArtifactRef, ArtifactWriter
 from tasks.common import Source, open_store, run_stage, stage_task, ui_key
 from tasks.progress import StageProgress
 
 DECOMPOSE_VERSION = 1
-MERGE_VERSION = 1
+MERGE_VERSION = 2  # 2: merge_report.json flags ties at the cut of T
 
 
 def _delta(store, ref: ArtifactRef, rel: str = "delta.safetensors") -> SparseDelta:
@@ -84,5 +84,6 @@ def _publish_selection(cfg: RunConfig, report: dict) -> None:
     rows = [{"tensor": name, "family": report["families"][name], "similarity": f"{s:.4g}",
              "gets R(A)": name in selected} for name, s in report["similarity"].items()]
     create_table_artifact(rows, key=ui_key(f"maet-selection-{cfg.name}"),
-                          description=f"MAET merge: S(τ) per tensor, {len(selected)} of {len(rows)} get γR(A)")
+                          description=f"MAET merge: S(τ) per tensor, {len(selected)} of {len(rows)} get γR(A)"
+                                      + selection_warning(report))
 

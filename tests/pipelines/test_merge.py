@@ -200,3 +200,16 @@ def test_bad_inputs_fail_clearly_and_leave_no_output(hand, demo_assets):
     fails(MergeSpec(ability=good, languages={"sw": good}, families=["embed"]), "match no tensor of the base model")
     fails(MergeSpec(ability=good, languages={"sw": good}), r"do not match the languages \['de', 'sw'\]",
           expected_languages=["de", "sw"])
+
+
+def test_selection_ties_flag_a_cut_the_data_did_not_decide():
+    from pipelines.merge import select_t, selection_ties, selection_warning
+
+    decided = {"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.0}
+    assert selection_ties(decided, set(select_t(decided, 50))) == 0  # T = {c, d}: 0.1 < 0.5, a clean cut
+    flat = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.7}
+    chosen = set(select_t(flat, 50))  # two of the three zeros, picked by name
+    assert chosen == {"b", "c"} and selection_ties(flat, chosen) == 3
+    warning = selection_warning({"ties_at_cut": 3, "zero_similarity": 3})
+    assert "DEGENERATE" in warning and "3 tensors tie" in warning
+    assert selection_warning({"ties_at_cut": 0, "zero_similarity": 5}) == ""
