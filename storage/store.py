@@ -11,6 +11,8 @@ never silently used. Remote files are read through a local content-verified cach
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -420,6 +422,11 @@ class ArtifactStore:
             writer.ref = self._commit(kind, key, staging, stage, str(stage_version), params, inputs or {},
                                       writer.metrics)
             writer.checkpoints.clear()  # resumable state is worthless once the result is committed
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise StoreError(f"no space left on the device while writing {kind}/{key} (staged in {staging.parent}); "
+                             "nothing was committed: free space, or point store.url / cache_dir elsewhere") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -435,7 +442,14 @@ class ArtifactStore:
         )
         final = self._path(kind, key)
         if self.is_local:
-            self._move_into_place(staging, Path(final), files)
+            with self._commit_lock(kind, key):
+                if self.exists(kind, key):  # another process committed this key meanwhile: the first commit wins
+                    log.info("%s/%s was committed by another process meanwhile; keeping that one", kind, key)
+                    return self.ref(kind, key, reused=True)
+                self._move_into_place(staging, Path(final), files)
+                self._write_manifest(final, manifest)
+            log.info("committed %s/%s (%d files, %d bytes)", kind, key, len(files), manifest.total_bytes)
+            return ArtifactRef(kind=kind, key=key, uri=self.uri(kind, key), digest=manifest.digest)
         else:
             for rel in files:
                 kwargs = {"chunksize": self.multipart_chunksize} if self.multipart_chunksize else {}
@@ -443,6 +457,18 @@ class ArtifactStore:
         self._write_manifest(final, manifest)
         log.info("committed %s/%s (%d files, %d bytes)", kind, key, len(files), manifest.total_bytes)
         return ArtifactRef(kind=kind, key=key, uri=self.uri(kind, key), digest=manifest.digest)
+
+    @contextmanager
+    def _commit_lock(self, kind: str, key: str) -> Iterator[None]:
+        """One committer per key at a time on a local (or NFS-locked) store: `<kind>/.<key>.lock`."""
+        lock_path = Path(self._path(kind)) / f".{key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _move_into_place(self, staging: Path, final: Path, files: dict[str, FileEntry]) -> None:
         final.mkdir(parents=True, exist_ok=True)

@@ -289,3 +289,52 @@ def test_execution_records(store):
     store.record_event("merge", "b" * 24, "committed")
     assert [e["event"] for e in store.events("probe")] == ["started", "committed"]
     assert len(store.events(event="committed")) == 2
+
+
+RACING_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from storage import ArtifactStore
+    store = ArtifactStore(sys.argv[1], cache_dir=sys.argv[2])
+    go = Path(sys.argv[3])
+    with store.writer("model", "race" + "0" * 20, stage="s", stage_version=1, params={}) as w:
+        for i in range(30):
+            (w.path / f"shard-{i}.bin").write_bytes(bytes([i]) * 50_000)
+        while not go.exists():  # both writers reach the commit at the same moment
+            time.sleep(0.001)
+    print(w.ref.digest, w.ref.reused)
+""")
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_processes_committing_one_key_leave_one_intact_artifact(tmp_path, repo_root, attempt):
+    store = _store("local", tmp_path)
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", RACING_WRITER, store.url, str(tmp_path / f"c{i}"), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo_root)
+             for i in range(2)]
+    while len(list((Path(store.root) / ".staging").glob("*/shard-29.bin"))) < 2:
+        assert all(p.poll() is None for p in procs), [p.stderr.read() for p in procs]
+        time.sleep(0.01)
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    digests = {out.split()[0] for out, _ in outputs}
+    assert len(digests) == 1 and sorted(out.split()[1] for out, _ in outputs) == ["False", "True"]  # one won
+    assert store.audit() == {} and [m.key for m in store.list()] == ["race" + "0" * 20]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_disk_is_a_clear_error_and_commits_nothing(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        store = ArtifactStore(str(disk / "store"), cache_dir=tmp_path / "cache")
+        with pytest.raises(StoreError, match="no space left on the device while writing model/full"):
+            with store.writer("model", "full" + "0" * 20, stage="s", stage_version=1, params={}) as w:
+                for i in range(8):
+                    (w.path / f"shard-{i}.bin").write_bytes(b"\1" * 300_000)
+        assert store.list() == [] and list((disk / "store" / ".staging").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
