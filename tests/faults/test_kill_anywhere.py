@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 # (case, the stage whose start arms the kill); in the order the pipeline reaches them
 CASES = [
+    ("corpus preparation (Parquet parts)", "corpus_prep"),
     ("training (full CPT, checkpointing)", "full_cpt"),
     ("merge (shard writes)", "merge"),
     ("MindMerger training", "mindmerger_mapping"),
