@@ -45,6 +45,20 @@ def wait_for_state(base: str, run_id: str, wanted: set[str], timeout: float = 30
     raise AssertionError(f"flow run {run_id} did not reach {wanted}; last state {state}")
 
 
+def wait_for_worker_to_finish(base: str, run_id: str, timeout: float = 180) -> dict:
+    """The worker's `prefect.worker.executed-flow-run` event for this run: it is emitted after the worker has
+    seen the process exit and reported a crash, so nothing the worker does can still change the run's state."""
+    deadline = time.monotonic() + timeout
+    query = {"filter": {"event": {"name": ["prefect.worker.executed-flow-run"]},
+                        "related": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 10}
+    while time.monotonic() < deadline:
+        events = api(base, "POST", "/events/filter", query).get("events", [])
+        if events:
+            return events[0]
+        time.sleep(0.5)
+    raise AssertionError(f"the worker did not report finishing flow run {run_id} within {timeout}s")
+
+
 @pytest.fixture(scope="session")
 def deployed(tmp_path_factory, prefect_server, s3_endpoint, repo_root):
     """Bucket, config on S3, deployments registered, one process-pool worker running."""

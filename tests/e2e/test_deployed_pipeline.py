@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from storage import ArtifactStore
-from tests.e2e.conftest import api, wait_for_state
+from tests.e2e.conftest import api, wait_for_state, wait_for_worker_to_finish
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_kill_mid_stage_then_retry_reruns_only_that_stage(deployed, retry_with, 
               {"parameters": {"config": config}, "state": {"type": "SCHEDULED", "message": "Run from the Prefect UI"}})
     _kill_flow_run_mid_stage(store, "full_cpt")
     assert wait_for_state(base, run["id"], {"CRASHED", "FAILED"}, timeout=120) == "CRASHED"
-    time.sleep(6)  # the worker reports the crash too, a few seconds after the process's own report
+    wait_for_worker_to_finish(base, run["id"])  # the worker reports the crash too, after the process's own
     assert api(base, "GET", f"/flow_runs/{run['id']}")["state_type"] == "CRASHED"
     committed_before_retry = {(m.kind, m.key) for m in store.list()}
     interrupted = set(_executions(store) - before) - committed_before_retry  # started, never committed
