@@ -449,7 +449,17 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def _store_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command that works on the store a run configuration (or --store) names."""
+    command = sub.add_parser(name, help=help_text)
+    command.add_argument("config", nargs="?", help="YAML run configuration naming the store")
+    command.add_argument("--store", help="artifact store URL (overrides store.url)")
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.benchmarks.registry import BENCHMARKS
+
     parser = argparse.ArgumentParser(prog="linguaforge", description="MAET and MindMerger as one resumable "
                                      "Prefect pipeline, with multilingual benchmark evaluation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -457,14 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="YAML run configuration (default: configs/demo.yaml)")
     run.add_argument("--store", help="artifact store URL (overrides store.url)")
     run.set_defaults(func=cmd_run)
-    arts = sub.add_parser("artifacts", help="list committed artifacts")
-    arts.add_argument("config", nargs="?", help="YAML run configuration naming the store")
-    arts.add_argument("--store", help="artifact store URL (overrides store.url)")
+    arts = _store_command(sub, "artifacts", "list committed artifacts")
     arts.add_argument("--kind", help="only this kind (corpus, base_llm, ...)")
     arts.set_defaults(func=cmd_artifacts)
     ev = sub.add_parser("eval", help="evaluate any HF causal LM on a benchmark, outside the pipeline")
     ev.add_argument("--model", required=True, help="HF hub id, local folder or s3:// folder")
-    ev.add_argument("--benchmark", required=True, choices=["mgsm", "msvamp", "xcsqa", "xnli", "mmlu_science"])
+    ev.add_argument("--benchmark", required=True, choices=list(BENCHMARKS))
     ev.add_argument("--data", required=True, help="HF dataset id, or a folder / URL with the official files")
     ev.add_argument("--languages", help="comma-separated ISO 639-1 codes (default: every language in the data)")
     ev.add_argument("--out", default="./linguaforge-eval", help="output folder (default ./linguaforge-eval)")
@@ -483,9 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", help="artifact store URL (overrides the configuration's)")
     rep.add_argument("--models", nargs="*", help="only these model names")
     rep.set_defaults(func=cmd_report)
-    ver = sub.add_parser("verify", help="recompute every digest in a store; --repair removes what is damaged")
-    ver.add_argument("config", nargs="?", help="YAML run configuration naming the store")
-    ver.add_argument("--store", help="artifact store URL (overrides store.url)")
+    ver = _store_command(sub, "verify", "recompute every digest in a store; --repair removes what is damaged")
     ver.add_argument("--repair", action="store_true", help="remove damaged artifacts, so the next run re-makes them")
     ver.set_defaults(func=cmd_verify)
     rm = sub.add_parser("rm", help="delete committed artifacts (KIND/KEY, as `artifacts` lists them)")

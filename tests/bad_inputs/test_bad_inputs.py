@@ -42,27 +42,22 @@ class Env:
         """A small valid run configuration with dotted overrides, written to a file; returns its path."""
         data = {"name": "bad", "languages": ["de"], "store": {"url": str(self.store), "cache_dir": str(self.tmp / "c")},
                 "mindmerger": {"enabled": False}}
-        for dotted, value in overrides.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        path = self.tmp / "run.yaml"
-        path.write_text(yaml.safe_dump(data))
-        return str(path)
+        return self._write("run.yaml", data, overrides)
 
     def merge_config(self, **overrides) -> str:
         data = {"base": str(self.llm), "out": str(self.tmp / "merged"), "cache_dir": str(self.tmp / "c"),
                 "deltas": {"ability_pivot": str(self.deltas["ability_pivot"]), "pivot": str(self.deltas["pivot"]),
                            "languages": {"de": str(self.deltas["de"])}}}
+        return self._write("merge.yaml", data, overrides)
+
+    def _write(self, name: str, data: dict, overrides: dict) -> str:
         for dotted, value in overrides.items():
             node = data
             *parents, leaf = dotted.split(".")
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = value
-        path = self.tmp / "merge.yaml"
+        path = self.tmp / name
         path.write_text(yaml.safe_dump(data))
         return str(path)
 
