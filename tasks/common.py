@@ -205,6 +205,10 @@ def run_stage(
     except BaseException as exc:
         store.record_event(kind, key, "failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000], **ids)
         raise
+    if w.ref.reused:  # another process committed the same key while this one built it: theirs stands
+        store.record_event(kind, key, "superseded", stage=stage, **ids)
+        logger.info("%s: %s/%s was committed by another run meanwhile; using that one", stage, kind, key)
+        return w.ref
     store.record_event(kind, key, "committed", stage=stage, seconds=w.metrics["seconds"], **ids)
     logger.info("%s: committed %s in %.1fs", stage, w.ref.uri, w.metrics["seconds"])
     _publish(stage, kind, w, description)
