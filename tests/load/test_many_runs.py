@@ -35,7 +35,7 @@ CLIENT = textwrap.dedent("""
 
     store, cache, go, seeds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), [int(s) for s in sys.argv[4:]]
 
-    @flow(name="%s")
+    @flow(name="FLOW_NAME")
     def world(seed: int) -> str:
         cfg = RunConfig(name=f"load-{seed}", languages=["de"], store={"url": store, "cache_dir": cache},
                         demo={"seed": seed, "general_docs": 20, "ability_problems": 20, "translation_pairs": 10,
@@ -46,7 +46,7 @@ CLIENT = textwrap.dedent("""
         time.sleep(0.01)
     for seed in seeds:
         print(world(seed), flush=True)
-""" % FLOW_NAME)
+""").replace("FLOW_NAME", FLOW_NAME)
 
 
 def test_fifty_concurrent_flow_runs_on_one_server_and_store(prefect_server, tmp_path, repo_root):
