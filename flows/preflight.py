@@ -36,7 +36,7 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
     for where, uri in [("models.base_llm", models.base_llm), ("models.encoder", models.encoder),
                        ("models.tokenizer", models.tokenizer)]:
         if uri and not uri.startswith(DEMO_PREFIX) and (where != "models.encoder" or cfg.mindmerger.enabled):
-            yield where, lambda uri=uri, where=where: check_model_location(uri, where)
+            yield where, lambda uri=uri: check_model_location(uri, "model")
     sources = [("corpora.ability", cfg.pivot_language, cfg.corpora.ability)]
     sources += [(f"corpora.general.{code}", code, source) for code, source in cfg.corpora.general.items()]
     for where, language, source in sources:
@@ -50,7 +50,7 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
         corpora += [("mindmerger.query_data", cfg.mindmerger.query_data)]
     for where, uri in corpora:
         if not uri.startswith(DEMO_PREFIX):
-            yield where, lambda uri=uri, where=where: check_local_file_or_folder(uri, where)
+            yield where, lambda uri=uri: check_local_file_or_folder(uri, "data")
     if not cfg.evaluation.enabled:
         return
     for i, spec in enumerate(cfg.evaluation.benchmarks):
@@ -60,15 +60,15 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
             yield f"{where}.exemplars", lambda spec=spec: load_exemplars(spec.exemplars, cfg.store.storage_options)
         if not spec.data.startswith(DEMO_PREFIX) and is_local(spec.data):
             languages = spec.languages or cfg.all_languages
-            yield f"{where}.data", lambda spec=spec, where=where, languages=languages: _check_benchmark_files(
-                spec.name, spec.data, languages, f"{where}.data")
+            yield f"{where}.data", lambda spec=spec, languages=languages: _check_benchmark_files(
+                spec.name, spec.data, languages)
 
 
-def _check_benchmark_files(name: str, data: str, languages: list[str], where: str) -> None:
+def _check_benchmark_files(name: str, data: str, languages: list[str]) -> None:
     """Local benchmark files are parsed now (they are small): a malformed row is found before training."""
     from pipelines.benchmarks.loaders import available_languages, load_raw
 
-    check_local_file_or_folder(data, where)
+    check_local_file_or_folder(data, "benchmark data")
     present = set(available_languages(name, data))
     for language in languages:
         if language in present:
