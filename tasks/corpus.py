@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefect import get_run_logger
+
 from flows.config import CorpusSource, RunConfig
 from pipelines.corpus import CorpusSpec, mix_corpora, pack_corpus, read_documents, write_stats
 from pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
@@ -59,8 +61,18 @@ def corpus_mixture(cfg: RunConfig, ability: ArtifactRef, general: ArtifactRef) -
     def build(w: ArtifactWriter) -> None:
         parts = {name: Path(src.local(store)) for name, src in sources.items()}
         taken = mix_corpora(parts, {"ability": ratio, "general": 1.0 - ratio}, w.path, cfg.seed)
+        available = {name: int(ref.metrics.get("blocks", 0)) for name, ref in
+                     (("ability", store.manifest(ability.kind, ability.key)),
+                      ("general", store.manifest(general.kind, general.key)))}
         w.write_json("stats.json", {"blocks": sum(taken.values()), "blocks_per_part": taken})
         w.metrics.update({"blocks": sum(taken.values())} | {f"blocks_{k}": v for k, v in taken.items()})
+        for name, count in taken.items():
+            if available.get(name) and count < available[name] / 2:
+                # the smaller part limits the mixture: most of this one is left out (the demo's trap, once)
+                get_run_logger().warning(
+                    "corpus mixture uses %d of the %d blocks of the %s corpus (ability_mix_ratio %.2f, and "
+                    "the other part is small); raise or lower corpus_prep.ability_mix_ratio to use more of it",
+                    count, available[name], name, ratio)
 
     return run_stage(store, kind="corpus", stage="corpus_mixture", version=MIXTURE_VERSION, params=params,
                      sources=sources, build=build)
