@@ -1,7 +1,8 @@
 """A sweep over MAET's knobs on the demo world: which k1, selection, granularity, masked-training budget
 and merge weights, if any, let the MAET model beat the base? (`make sweep-maet`)
 
-Every variant is the demo configuration plus a few dotted overrides (below, or `--variants FILE.yaml`),
+Every variant is the demo configuration plus a few dotted overrides (bench/sweep_maet.yaml, or
+`--variants FILE.yaml`),
 run with `linguaforge run` on one shared store, so that what the variants share (world, bootstrap,
 corpora, full CPT, the base's evaluation) is computed once. MindMerger is off and only MGSM is scored:
 the sweep asks one question. Prints, per variant, the masked ability run's last loss (on the ability +
@@ -26,15 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from storage import ArtifactStore  # noqa: E402
 
-VARIANTS: dict[str, dict] = {
-    "default": {},
-    "per-tensor": {"probe.selection": "per_tensor"},
-    "per-tensor-lr1e-2": {"probe.selection": "per_tensor", "masked_cpt.train.learning_rate": 0.01},
-    "element": {"probe.granularity": "element"},
-    "k1-20-mean": {"probe.k1_percent": 20.0, "merge.mu": {"de": 0.25, "zh": 0.25, "sw": 0.25, "bn": 0.25}},
-    "per-tensor-k1-20-mean": {"probe.selection": "per_tensor", "probe.k1_percent": 20.0,
-                              "merge.mu": {"de": 0.25, "zh": 0.25, "sw": 0.25, "bn": 0.25}},
-}
+VARIANTS = ROOT / "bench" / "sweep_maet.yaml"  # the sweep of docs/demo-world.md
 
 
 def variant_config(base: dict, name: str, overrides: dict, store: Path) -> Path:
@@ -97,11 +90,11 @@ def summarise(store: ArtifactStore, run: str, pivot: str, low: list[str]) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
-    parser.add_argument("--variants", type=Path, help="YAML: {name: {dotted.key: value}}; default: the built-in list")
+    parser.add_argument("--variants", type=Path, default=VARIANTS, help="YAML: {name: {dotted.key: value}}")
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--store", type=Path, default=ROOT / ".linguaforge" / "sweep-maet")
     args = parser.parse_args()
-    variants = yaml.safe_load(args.variants.read_text()) if args.variants else VARIANTS
+    variants = yaml.safe_load(args.variants.read_text())
     base = yaml.safe_load(args.config.read_text())
     args.store.mkdir(parents=True, exist_ok=True)
     pivot, low = base.get("pivot_language", "en"), base["demo"]["low_resource_languages"]

@@ -106,15 +106,15 @@ def test_bad_config_exits_2_naming_each_field(tmp_path, repo_root):
 
 
 @pytest.mark.slow
-def test_missing_corpus_file_fails_clearly_and_commits_no_corpus(tmp_path, repo_root, prefect_server):
+def test_missing_corpus_file_is_refused_before_anything_runs(tmp_path, repo_root, prefect_server):
     missing = tmp_path / "nowhere" / "de.jsonl"
     config = _config(tmp_path, **{"corpora.general": {"de": {"uri": str(missing)}}})
     result = _cli("run", str(config), cwd=repo_root, api_url=prefect_server)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert f"{missing}: file does not exist" in result.stderr
-    store = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache")
-    assert not [m for m in store.list("corpus") if m.params["language"] == "de"]
-    assert [e for e in store.events("corpus", event="failed") if "de.jsonl" in e["error"]]
+    assert result.returncode == 2, result.stdout + result.stderr  # refused by the preflight, before any stage
+    assert "corpora.general.de" in result.stderr and f"{missing}: file does not exist" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "store").exists() or not ArtifactStore(
+        str(tmp_path / "store"), cache_dir=tmp_path / "cache").events()  # nothing started, nothing committed
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ def _started(store: ArtifactStore) -> Counter:
 def test_fresh_run_resumes_after_sigkill_and_a_parameter_change_reruns_only_downstream(tmp_path, repo_root):
     data = json.loads(json.dumps(TINY))
     data["store"] = {"url": str(tmp_path / "store"), "cache_dir": str(tmp_path / "cache")}
-    data["full_cpt"] = {"train": {"steps": 1500, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 50,
+    data["full_cpt"] = {"train": {"steps": 600, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 50,
                                   "schedule": "constant"}}
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(data))
