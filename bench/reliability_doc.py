@@ -45,11 +45,19 @@ PROMISES = """## What is promised
 """
 
 
+def _recorded(name: str):
+    """A table a suite wrote into build/reliability/, or None when that suite has not run here."""
+    path = BUILD / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _not_run(suite: str, command: str) -> str:
+    return f"*The {suite} has not run here (`{command}`).*"
+
+
 def _faults() -> list[str]:
-    path = BUILD / "faults.json"
-    if not path.exists():
-        return ["*The fault suite has not run here (`make faults`).*"]
-    rows = json.loads(path.read_text())
+    if (rows := _recorded("faults.json")) is None:
+        return [_not_run("fault suite", "make faults")]
     by_case: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_case[row["case"]].append(row)
@@ -64,10 +72,8 @@ def _faults() -> list[str]:
 
 
 def _bad_inputs() -> list[str]:
-    path = BUILD / "bad_inputs.json"
-    if not path.exists():
-        return ["*The bad-input suite has not run here (`pytest tests/bad_inputs`).*"]
-    rows = json.loads(path.read_text())
+    if (rows := _recorded("bad_inputs.json")) is None:
+        return [_not_run("bad-input suite", "pytest tests/bad_inputs")]
     clean = sum(r["exit"] != 0 and not r["traceback"] for r in rows)
     lines = [f"{clean} of {len(rows)} bad inputs refused cleanly (non-zero exit, one message, no traceback, "
              "nothing committed).", "", "| area | bad input | exit | message (start) |", "|---|---|---|---|"]
@@ -79,10 +85,8 @@ def _bad_inputs() -> list[str]:
 
 
 def _load() -> list[str]:
-    path = BUILD / "load.json"
-    if not path.exists():
-        return ["*The load test has not run here (`pytest tests/load`).*"]
-    figure = json.loads(path.read_text())
+    if (figure := _recorded("load.json")) is None:
+        return [_not_run("load test", "pytest tests/load")]
     return [f"{figure['runs']} flow runs started at once from {figure['processes']} processes on one Prefect server "
             f"and one store: states {figure['states']}, {figure['artifacts']} distinct artifacts (each asked for "
             f"twice), at most {figure['max_commits_per_key']} commit per key, 0 lost; {figure['seconds']} s in all."]

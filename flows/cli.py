@@ -54,12 +54,12 @@ def _load(args) -> RunConfig:  # noqa: F821 - imported lazily below
     return cfg
 
 
-def _open_existing_store(cfg):
-    """The store a read-only command looks at: it must exist (a typo must not create an empty store)."""
+def _open_store(cfg, create: bool = False):
+    """The run's store. Read-only commands leave `create` off: a mistyped path must not become an empty store."""
     from storage import ArtifactStore
 
     return ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options,
-                         create=False)
+                         create=create)
 
 
 def cmd_run(args) -> int:
@@ -74,10 +74,8 @@ def cmd_run(args) -> int:
 
     cfg = _load(args)  # the whole configuration is checked before torch, Prefect and transformers load
     check_prefect_api()
-    from storage import ArtifactStore
-
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
-    ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options)
+    _open_store(cfg, create=True)
     from flows.pipeline import pipeline
     from tasks.progress import attach_console
 
@@ -147,10 +145,7 @@ def _print_summary(outputs: dict, cfg, seconds: float) -> None:
 
 
 def _print_comparison(cfg, report_ref) -> None:
-    from storage import ArtifactStore
-
-    reader = ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir,
-                           storage_options=cfg.store.storage_options).open(report_ref)
+    reader = _open_store(cfg).open(report_ref)
     _print_rows(reader.read_json("rows.json"))
     if "headline.json" in reader.files():
         _print_headline(reader.read_json("headline.json"), cfg.pivot_language)
@@ -221,7 +216,7 @@ def _short(uri: str) -> str:
 
 
 def cmd_artifacts(args) -> int:
-    store = _open_existing_store(_load(args))
+    store = _open_store(_load(args))
     table = Table(title=f"artifacts in {store.url}")
     for column in ("kind", "key", "stage", "files", "size", "created"):
         table.add_column(column)
@@ -235,7 +230,7 @@ def cmd_artifacts(args) -> int:
 
 def cmd_verify(args) -> int:
     """Recompute every digest in the store; with --repair, remove what is damaged (the next run re-makes it)."""
-    store = _open_existing_store(_load(args))
+    store = _open_store(_load(args))
     damaged = store.audit()
     table = Table(title=f"damaged artifacts in {store.url}")
     for column in ("artifact", "problem", "action"):
@@ -257,7 +252,7 @@ def cmd_rm(args) -> int:
     """Delete artifacts the supported way: manifest first, then files; cached results notice on their next use."""
     from flows.config import ConfigError
 
-    store = _open_existing_store(_load(args))
+    store = _open_store(_load(args))
     for name in args.artifacts:
         kind, _, key = name.partition("/")
         if not key or not store.exists(kind, key):
@@ -346,7 +341,7 @@ def cmd_report(args) -> int:
     if args.source.endswith((".yaml", ".yml")):
         args.config = args.source
         cfg = _load(args)
-        store = _open_existing_store(cfg)
+        store = _open_store(cfg)
         units = [m for m in store.list("eval") if not args.models or m.params.get("model") in args.models]
         scores = [store.open((m.kind, m.key)).read_json("scores.json") for m in units]
         title = f"linguaforge run {cfg.name}"
@@ -424,7 +419,7 @@ def cmd_merge(args) -> int:
     from rich.progress import Progress
 
     from flows.merge_cli import load_job, run_merge_job
-    from pipelines.merge import check_output_folder
+    from pipelines.merge import check_output_folder, selection_warning
 
     job = load_job(args.config)
     if args.out:
@@ -435,8 +430,6 @@ def cmd_merge(args) -> int:
         task = bar.add_task(f"merge ({job.merge.method})", total=None)
         report = run_merge_job(job, progress=lambda done, total, _: bar.update(task, completed=done, total=total))
     if report["method"] == "maet":
-        from pipelines.merge import selection_warning
-
         table = Table(title=f"MAET: {len(report['selected'])} of {report['eligible']} tensors get γR(A) "
                             f"(k2 = {report['k2_percent']} %){selection_warning(report)}")
         for column in ("tensor", "family", "S(τ)", "gets R(A)"):

@@ -406,18 +406,24 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     """Load a YAML run configuration; None = the embedded demo (configs/demo.yaml's defaults)."""
     if path is None:
         return RunConfig()
+    return parse_config(read_yaml_mapping(path, "run configuration"), str(path))
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty one); every way it can be wrong is
+    a ConfigError that names `what` and the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"run configuration {path}: no such file")
+        raise ConfigError(f"{what} {path}: no such file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"run configuration {path} is not UTF-8 text (byte {exc.start} cannot be decoded); "
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start} cannot be decoded); "
                           "expected a YAML file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"run configuration {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"run configuration {path} cannot be read: {exc.strerror or exc}") from None
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"run configuration {path}: expected a mapping at the top level, got {type(data).__name__}")
-    return parse_config(data or {}, str(path))
+        raise ConfigError(f"{what} {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data or {}

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flows.config import ConfigError, DecomposeConfig, MergeConfig, StoreConfig
+from flows.config import ConfigError, DecomposeConfig, MergeConfig, StoreConfig, read_yaml_mapping
 from pipelines.languages import check_language
 
 
@@ -57,16 +56,7 @@ class MergeJob(BaseModel):
 
 
 def load_job(path: str | Path) -> MergeJob:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"merge config {path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"merge config {path} is not UTF-8 text (byte {exc.start}); expected YAML") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"merge config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"merge config {path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "merge config")
     try:
         return MergeJob.model_validate(data)
     except ValidationError as exc:

@@ -33,7 +33,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from pipelines.errors import InputError
-from pipelines.locations import REMOTE_SCHEMES, check_model_location
+from pipelines.locations import check_model_location, is_remote
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
            "LlamaForCausalLM", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration",
@@ -46,7 +46,6 @@ __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "
 MODEL_BUILD_LOCK = threading.RLock()
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_REMOTE = REMOTE_SCHEMES
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -59,7 +58,7 @@ def torch_dtype(name: str) -> torch.dtype:
 def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> str:
     """A local folder for a model stored at a remote URL (copied once into the cache); other URIs pass through
     unchanged (a local folder, or an HF hub id that transformers resolves itself)."""
-    if not uri.startswith(_REMOTE):
+    if not is_remote(uri):
         return uri
     fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
     if not fs.exists(f"{root.rstrip('/')}/config.json"):
@@ -74,7 +73,7 @@ def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", 
 
 def resolve_file(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> Path:
     """A local path for a file that may live at a remote URL (downloaded once into the cache)."""
-    if not uri.startswith(_REMOTE):
+    if not is_remote(uri):
         if not Path(uri).is_file():
             raise InputError(f"{uri}: no such file")
         return Path(uri)

@@ -188,10 +188,11 @@ class ArtifactStore:
         return "/".join([self.root, *parts])
 
     @staticmethod
-    def _check_name(what: str, value: str) -> None:
+    def _check_address(kind: str, key: str) -> None:
         """Kinds and keys are single path segments: nothing may address a path outside the store's root."""
-        if not isinstance(value, str) or not _NAME.fullmatch(value) or value in {".", ".."}:
-            raise StoreError(f"artifact {what} {str(value)[:80]!r} is not a plain name (letters, digits, . _ -)")
+        for what, value in (("kind", kind), ("key", key)):
+            if not isinstance(value, str) or not _NAME.fullmatch(value) or value in {".", ".."}:
+                raise StoreError(f"artifact {what} {str(value)[:80]!r} is not a plain name (letters, digits, . _ -)")
 
     def uri(self, kind: str, key: str) -> str:
         path = self._path(kind, key)
@@ -228,14 +229,12 @@ class ArtifactStore:
     # -- reading ------------------------------------------------------------------------------
     def exists(self, kind: str, key: str) -> bool:
         """True only for a committed artifact (its manifest exists)."""
-        self._check_name("kind", kind)
-        self._check_name("key", key)
+        self._check_address(kind, key)
         self.fs.invalidate_cache()
         return self.fs.exists(self._path(kind, key, MANIFEST_NAME))
 
     def manifest(self, kind: str, key: str) -> Manifest:
-        self._check_name("kind", kind)
-        self._check_name("key", key)
+        self._check_address(kind, key)
         path = self._path(kind, key, MANIFEST_NAME)
         try:
             raw = self.fs.cat_file(path)
@@ -292,21 +291,18 @@ class ArtifactStore:
         """Every committed artifact whose files no longer match its manifest (each byte re-hashed), and every
         manifest that cannot be read: {"kind/key": problem}."""
         damaged = {}
-        self.fs.invalidate_cache()
-        for path in self.fs.glob(self._path("*", "*", MANIFEST_NAME)):
-            if f"/{EVENTS_DIR}/" in path or f"/{STAGING_DIR}/" in path:
-                continue
+        self._verified.clear()  # re-hash every byte, whatever this process verified before
+        for path in self._manifest_paths():
             kind, key = path.rstrip("/").split("/")[-3:-1]
             try:
                 manifest = self.manifest(kind, key)
                 for rel, entry in manifest.files.items():
-                    self._memo_free_verify(kind, key, rel, entry)
+                    self._verify_stored(kind, key, rel, entry)
             except StoreError as exc:
                 damaged[f"{kind}/{key}"] = str(exc)
         return damaged
 
-    def _memo_free_verify(self, kind: str, key: str, rel: str, entry: FileEntry) -> None:
-        self._verified.clear()
+    def _verify_stored(self, kind: str, key: str, rel: str, entry: FileEntry) -> None:
         if self.is_local:
             self._verify(Path(self._path(kind, key, rel)), entry, f"{kind}/{key}/{rel}")
             return
@@ -314,14 +310,13 @@ class ArtifactStore:
         cached.unlink(missing_ok=True)  # hash what the store holds, not a local copy
         self.verified_local_file(kind, key, rel, entry)
 
-    def list(self, kind: str | None = None) -> list[Manifest]:
-        pattern = self._path(kind or "*", "*", MANIFEST_NAME)
-        manifests = []
+    def _manifest_paths(self, kind: str | None = None) -> list[str]:
         self.fs.invalidate_cache()  # other processes and machines commit too: never trust a cached listing
-        for path in self.fs.glob(pattern):
-            if f"/{EVENTS_DIR}/" in path or f"/{STAGING_DIR}/" in path:
-                continue
-            manifests.append(Manifest.model_validate_json(self.fs.cat_file(path)))
+        return [path for path in self.fs.glob(self._path(kind or "*", "*", MANIFEST_NAME))
+                if f"/{EVENTS_DIR}/" not in path and f"/{STAGING_DIR}/" not in path]
+
+    def list(self, kind: str | None = None) -> list[Manifest]:
+        manifests = [Manifest.model_validate_json(self.fs.cat_file(path)) for path in self._manifest_paths(kind)]
         return sorted(manifests, key=lambda m: m.created_at)
 
     def verified_local_file(self, kind: str, key: str, rel: str, entry: FileEntry) -> Path:
@@ -376,16 +371,19 @@ class ArtifactStore:
         self._verified[(str(path), st.st_size, st.st_mtime_ns)] = sha
 
     # -- writing ------------------------------------------------------------------------------
-    def _staging_root(self) -> Path:
+    @property
+    def _staging_dir(self) -> Path:
         # Local stores stage on the same filesystem so that commit is a rename, not a copy.
-        root = Path(self.root) / STAGING_DIR if self.is_local else self.cache_dir / STAGING_DIR
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+        return Path(self.root) / STAGING_DIR if self.is_local else self.cache_dir / STAGING_DIR
+
+    def _staging_root(self) -> Path:
+        self._staging_dir.mkdir(parents=True, exist_ok=True)
+        return self._staging_dir
 
     def sweep_staging(self) -> list[str]:
         """Remove staging folders whose writer is gone (a killed process leaves its folder behind): those of
         this host whose process no longer exists, and any older than a day. Returns the names removed."""
-        root = Path(self.root) / STAGING_DIR if self.is_local else self.cache_dir / STAGING_DIR
+        root = self._staging_dir
         if not root.is_dir():
             return []
         removed = []
@@ -413,8 +411,7 @@ class ArtifactStore:
         An exception inside the block (or a kill) commits nothing: without a manifest the artifact
         does not exist, whatever files may have reached the store.
         """
-        self._check_name("kind", kind)
-        self._check_name("key", key)
+        self._check_address(kind, key)
         staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}@{_HOST}@{os.getpid()}@", dir=self._staging_root()))
         writer = ArtifactWriter(staging, self.checkpoints(kind, key))
         try:
@@ -448,13 +445,11 @@ class ArtifactStore:
                     return self.ref(kind, key, reused=True)
                 self._move_into_place(staging, Path(final), files)
                 self._write_manifest(final, manifest)
-            log.info("committed %s/%s (%d files, %d bytes)", kind, key, len(files), manifest.total_bytes)
-            return ArtifactRef(kind=kind, key=key, uri=self.uri(kind, key), digest=manifest.digest)
         else:
             for rel in files:
                 kwargs = {"chunksize": self.multipart_chunksize} if self.multipart_chunksize else {}
                 self.fs.put_file(str(staging / rel), f"{final}/{rel}", **kwargs)
-        self._write_manifest(final, manifest)
+            self._write_manifest(final, manifest)
         log.info("committed %s/%s (%d files, %d bytes)", kind, key, len(files), manifest.total_bytes)
         return ArtifactRef(kind=kind, key=key, uri=self.uri(kind, key), digest=manifest.digest)
 
@@ -496,8 +491,7 @@ class ArtifactStore:
     def delete(self, kind: str, key: str) -> None:
         """Remove an artifact: manifest first, so that it stops existing before its files go. Cached Prefect
         results that point to it are noticed on their next hit (tasks.common.VerifiedCache)."""
-        self._check_name("kind", kind)
-        self._check_name("key", key)
+        self._check_address(kind, key)
         base = self._path(kind, key)
         if self.fs.exists(f"{base}/{MANIFEST_NAME}"):
             self.fs.rm_file(f"{base}/{MANIFEST_NAME}")
