@@ -22,8 +22,18 @@ from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+
+
+def _console(stderr: bool) -> Console:
+    """A terminal gets tables at its own width; a pipe or a log file (CI, `| tee`, Prefect workers) gets them
+    in full, where rich would otherwise cut every column to fit 80 characters (keys, store locations)."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=240 if wide else None)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 
 def _environment() -> None:
@@ -325,12 +335,18 @@ def _at_least_one(value: str) -> int:
 
 
 def _cron(value: str) -> str:
+    """The deployment's schedule, checked by the same rule Prefect applies when it stores it (names such as
+    MON and JAN and macros such as @daily are valid cron), so a bad one is refused before anything starts."""
     if value == "none":
         return value
-    fields = value.split()
-    if len(fields) != 5 or not all(all(c.isdigit() or c in "*/,-" for c in f) for f in fields):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a cron expression of five fields "
-                                         "(minute hour day month weekday, e.g. '0 2 * * *'), nor 'none'")
+    import pydantic
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=value)
+    except pydantic.ValidationError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a cron expression (minute hour day month weekday, "
+                                         "e.g. '0 2 * * *' or '0 2 * * MON'), nor 'none'") from None
     return value
 
 
