@@ -43,7 +43,7 @@ def load_raw(benchmark: str | Benchmark, source: str, language: str,
     src = _resolve(bench, source, storage_options)
     if src.hub_id is not None:
         rows = _load_hub(bench, src.hub_id, language)
-        where = f"HF dataset {src.hub_id} [{bench.hub_config.format(lang=language)}/{bench.hub_split}]"
+        where = f"HF dataset {src.hub_id} [{bench.hub_config.format(lang=bench.release_code(language))}/{bench.hub_split}]"
     else:
         path = _language_file(bench, src, language)
         rows = _READERS[bench.file_kind](_read_text(src.fs, path), src.fs.unstrip_protocol(path), bench, language)
@@ -66,7 +66,7 @@ def available_languages(benchmark: str | Benchmark, source: str, storage_options
             configs = datasets.get_dataset_config_names(src.hub_id)
         except (ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
             raise InputError(f"HF dataset {src.hub_id}: cannot list its configs for {bench.name}: {exc}") from None
-        found = {c[len(prefix):len(c) - len(suffix) or None] for c in configs
+        found = {bench.iso_code(c[len(prefix):len(c) - len(suffix) or None]) for c in configs
                  if c.startswith(prefix) and c.endswith(suffix)}
     elif bench.file_kind == "xnli_table":
         path = _language_file(bench, src, None)
@@ -114,7 +114,9 @@ def _language_file(bench: Benchmark, src: _Source, language: str | None) -> str:
             raise InputError(f"{src.fs.unstrip_protocol(src.path)} holds {bench.name} language {named!r}, "
                              f"not {language!r}")
         return src.path
-    names = [p.format(lang=language or "", name=language_name(language) if language else "") for p in _patterns(bench)]
+    codes = dict.fromkeys([bench.release_code(language), language]) if language else [""]
+    names = [p.format(lang=code, name=language_name(language) if language else "")
+             for p in _patterns(bench) for code in codes]
     for name in names:
         path = f"{src.path.rstrip('/')}/{name}"
         if src.fs.exists(path):
@@ -148,7 +150,7 @@ def _language_of_file(bench: Benchmark, relpath: str) -> str | None:
         if m:
             if m.groupdict().get("name"):
                 return _CODE_BY_NAME.get(m["name"].lower())
-            return m["lang"]
+            return bench.iso_code(m["lang"])
     return None
 
 
@@ -268,7 +270,7 @@ _READERS: dict[str, Callable[[str, str, Benchmark, str], list[dict]]] = {
 def _load_hub(bench: Benchmark, dataset_id: str, language: str) -> list[dict]:
     import datasets
 
-    config = bench.hub_config.format(lang=language)
+    config = bench.hub_config.format(lang=bench.release_code(language))
     try:
         ds = datasets.load_dataset(dataset_id, name=config, split=bench.hub_split)
     except (ValueError, datasets.exceptions.DatasetNotFoundError) as exc:

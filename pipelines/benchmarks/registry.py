@@ -26,6 +26,14 @@ class Benchmark:
     rules: tuple[str, ...]  # scoring rules reported side by side; the first is the primary one
     labels: tuple[str, ...] = ()  # fixed label set (XNLI)
     subjects: tuple[str, ...] = ()  # subject filter (m-MMLU science)
+    release_codes: tuple[tuple[str, str], ...] = ()  # (ISO code, the release's own name) where they differ
+
+    def release_code(self, iso: str) -> str:
+        """The name the official files and hub configs give an ISO language (X-CSQA: ja is `jap`)."""
+        return dict(self.release_codes).get(iso, iso)
+
+    def iso_code(self, name: str) -> str:
+        return {release: iso for iso, release in self.release_codes}.get(name, name)
 
 
 MMLU_SCIENCE_SUBJECTS = ("college_biology", "college_chemistry", "college_physics",
@@ -53,6 +61,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         file_kind="csqa_jsonl", file_pattern="{lang}/dev.jsonl",
         hub_id="INK-USC/xcsr", hub_config="X-CSQA-{lang}", hub_split="validation",
         max_new_tokens=16, rules=("exact", "lenient"),
+        release_codes=(("ja", "jap"),),  # X-CSR_datasets/X-CSQA/jap/dev.jsonl, hub config X-CSQA-jap
     ),
     "xnli": Benchmark(
         name="xnli", task="nli",

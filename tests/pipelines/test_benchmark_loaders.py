@@ -11,6 +11,7 @@ import fsspec
 import pytest
 
 from pipelines.benchmarks.loaders import available_languages, load_raw
+from pipelines.benchmarks.registry import get_benchmark
 from pipelines.errors import InputError
 
 F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
@@ -195,3 +196,17 @@ def test_reads_the_demo_worlds_benchmark_files(tmp_path):
         for lang in langs:
             rows = load_raw(bench, source, lang)
             assert len(rows) == (8 if bench == "mmlu_science" else 9)  # item 7 of 8 is US history
+
+
+def test_xcsqa_official_japanese_folder_is_read_as_ja(tmp_path):
+    """The X-CSQA release names Japanese `jap` (X-CSQA/jap/dev.jsonl); it is found, listed and loaded as `ja`."""
+
+    shutil.copytree(F / "xcsqa" / "zh", tmp_path / "jap")
+    assert available_languages("xcsqa", str(tmp_path)) == ["ja"]
+    assert load_raw("xcsqa", str(tmp_path), "ja") == load_raw("xcsqa", str(F / "xcsqa"), "zh")
+    assert load_raw("xcsqa", str(tmp_path / "jap" / "dev.jsonl"), "ja")  # a single file, named by its folder
+    with pytest.raises(InputError, match="languages there: ja"):
+        load_raw("xcsqa", str(tmp_path), "zh")
+    xcsqa = get_benchmark("xcsqa")
+    assert xcsqa.hub_config.format(lang=xcsqa.release_code("ja")) == "X-CSQA-jap"
+    assert xcsqa.iso_code("jap") == "ja" and get_benchmark("mgsm").release_code("ja") == "ja"
