@@ -122,10 +122,22 @@ def _language_file(bench: Benchmark, src: _Source, language: str | None) -> str:
         if src.fs.exists(path):
             return path
     folder = src.fs.unstrip_protocol(src.path)
+    if language is not None and (nested := _nested_language_files(bench, src, language)):
+        if len(nested) > 1:  # two copies of one language: which one to score is the user's choice
+            raise InputError(f"{bench.name}: language {language!r} is in {len(nested)} files under {folder} "
+                             f"({', '.join(nested)}); point the source at one of them or at its folder")
+        return f"{src.path.rstrip('/')}/{nested[0]}"
     present = available_languages(bench, folder, getattr(src.fs, "storage_options", None))
     wanted = f"language {language!r}" if language else "the data file"
     raise InputError(f"{bench.name}: {wanted} is not in {folder} (no {' or '.join(names)}); "
                      f"languages there: {', '.join(present) or 'none'}")
+
+
+def _nested_language_files(bench: Benchmark, src: _Source, language: str) -> list[str]:
+    """Files deeper in the folder that hold `language` by their official name (a release's `data/test/`)."""
+    root = src.path.rstrip("/")
+    relpaths = sorted(path[len(root) + 1:] for path in src.fs.find(src.path))
+    return [rel for rel in relpaths if _language_of_file(bench, rel) == language]
 
 
 def _patterns(bench: Benchmark) -> list[str]:

@@ -210,3 +210,15 @@ def test_xcsqa_official_japanese_folder_is_read_as_ja(tmp_path):
     xcsqa = get_benchmark("xcsqa")
     assert xcsqa.hub_config.format(lang=xcsqa.release_code("ja")) == "X-CSQA-jap"
     assert xcsqa.iso_code("jap") == "ja" and get_benchmark("mgsm").release_code("ja") == "ja"
+
+
+def test_math_files_in_subfolders_are_found_and_two_copies_are_refused(tmp_path):
+    """Files deeper in the folder (a release's data/test/) load as listed; two copies of a language are refused."""
+    (tmp_path / "data" / "test").mkdir(parents=True)
+    shutil.copy(F / "mgsm" / "mgsm_de.tsv", tmp_path / "data" / "test" / "mgsm_de.tsv")
+    assert available_languages("mgsm", str(tmp_path)) == ["de"]
+    assert load_raw("mgsm", str(tmp_path), "de") == load_raw("mgsm", str(F / "mgsm"), "de")
+    (tmp_path / "old").mkdir()
+    shutil.copy(F / "mgsm" / "mgsm_de.tsv", tmp_path / "old" / "mgsm_de.tsv")
+    with pytest.raises(InputError, match=r"'de' is in 2 files .*data/test/mgsm_de.tsv, old/mgsm_de.tsv"):
+        load_raw("mgsm", str(tmp_path), "de")
