@@ -74,14 +74,14 @@ def available_languages(benchmark: str | Benchmark, source: str, storage_options
     elif not src.is_dir:
         found = {_language_of_file(bench, src.path)} - {None}
     else:
-        found = set()
-        for path in src.fs.find(src.path):
-            code = _language_of_file(bench, path[len(src.path.rstrip("/")) + 1:])
-            if code:
-                found.add(code)
-    found = {c for c in found if c in ISO_639_1}
+        found = {code for _, code in _language_files(bench, src)}
+    return _reporting_order(bench, found)
+
+
+def _reporting_order(bench: Benchmark, codes: set[str]) -> list[str]:
+    """The ISO codes among `codes`, in the order the benchmark's paper reports its languages."""
     order = {c: i for i, c in enumerate(bench.languages)}
-    return sorted(found, key=lambda c: (order.get(c, len(order)), c))
+    return sorted((c for c in codes if c in ISO_639_1), key=lambda c: (order.get(c, len(order)), c))
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -122,22 +122,24 @@ def _language_file(bench: Benchmark, src: _Source, language: str | None) -> str:
         if src.fs.exists(path):
             return path
     folder = src.fs.unstrip_protocol(src.path)
-    if language is not None and (nested := _nested_language_files(bench, src, language)):
+    listed = _language_files(bench, src)  # files deeper in the folder (a release's data/test/) count too
+    if nested := [rel for rel, code in listed if language is not None and code == language]:
         if len(nested) > 1:  # two copies of one language: which one to score is the user's choice
             raise InputError(f"{bench.name}: language {language!r} is in {len(nested)} files under {folder} "
                              f"({', '.join(nested)}); point the source at one of them or at its folder")
         return f"{src.path.rstrip('/')}/{nested[0]}"
-    present = available_languages(bench, folder, getattr(src.fs, "storage_options", None))
+    present = _reporting_order(bench, {code for _, code in listed})
     wanted = f"language {language!r}" if language else "the data file"
     raise InputError(f"{bench.name}: {wanted} is not in {folder} (no {' or '.join(names)}); "
                      f"languages there: {', '.join(present) or 'none'}")
 
 
-def _nested_language_files(bench: Benchmark, src: _Source, language: str) -> list[str]:
-    """Files deeper in the folder that hold `language` by their official name (a release's `data/test/`)."""
+def _language_files(bench: Benchmark, src: _Source) -> list[tuple[str, str]]:
+    """(path relative to the folder, ISO code) of every file in the folder, at any depth, whose official name
+    says which language it holds."""
     root = src.path.rstrip("/")
     relpaths = sorted(path[len(root) + 1:] for path in src.fs.find(src.path))
-    return [rel for rel in relpaths if _language_of_file(bench, rel) == language]
+    return [(rel, code) for rel in relpaths if (code := _language_of_file(bench, rel))]
 
 
 def _patterns(bench: Benchmark) -> list[str]:

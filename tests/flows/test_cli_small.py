@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
 from flows.cli import _cron
+from storage import ArtifactStore
 
 
 @pytest.mark.parametrize("cron", ["0 2 * * *", "0 2 * * MON", "*/15 * * * *", "0 0 1 JAN *", "@daily", "none"])
@@ -23,12 +27,6 @@ def test_invalid_schedules_are_refused_with_the_value_named(cron):
 
 def test_piped_listing_prints_whole_keys(tmp_path, repo_root):
     """Output to a pipe is not cut to 80 columns, so a key can be copied from a log; a set COLUMNS still rules."""
-    import os
-    import subprocess
-    import sys
-
-    from storage import ArtifactStore
-
     store = ArtifactStore(str(tmp_path / "store"), create=True)
     key = "0123456789abcdef01234567"
     with store.writer("corpus", key, stage="corpus_prep", stage_version=1, params={}) as w:

@@ -222,3 +222,9 @@ def test_math_files_in_subfolders_are_found_and_two_copies_are_refused(tmp_path)
     shutil.copy(F / "mgsm" / "mgsm_de.tsv", tmp_path / "old" / "mgsm_de.tsv")
     with pytest.raises(InputError, match=r"'de' is in 2 files .*data/test/mgsm_de.tsv, old/mgsm_de.tsv"):
         load_raw("mgsm", str(tmp_path), "de")
+
+
+def test_xnli_folder_without_its_file_is_a_clear_error(tmp_path):
+    """A folder with no XNLI table used to recurse without end (listing the languages re-asked for the file)."""
+    with pytest.raises(InputError, match=r"no xnli.test.tsv or xnli.test.jsonl\); languages there: none"):
+        load_raw("xnli", str(tmp_path), "de")
