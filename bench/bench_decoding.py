@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch  # noqa: E402
 
-from pipelines.benchmarks.decoding import HFCausalLMGenerator  # noqa: E402
-from pipelines.benchmarks.loaders import load_raw  # noqa: E402
-from pipelines.benchmarks.prompts import build_items, load_preset  # noqa: E402
+from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator  # noqa: E402
+from linguaforge.pipelines.benchmarks.loaders import load_raw  # noqa: E402
+from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset  # noqa: E402
 
 LANGUAGES = ["en", "de", "zh", "sw", "bn", "ja"]
 
@@ -35,8 +32,8 @@ LANGUAGES = ["en", "de", "zh", "sw", "bn", "ja"]
 def build_assets(root: Path, hidden: int, layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pipelines.demo_models import train_llm_tokenizer, world_texts
-    from pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo_models import train_llm_tokenizer, world_texts
+    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
 
     generate_world(WorldSpec(languages=LANGUAGES, general_docs=80, ability_problems=200, translation_pairs=60,
                              query_items=20, test_items=16), root / "world")

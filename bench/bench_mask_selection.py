@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llama_shapes import llama_shapes  # noqa: E402
@@ -82,7 +81,7 @@ class LazyWeights:
     in memory in a real probe; here it is kept out so that only the selection's own memory is measured)."""
 
     def __init__(self, folder: Path):
-        from pipelines.weights import WeightReader
+        from linguaforge.pipelines.weights import WeightReader
 
         self.reader = WeightReader(folder)
         self.names = set(self.reader.names())
@@ -97,9 +96,9 @@ class LazyWeights:
 def child(root: Path, variant: str, granularity: str, k1: float) -> None:
     import torch
 
-    from pipelines.cpt import key_neuron_mask
-    from pipelines.importance import neuron_scores
-    from pipelines.weights import WeightReader
+    from linguaforge.pipelines.cpt import key_neuron_mask
+    from linguaforge.pipelines.importance import neuron_scores
+    from linguaforge.pipelines.weights import WeightReader
 
     probed = LazyWeights(root / "probed")
     before = rss_anon()

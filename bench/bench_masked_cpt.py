@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from pipelines.cpt import write_cpt_delta  # noqa: E402
-from pipelines.importance import NeuronMask, neuron_count  # noqa: E402
-from pipelines.train_worker import make_backend  # noqa: E402
-from pipelines.training import PackedBlocks, TrainSettings, train  # noqa: E402
+from linguaforge.pipelines.cpt import write_cpt_delta  # noqa: E402
+from linguaforge.pipelines.importance import NeuronMask, neuron_count  # noqa: E402
+from linguaforge.pipelines.train_worker import make_backend  # noqa: E402
+from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train  # noqa: E402
 
 
 def build_model(root: Path, hidden: int, layers: int, vocab: int) -> Path:
@@ -63,7 +60,7 @@ def random_mask(model, k1: float) -> NeuronMask:
 
 
 def run(model_dir: Path, data: PackedBlocks, settings: TrainSettings, k1: float | None):
-    from pipelines.models import load_causal_lm
+    from linguaforge.pipelines.models import load_causal_lm
 
     model = load_causal_lm(str(model_dir))
     mask = random_mask(model, k1) if k1 is not None else None
@@ -97,7 +94,7 @@ def main() -> None:
         root = Path(tmp)
         model_dir = build_model(root, args.hidden, args.layers, args.vocab)
         data = build_blocks(root, args.vocab, args.block, 256)
-        from pipelines.weights import WeightReader
+        from linguaforge.pipelines.weights import WeightReader
 
         params = sum(math.prod(s) for s in WeightReader(model_dir).shapes().values())
         print(f"model: Llama hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}: "

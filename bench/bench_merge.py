@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llama_shapes import llama_shapes  # noqa: E402
@@ -45,8 +44,8 @@ def build(root: Path, hidden: int, layers: int, vocab: int, granularity: str) ->
     import torch
     from transformers import LlamaConfig
 
-    from pipelines.deltas import base_weights_digest, encode_delta, write_encoded
-    from pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
+    from linguaforge.pipelines.deltas import base_weights_digest, encode_delta, write_encoded
+    from linguaforge.pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
 
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=int(hidden * 2.75),
                          num_hidden_layers=layers, num_attention_heads=hidden // 128, num_key_value_heads=hidden // 128,
@@ -81,16 +80,16 @@ def build(root: Path, hidden: int, layers: int, vocab: int, granularity: str) ->
 
 
 def decompose_into(root: Path, parts_dir: Path) -> dict[str, Path]:
-    from pipelines.decompose import decompose
-    from pipelines.deltas import SparseDelta
+    from linguaforge.pipelines.decompose import decompose
+    from linguaforge.pipelines.deltas import SparseDelta
 
     deltas = {r: SparseDelta(root / f"{r}.delta.safetensors") for r in RUNS}
     return decompose(deltas["ability_pivot"], deltas["pivot"], {c: deltas[c] for c in LANGS}, parts_dir)
 
 
 def merge_parts(root: Path, parts: dict[str, Path], out: Path) -> None:
-    from pipelines.deltas import SparseDelta
-    from pipelines.merge import MergeSpec, merge
+    from linguaforge.pipelines.deltas import SparseDelta
+    from linguaforge.pipelines.merge import MergeSpec, merge
 
     spec = MergeSpec(ability=SparseDelta(parts["ability"]), languages={c: SparseDelta(parts[c]) for c in LANGS},
                      mu=MU, k2_percent=80)
@@ -138,7 +137,7 @@ def variant_naive(root: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pipelines.merge import family_of
+    from linguaforge.pipelines.merge import family_of
 
     def load(name):
         return AutoModelForCausalLM.from_pretrained(root / name, dtype=torch.bfloat16).state_dict()
@@ -165,8 +164,8 @@ def child(variant: str, root: Path, out: Path) -> None:
     import torch  # noqa: F401 - imports are not what is measured
     import transformers  # noqa: F401
 
-    import pipelines.decompose  # noqa: F401
-    import pipelines.merge  # noqa: F401
+    import linguaforge.pipelines.decompose  # noqa: F401
+    import linguaforge.pipelines.merge  # noqa: F401
 
     began = time.perf_counter()
     variants = {"streaming": variant_streaming, "io_floor": variant_io_floor, "naive": variant_naive,

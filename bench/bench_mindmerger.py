@@ -36,8 +36,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -48,8 +46,8 @@ LANGUAGES = ["en", "de", "zh", "sw", "bn"]
 def build_assets(root: Path, args) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, MT5Config, MT5ForConditionalGeneration
 
-    from pipelines.demo_models import train_encoder_tokenizer, train_llm_tokenizer, world_texts
-    from pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo_models import train_encoder_tokenizer, train_llm_tokenizer, world_texts
+    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
 
     generate_world(WorldSpec(languages=LANGUAGES, general_docs=60, ability_problems=100, translation_pairs=60,
                              query_items=80, test_items=4), root / "world")
@@ -69,7 +67,7 @@ def build_assets(root: Path, args) -> None:
 
 
 def load_texts(root: Path):
-    from pipelines.mindmerger.data import read_queries, template_queries
+    from linguaforge.pipelines.mindmerger.data import read_queries, template_queries
 
     return [t for lang in LANGUAGES for t in template_queries(read_queries(root / "world" / "queries" / "math", lang),
                                                               "math", lang)]
@@ -109,7 +107,7 @@ class NaiveMindMerger(nn.Module):
     def __init__(self, encoder_dir: str, llm_dir: str):
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-        from pipelines.mindmerger.model import Mapping
+        from linguaforge.pipelines.mindmerger.model import Mapping
 
         super().__init__()
         self.mt = AutoModel.from_pretrained(encoder_dir)  # MT5Model: encoder and decoder
@@ -163,15 +161,15 @@ class NaiveMindMerger(nn.Module):
 
 # -- one variant, in its own process ---------------------------------------------------------------------------
 def run_variant(variant: str, root: Path, args) -> dict:
-    from pipelines.mindmerger.data import target_tokens, tokenize
-    from pipelines.mindmerger.train import (
+    from linguaforge.pipelines.mindmerger.data import target_tokens, tokenize
+    from linguaforge.pipelines.mindmerger.train import (
         EncoderStates,
         StageSettings,
         make_backend,
         make_batch,
         mapping_state,
     )
-    from pipelines.models import load_tokenizer
+    from linguaforge.pipelines.models import load_tokenizer
 
     torch.manual_seed(0)
     texts = load_texts(root)
@@ -198,7 +196,7 @@ def run_variant(variant: str, root: Path, args) -> dict:
             optimizer.zero_grad(set_to_none=True)
             return total / n
     else:
-        from pipelines.mindmerger.train import build_model
+        from linguaforge.pipelines.mindmerger.train import build_model
 
         model = build_model(str(root / "encoder"), str(root / "llm"))
         examples = tokenize(texts, load_tokenizer(str(root / "encoder")), load_tokenizer(str(root / "llm")),

@@ -25,9 +25,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from storage import ArtifactStore  # noqa: E402
+from linguaforge.storage import ArtifactStore  # noqa: E402
 
 EMPTY_FLOW = "from prefect import flow\nflow(name='empty')(lambda: None)()\n"
 
@@ -59,7 +58,7 @@ def main() -> None:
         data["store"] = {"url": args.store or f"{tmp}/store", "cache_dir": f"{tmp}/cache"}
         config = Path(tmp) / "run.yaml"
         config.write_text(yaml.safe_dump(data))
-        run = [sys.executable, "-m", "flows.cli", "run", str(config)]
+        run = [sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)]
         first = timed(run)
         store = ArtifactStore(data["store"]["url"], cache_dir=f"{tmp}/cache-bench")
         stages = len(store.list())

@@ -17,12 +17,9 @@ import argparse
 import copy
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -30,7 +27,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pipelines.training import BlockOrder, PackedBlocks, TorchBackend, TrainSettings, train  # noqa: E402
+from linguaforge.pipelines.training import BlockOrder, PackedBlocks, TorchBackend, TrainSettings, train  # noqa: E402
 
 
 def blocks(folder: Path, n: int, block: int, vocab: int) -> PackedBlocks:

@@ -23,9 +23,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from pipelines.benchmarks import headline_rows, read_scores  # noqa: E402
+from linguaforge.pipelines.benchmarks import headline_rows, read_scores  # noqa: E402
 
 
 def override(cfg: dict, assignments: list[str]) -> None:
@@ -48,7 +47,7 @@ def run_seed(config: Path, seed: int, assignments: list[str], root: Path) -> lis
     cfg["store"] = {"url": str(store / "store"), "cache_dir": str(store / "cache")}
     store.mkdir(parents=True, exist_ok=True)
     (store / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "flows.cli", "run", str(store / "config.yaml")], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(store / "config.yaml")], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     scores = read_scores(store / "store" / "eval")
     print(f"\nseed {seed}: accuracy % per language")

@@ -23,9 +23,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from storage import ArtifactStore  # noqa: E402
+from linguaforge.storage import ArtifactStore  # noqa: E402
 
 VARIANTS = ROOT / "bench" / "sweep_maet.yaml"  # the sweep of docs/demo-world.md
 
@@ -103,7 +102,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         config = variant_config(base, name, overrides, args.store)
-        run = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=ROOT,
+        run = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)], cwd=ROOT,
                              capture_output=True, text=True)
         if run.returncode != 0:
             print(f"{name:<24s} FAILED: {run.stdout[-800:]}{run.stderr[-800:]}", flush=True)

@@ -52,8 +52,8 @@ def _environment() -> None:
 
 def _load(args) -> RunConfig:  # noqa: F821 - imported lazily below
     """The run configuration, checked in full (files it names included) before anything heavy is imported."""
-    from flows.config import load_config
-    from flows.preflight import check_run
+    from linguaforge.flows.config import load_config
+    from linguaforge.flows.preflight import check_run
 
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     cfg = load_config(path)
@@ -66,7 +66,7 @@ def _load(args) -> RunConfig:  # noqa: F821 - imported lazily below
 
 def _open_store(cfg, create: bool = False):
     """The run's store. Read-only commands leave `create` off: a mistyped path must not become an empty store."""
-    from storage import ArtifactStore
+    from linguaforge.storage import ArtifactStore
 
     return ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options,
                          create=create)
@@ -86,8 +86,8 @@ def cmd_run(args) -> int:
     check_prefect_api()
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     _open_store(cfg, create=True)
-    from flows.pipeline import pipeline
-    from tasks.progress import attach_console
+    from linguaforge.flows.pipeline import pipeline
+    from linguaforge.tasks.progress import attach_console
 
     if not _debugging(args):
         _drop_tracebacks_of_expected_errors()
@@ -112,9 +112,9 @@ def _debugging(args) -> bool:
 def _drop_tracebacks_of_expected_errors() -> None:
     """Prefect logs every failed task with its traceback. For bad input (whose message already names the input
     and the fault) the terminal shows the message alone; the Prefect UI and --debug keep the traceback."""
-    from flows.config import ConfigError
-    from pipelines.errors import InputError
-    from storage import StoreError
+    from linguaforge.flows.config import ConfigError
+    from linguaforge.pipelines.errors import InputError
+    from linguaforge.storage import StoreError
 
     expected = (ConfigError, InputError, StoreError)
 
@@ -185,7 +185,7 @@ def _print_headline(rows: list[dict], pivot: str) -> None:
 
 
 def _rows(scores):
-    from pipelines.benchmarks import comparison_rows
+    from linguaforge.pipelines.benchmarks import comparison_rows
 
     return comparison_rows(scores)
 
@@ -260,7 +260,7 @@ def cmd_verify(args) -> int:
 
 def cmd_rm(args) -> int:
     """Delete artifacts the supported way: manifest first, then files; cached results notice on their next use."""
-    from flows.config import ConfigError
+    from linguaforge.flows.config import ConfigError
 
     store = _open_store(_load(args))
     for name in args.artifacts:
@@ -286,10 +286,10 @@ def cmd_eval(args) -> int:
     """Any HF causal LM on one benchmark, outside the pipeline (no Prefect, no store)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pipelines.benchmarks import evaluate_model
+    from linguaforge.pipelines.benchmarks import evaluate_model
 
     languages = _languages_flag(args.languages) if args.languages else None
-    from pipelines.locations import check_local_file_or_folder, check_model_location
+    from linguaforge.pipelines.locations import check_local_file_or_folder, check_model_location
 
     check_model_location(args.model, "--model")  # before the model (and torch) are loaded
     check_local_file_or_folder(args.data, "--data")
@@ -313,8 +313,8 @@ def cmd_eval(args) -> int:
 
 
 def _languages_flag(value: str) -> list[str]:
-    from flows.config import ConfigError
-    from pipelines.languages import check_language
+    from linguaforge.flows.config import ConfigError
+    from linguaforge.pipelines.languages import check_language
 
     codes = [c.strip() for c in value.split(",")]
     for code in codes:
@@ -352,7 +352,7 @@ def _cron(value: str) -> str:
 
 def cmd_report(args) -> int:
     """Rebuild the comparison: from a run's store (CONFIG.yaml) or from folders of scores.json files."""
-    from pipelines.benchmarks import build_comparison, read_scores
+    from linguaforge.pipelines.benchmarks import build_comparison, read_scores
 
     if args.source.endswith((".yaml", ".yml")):
         args.config = args.source
@@ -412,7 +412,7 @@ def cmd_server(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from flows.deployments import CPU_POOL, register
+    from linguaforge.flows.deployments import CPU_POOL, register
 
     if not os.environ.get("PREFECT_API_URL"):
         raise PrefectUnreachable("serve registers deployments on a Prefect server: set PREFECT_API_URL "
@@ -434,8 +434,8 @@ def cmd_serve(args) -> int:
 def cmd_merge(args) -> int:
     from rich.progress import Progress
 
-    from flows.merge_cli import load_job, run_merge_job
-    from pipelines.merge import check_output_folder, selection_warning
+    from linguaforge.flows.merge_cli import load_job, run_merge_job
+    from linguaforge.pipelines.merge import check_output_folder, selection_warning
 
     job = load_job(args.config)
     if args.out:
@@ -467,7 +467,7 @@ def _store_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.benchmarks.registry import BENCHMARKS
+    from linguaforge.pipelines.benchmarks.registry import BENCHMARKS
 
     parser = argparse.ArgumentParser(prog="linguaforge", description="MAET and MindMerger as one resumable "
                                      "Prefect pipeline, with multilingual benchmark evaluation.")
@@ -536,9 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also LINGUAFORGE_DEBUG=1)")
     args = parser.parse_args(argv)
     _environment()
-    from flows.config import ConfigError
-    from pipelines.errors import InputError
-    from storage import StoreError
+    from linguaforge.flows.config import ConfigError
+    from linguaforge.pipelines.errors import InputError
+    from linguaforge.storage import StoreError
 
     try:
         return args.func(args)

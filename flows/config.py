@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.languages import check_language
+from linguaforge.pipelines.languages import check_language
 
 DEMO_PREFIX = "demo:"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.config import RunConfig
+from linguaforge.flows.config import RunConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU_POOL = "linguaforge-cpu"

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-import tasks.mindmerger  # noqa: F401 - registers the "mindmerger" generator used to score MindMerger models
-from flows.config import RunConfig
-from flows.stages import base_models, evaluate_models, run_sources
-from storage import ArtifactRef
-from tasks.evaluate import EvalModel
+import linguaforge.tasks.mindmerger  # noqa: F401 - registers the "mindmerger" generator used to score MindMerger models
+from linguaforge.flows.config import RunConfig
+from linguaforge.flows.stages import base_models, evaluate_models, run_sources
+from linguaforge.storage import ArtifactRef
+from linguaforge.tasks.evaluate import EvalModel
 
 
 @flow(name="linguaforge-evaluate", log_prints=True)

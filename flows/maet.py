@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.config import RunConfig
-from flows.stages import base_models, extract, prepare_corpora, run_sources, transfer
-from storage import ArtifactRef
+from linguaforge.flows.config import RunConfig
+from linguaforge.flows.stages import base_models, extract, prepare_corpora, run_sources, transfer
+from linguaforge.storage import ArtifactRef
 
 
 @flow(name="linguaforge-maet", log_prints=True)

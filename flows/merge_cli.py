@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flows.config import ConfigError, DecomposeConfig, MergeConfig, StoreConfig, read_yaml_mapping
-from pipelines.languages import check_language
+from linguaforge.flows.config import ConfigError, DecomposeConfig, MergeConfig, StoreConfig, read_yaml_mapping
+from linguaforge.pipelines.languages import check_language
 
 
 class DeltaPaths(BaseModel):
@@ -69,11 +69,11 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
     """Decompose into a folder next to the output, then merge; returns the merge report."""
     import tempfile
 
-    from pipelines.decompose import decompose
-    from pipelines.deltas import SparseDelta
-    from pipelines.locations import check_model_location
-    from pipelines.merge import MergeSpec, merge
-    from pipelines.models import resolve_file, resolve_model_dir
+    from linguaforge.pipelines.decompose import decompose
+    from linguaforge.pipelines.deltas import SparseDelta
+    from linguaforge.pipelines.locations import check_model_location
+    from linguaforge.pipelines.merge import MergeSpec, merge
+    from linguaforge.pipelines.models import resolve_file, resolve_model_dir
 
     def delta(uri: str) -> SparseDelta:
         return SparseDelta(resolve_file(uri, job.cache_dir, job.storage_options))

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.config import RunConfig
-from flows.stages import base_models, run_sources
-from storage import ArtifactRef
-from tasks.common import Source
-from tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
+from linguaforge.flows.config import RunConfig
+from linguaforge.flows.stages import base_models, run_sources
+from linguaforge.storage import ArtifactRef
+from linguaforge.tasks.common import Source
+from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
 
 
 @flow(name="linguaforge-mindmerger", log_prints=True)

@@ -10,14 +10,14 @@ from __future__ import annotations
 from prefect import flow
 from prefect.deployments import run_deployment
 
-from flows.config import RunConfig
-from flows.evaluate import evaluate
-from flows.maet import maet
-from flows.mindmerger import mindmerger
-from flows.preflight import check_run
-from flows.stages import models_to_evaluate
-from storage import ArtifactRef
-from tasks.common import Source
+from linguaforge.flows.config import RunConfig
+from linguaforge.flows.evaluate import evaluate
+from linguaforge.flows.maet import maet
+from linguaforge.flows.mindmerger import mindmerger
+from linguaforge.flows.preflight import check_run
+from linguaforge.flows.stages import models_to_evaluate
+from linguaforge.storage import ArtifactRef
+from linguaforge.tasks.common import Source
 
 
 def maet_stages(config: RunConfig) -> dict[str, ArtifactRef]:

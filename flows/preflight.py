@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from flows.config import DEMO_PREFIX, ConfigError, RunConfig
-from pipelines.corpus import CorpusSpec, check_readable
-from pipelines.errors import InputError
-from pipelines.locations import check_local_file_or_folder, check_model_location, is_local
+from linguaforge.flows.config import DEMO_PREFIX, ConfigError, RunConfig
+from linguaforge.pipelines.corpus import CorpusSpec, check_readable
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.locations import check_local_file_or_folder, check_model_location, is_local
 
 
 def check_run(cfg: RunConfig, source: str) -> None:
@@ -29,8 +29,8 @@ def check_run(cfg: RunConfig, source: str) -> None:
 
 
 def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
-    from pipelines.benchmarks.prompts import load_exemplars, load_preset
-    from pipelines.benchmarks.registry import get_benchmark
+    from linguaforge.pipelines.benchmarks.prompts import load_exemplars, load_preset
+    from linguaforge.pipelines.benchmarks.registry import get_benchmark
 
     models = cfg.models
     for where, uri in [("models.base_llm", models.base_llm), ("models.encoder", models.encoder),
@@ -66,7 +66,7 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
 
 def _check_benchmark_files(name: str, data: str, languages: list[str]) -> None:
     """Local benchmark files are parsed now (they are small): a malformed row is found before training."""
-    from pipelines.benchmarks.loaders import available_languages, load_raw
+    from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
 
     check_local_file_or_folder(data, "benchmark data")
     present = set(available_languages(name, data))

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from prefect.futures import wait
 
-from flows.config import DEMO_PREFIX, RunConfig
-from storage import ArtifactRef
-from tasks.common import Source
-from tasks.corpus import corpus_mixture, corpus_prep
-from tasks.demo import bootstrap, demo_world, tiny_models
-from tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
-from tasks.maet import full_cpt, importance_probe, masked_cpt
-from tasks.merge import decompose, merge_models
+from linguaforge.flows.config import DEMO_PREFIX, RunConfig
+from linguaforge.storage import ArtifactRef
+from linguaforge.tasks.common import Source
+from linguaforge.tasks.corpus import corpus_mixture, corpus_prep
+from linguaforge.tasks.demo import bootstrap, demo_world, tiny_models
+from linguaforge.tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
+from linguaforge.tasks.maet import full_cpt, importance_probe, masked_cpt
+from linguaforge.tasks.merge import decompose, merge_models
 
 
 def base_models(cfg: RunConfig) -> dict[str, ArtifactRef]:

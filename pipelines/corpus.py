@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.errors import InputError
+from linguaforge.pipelines.errors import InputError
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 BLOCKS_PER_SHARD = 50_000

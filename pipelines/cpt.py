@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from pipelines.deltas import base_weights_digest, write_sparse_delta
-from pipelines.importance import NeuronMask, check_k1, delta_score_source, select_top_k
-from pipelines.models import load_causal_lm
-from pipelines.training import PackedBlocks, TrainSettings, train
-from pipelines.weights import WeightReader
+from linguaforge.pipelines.deltas import base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.importance import NeuronMask, check_k1, delta_score_source, select_top_k
+from linguaforge.pipelines.models import load_causal_lm
+from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train
+from linguaforge.pipelines.weights import WeightReader
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 PROGRESS_PREFIX = "LINGUAFORGE_PROGRESS "
@@ -36,7 +36,7 @@ def run_cpt(model_dir: str, blocks_dir: str, settings: TrainSettings, mask: Neur
     summary (with the loss per step) and the trained weights by parameter name."""
     if settings.processes > 1:
         return _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress)
-    from pipelines.train_worker import make_backend
+    from linguaforge.pipelines.train_worker import make_backend
 
     data = PackedBlocks.from_dir(Path(blocks_dir))
     backend = make_backend(load_causal_lm(model_dir), settings, data.block_size, mask)
@@ -50,7 +50,7 @@ def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progr
         tmp = Path(tmp)
         (tmp / "settings.json").write_text(json.dumps(settings.__dict__))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={settings.processes}", "-m", "pipelines.train_worker",
+                   f"--nproc_per_node={settings.processes}", "-m", "linguaforge.pipelines.train_worker",
                    "--model", model_dir, "--blocks", blocks_dir, "--settings", str(tmp / "settings.json"),
                    "--out", str(tmp / "out"), "--report-progress"]
         if mask is not None:
@@ -100,7 +100,7 @@ def write_cpt_delta(path: Path, base_dir: str, base_id: str, trained: dict[str, 
 
 def save_trained_model(base_dir: str, trained: dict[str, torch.Tensor], out: Path) -> None:
     """A full HF folder (config, tokenizer, weights) for a model that is evaluated as a whole."""
-    from pipelines.models import load_tokenizer
+    from linguaforge.pipelines.models import load_tokenizer
 
     model = load_causal_lm(base_dir)
     missing = set(dict(model.named_parameters())) - set(trained)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from pipelines.deltas import Compact, SparseDelta, encode_delta, write_encoded
-from pipelines.errors import InputError
+from linguaforge.pipelines.deltas import Compact, SparseDelta, encode_delta, write_encoded
+from linguaforge.pipelines.errors import InputError
 
 FORMS = ("direct", "pivot_removed")
 

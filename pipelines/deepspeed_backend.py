@@ -21,8 +21,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from pipelines.errors import InputError
-from pipelines.training import LossFn, TrainSettings, causal_lm_loss_sum, load_optimizer, save_optimizer
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.training import (
+    LossFn,
+    TrainSettings,
+    causal_lm_loss_sum,
+    load_optimizer,
+    save_optimizer,
+)
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")
 

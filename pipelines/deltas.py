@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from pipelines.errors import InputError
-from pipelines.reproducible import save_tensors
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.reproducible import save_tensors
 
 FORMAT = "linguaforge.sparse_delta/1"
 Form = Literal["auto", "element", "row", "dense"]

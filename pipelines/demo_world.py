@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.benchmarks.prompts import load_preset
-from pipelines.languages import check_language, language_name
+from linguaforge.pipelines.benchmarks.prompts import load_preset
+from linguaforge.pipelines.languages import check_language, language_name
 
 # -- concepts -----------------------------------------------------------------------------------
 NAMES = ["Tom", "Anna", "Ravi", "Mei", "Juma", "Lena", "Omar", "Sara", "Kofi", "Ines"]

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from pipelines.errors import InputError
-from pipelines.reproducible import save_tensors
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.reproducible import save_tensors
 
 MASK_FORMAT = "linguaforge.neuron_mask/1"
 _BINS = 1 << 16

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.errors import InputError
+from linguaforge.pipelines.errors import InputError
 
 ISO_639_1: dict[str, str] = {
     "aa": "Afar", "ab": "Abkhazian", "ae": "Avestan", "af": "Afrikaans", "ak": "Akan", "am": "Amharic",

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from pipelines.decompose import check_deltas
-from pipelines.deltas import Compact, SparseDelta, base_weights_digest
-from pipelines.errors import InputError
-from pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
+from linguaforge.pipelines.decompose import check_deltas
+from linguaforge.pipelines.deltas import Compact, SparseDelta, base_weights_digest
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
 
 # Tensor families (the paper's Table 3), by the module names of Llama/Mistral/Qwen (and Mixtral's w1-w3).
 FAMILIES = {

@@ -32,8 +32,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from pipelines.errors import InputError
-from pipelines.locations import check_model_location, is_remote
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.locations import check_model_location, is_remote
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
            "LlamaForCausalLM", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration",

@@ -16,17 +16,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from pipelines.importance import NeuronMask
-from pipelines.masked import MaskedAdamW, apply_mask
-from pipelines.models import load_causal_lm
-from pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+from linguaforge.pipelines.importance import NeuronMask
+from linguaforge.pipelines.masked import MaskedAdamW, apply_mask
+from linguaforge.pipelines.models import load_causal_lm
+from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
 
 
 def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: int, mask: NeuronMask | None = None):
     """Plain torch or DeepSpeed, by `settings.backend`; with a mask, only its neurons train."""
     selections = apply_mask(model, mask) if mask is not None else None
     if settings.backend == "deepspeed":
-        from pipelines.deepspeed_backend import DeepSpeedBackend
+        from linguaforge.pipelines.deepspeed_backend import DeepSpeedBackend
 
         return DeepSpeedBackend(model, settings, block_size, masked=mask is not None)
     optimizer = None
@@ -37,7 +37,7 @@ def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: in
 
 
 def _print_progress(done: int, total: int, metrics: dict) -> None:
-    from pipelines.cpt import PROGRESS_PREFIX
+    from linguaforge.pipelines.cpt import PROGRESS_PREFIX
 
     print(PROGRESS_PREFIX + json.dumps({"done": done, "total": total, "metrics": metrics}), flush=True)
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     backend = make_backend(model, settings, data.block_size, mask)
     checkpoints = None
     if args.store:
-        from storage import ArtifactStore
+        from linguaforge.storage import ArtifactStore
 
         checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
     rank = int(os.environ.get("RANK", "0"))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from pipelines.errors import InputError
+from linguaforge.pipelines.errors import InputError
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 IGNORE_INDEX = -100

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from pipelines.errors import InputError
+from linguaforge.pipelines.errors import InputError
 
 INDEX_NAME = "model.safetensors.index.json"
 

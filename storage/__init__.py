@@ -1,8 +1,8 @@
 """The artifact store: content-addressed stage outputs over any fsspec URL (local, memory://, s3://, gs://)."""
 
-from storage.checkpoints import CheckpointArea
-from storage.refs import ArtifactRef, Manifest, artifact_key, canonical_json
-from storage.store import (
+from linguaforge.storage.checkpoints import CheckpointArea
+from linguaforge.storage.refs import ArtifactRef, Manifest, artifact_key, canonical_json
+from linguaforge.storage.store import (
     DEFAULT_STORE_URL,
     ArtifactReader,
     ArtifactStore,

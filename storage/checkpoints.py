@@ -17,13 +17,27 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from storage.refs import FileEntry
-from storage.store import CHECKPOINTS_DIR, IntegrityError, _relative_files, sha256_file
+from fsspec import AbstractFileSystem
 
-if TYPE_CHECKING:
-    from storage.store import ArtifactStore
+from linguaforge.storage.files import CHECKPOINTS_DIR, IntegrityError, relative_files, sha256_file
+from linguaforge.storage.refs import FileEntry
+
+
+class CheckpointHost(Protocol):
+    """What a checkpoint area needs of its store (ArtifactStore provides it): the area depends on this
+    public surface, not on the store module, so the two do not import each other."""
+
+    fs: AbstractFileSystem
+    is_local: bool
+    cache_dir: Path
+
+    def path(self, *parts: str) -> str: ...
+
+    def staging_root(self) -> Path: ...
+
+    def verify_file(self, path: Path, entry: FileEntry, label: str) -> None: ...
 
 log = logging.getLogger("linguaforge.storage")
 COMPLETE = "COMPLETE"
@@ -34,15 +48,15 @@ def _step_name(step: int) -> str:
 
 
 class CheckpointArea:
-    def __init__(self, store: ArtifactStore, kind: str, key: str):
+    def __init__(self, store: CheckpointHost, kind: str, key: str):
         self.store = store
         self.kind, self.key = kind, key
-        self.base = store._path(kind, key, CHECKPOINTS_DIR)
+        self.base = store.path(kind, key, CHECKPOINTS_DIR)
 
     @contextmanager
     def new(self, step: int) -> Iterator[Path]:
         """A local folder to write checkpoint `step` into; saved (COMPLETE last) when the block exits cleanly."""
-        tmp = Path(tempfile.mkdtemp(prefix=f"ckpt-{step}-", dir=self.store._staging_root()))
+        tmp = Path(tempfile.mkdtemp(prefix=f"ckpt-{step}-", dir=self.store.staging_root()))
         try:
             yield tmp
             self._save(step, tmp)
@@ -51,7 +65,7 @@ class CheckpointArea:
 
     def _save(self, step: int, local: Path) -> None:
         files = {rel: FileEntry(size=(local / rel).stat().st_size, sha256=sha256_file(local / rel)).model_dump()
-                 for rel in _relative_files(local)}
+                 for rel in relative_files(local)}
         target = f"{self.base}/{_step_name(step)}"
         fs = self.store.fs
         if fs.exists(target):
@@ -101,7 +115,7 @@ class CheckpointArea:
                 (local / rel).parent.mkdir(parents=True, exist_ok=True)
                 if not (local / rel).exists() or (local / rel).stat().st_size != entry.size:
                     self.store.fs.get_file(f"{remote}/{rel}", str(local / rel))
-            self.store._verify(local / rel, entry, f"checkpoint {self.kind}/{self.key}/{_step_name(step)}/{rel}")
+            self.store.verify_file(local / rel, entry, f"checkpoint {self.kind}/{self.key}/{_step_name(step)}/{rel}")
         return local
 
     def prune(self, keep: int) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from storage.refs import (
+from linguaforge.storage.files import (  # noqa: F401 - the errors and sha256_file are re-exported here
+    CHECKPOINTS_DIR,
+    IntegrityError,
+    NotCommittedError,
+    StoreError,
+    relative_files,
+    sha256_file,
+)
+from linguaforge.storage.refs import (
     MANIFEST_NAME,
     ArtifactRef,
     FileEntry,
@@ -44,37 +51,15 @@ from storage.refs import (
 )
 
 if TYPE_CHECKING:
-    from storage.checkpoints import CheckpointArea
+    from linguaforge.storage.checkpoints import CheckpointArea
 
 log = logging.getLogger("linguaforge.storage")
 
 DEFAULT_STORE_URL = "./.linguaforge/store"
 DEFAULT_CACHE_DIR = "./.linguaforge/cache"
-CHECKPOINTS_DIR = "checkpoints"
 EVENTS_DIR = "_events"
 STAGING_DIR = ".staging"
-_HASH_CHUNK = 8 << 20
 _CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
-
-
-class StoreError(RuntimeError):
-    """The store cannot be reached or used (bad URL, missing credentials, missing bucket)."""
-
-
-class IntegrityError(StoreError):
-    """A stored file does not match its manifest (missing, truncated, or altered)."""
-
-
-class NotCommittedError(StoreError):
-    """An artifact was asked for that has no manifest."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @cache
@@ -120,10 +105,6 @@ def _writer_is_gone(folder: Path) -> bool:
             return False
         return False
     return age > _STALE_STAGING_SECONDS
-
-
-def _relative_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 class ArtifactStore:
@@ -184,7 +165,8 @@ class ArtifactStore:
     # -- addressing ---------------------------------------------------------------------------
     key = staticmethod(artifact_key)
 
-    def _path(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
+        """The store path of `<root>/<parts...>` (no protocol)."""
         return "/".join([self.root, *parts])
 
     @staticmethod
@@ -195,7 +177,7 @@ class ArtifactStore:
                 raise StoreError(f"artifact {what} {str(value)[:80]!r} is not a plain name (letters, digits, . _ -)")
 
     def uri(self, kind: str, key: str) -> str:
-        path = self._path(kind, key)
+        path = self.path(kind, key)
         return path if self.is_local else self.fs.unstrip_protocol(path)
 
     def _check_access(self, create: bool = True) -> None:
@@ -231,11 +213,11 @@ class ArtifactStore:
         """True only for a committed artifact (its manifest exists)."""
         self._check_address(kind, key)
         self.fs.invalidate_cache()
-        return self.fs.exists(self._path(kind, key, MANIFEST_NAME))
+        return self.fs.exists(self.path(kind, key, MANIFEST_NAME))
 
     def manifest(self, kind: str, key: str) -> Manifest:
         self._check_address(kind, key)
-        path = self._path(kind, key, MANIFEST_NAME)
+        path = self.path(kind, key, MANIFEST_NAME)
         try:
             raw = self.fs.cat_file(path)
         except FileNotFoundError as exc:
@@ -271,7 +253,7 @@ class ArtifactStore:
             return str(exc)
         if manifest.digest != ref.digest:
             return f"artifact {ref}: the store holds a different version (digest {manifest.digest[:12]})"
-        base = self._path(ref.kind, ref.key)
+        base = self.path(ref.kind, ref.key)
         committed_at = self.fs.info(f"{base}/{MANIFEST_NAME}").get("mtime")
         for rel, entry in manifest.files.items():
             try:
@@ -282,7 +264,7 @@ class ArtifactStore:
                 return f"artifact {ref}: file {rel!r} is {info.get('size')} bytes, the manifest says {entry.size}"
             if self.is_local and committed_at is not None and info.get("mtime", 0) > committed_at:
                 try:
-                    self._verify(Path(f"{base}/{rel}"), entry, f"artifact {ref}: file {rel!r}")
+                    self.verify_file(Path(f"{base}/{rel}"), entry, f"artifact {ref}: file {rel!r}")
                 except IntegrityError as exc:
                     return str(exc)
         return None
@@ -304,7 +286,7 @@ class ArtifactStore:
 
     def _verify_stored(self, kind: str, key: str, rel: str, entry: FileEntry) -> None:
         if self.is_local:
-            self._verify(Path(self._path(kind, key, rel)), entry, f"{kind}/{key}/{rel}")
+            self.verify_file(Path(self.path(kind, key, rel)), entry, f"{kind}/{key}/{rel}")
             return
         cached = self.cache_dir / "artifacts" / kind / key / rel
         cached.unlink(missing_ok=True)  # hash what the store holds, not a local copy
@@ -312,7 +294,7 @@ class ArtifactStore:
 
     def _manifest_paths(self, kind: str | None = None) -> list[str]:
         self.fs.invalidate_cache()  # other processes and machines commit too: never trust a cached listing
-        return [path for path in self.fs.glob(self._path(kind or "*", "*", MANIFEST_NAME))
+        return [path for path in self.fs.glob(self.path(kind or "*", "*", MANIFEST_NAME))
                 if f"/{EVENTS_DIR}/" not in path and f"/{STAGING_DIR}/" not in path]
 
     def list(self, kind: str | None = None) -> list[Manifest]:
@@ -322,13 +304,13 @@ class ArtifactStore:
     def verified_local_file(self, kind: str, key: str, rel: str, entry: FileEntry) -> Path:
         """A local path to one artifact file whose size and sha256 match the manifest."""
         if self.is_local:
-            path = Path(self._path(kind, key, rel))
-            self._verify(path, entry, f"{kind}/{key}/{rel}")
+            path = Path(self.path(kind, key, rel))
+            self.verify_file(path, entry, f"{kind}/{key}/{rel}")
             return path
         cached = self.cache_dir / "artifacts" / kind / key / rel
         if cached.exists():
             try:
-                self._verify(cached, entry, f"{kind}/{key}/{rel} (local cache)")
+                self.verify_file(cached, entry, f"{kind}/{key}/{rel} (local cache)")
                 return cached
             except IntegrityError:
                 log.warning("cached copy of %s/%s/%s is damaged; downloading it again", kind, key, rel)
@@ -337,19 +319,20 @@ class ArtifactStore:
         tmp = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             try:
-                self.fs.get_file(self._path(kind, key, rel), str(tmp))
+                self.fs.get_file(self.path(kind, key, rel), str(tmp))
             except FileNotFoundError as exc:
                 raise IntegrityError(
                     f"artifact {kind}/{key}: file {rel!r} listed in the manifest is missing from {self.url}"
                 ) from exc
-            self._verify(tmp, entry, f"{kind}/{key}/{rel}")
+            self.verify_file(tmp, entry, f"{kind}/{key}/{rel}")
             os.replace(tmp, cached)
             self._remember(cached, entry.sha256)
         finally:
             tmp.unlink(missing_ok=True)
         return cached
 
-    def _verify(self, path: Path, entry: FileEntry, label: str) -> None:
+    def verify_file(self, path: Path, entry: FileEntry, label: str) -> None:
+        """Raise IntegrityError unless the local file `path` has the entry's size and sha256."""
         try:
             st = path.stat()
         except FileNotFoundError as exc:
@@ -376,7 +359,8 @@ class ArtifactStore:
         # Local stores stage on the same filesystem so that commit is a rename, not a copy.
         return Path(self.root) / STAGING_DIR if self.is_local else self.cache_dir / STAGING_DIR
 
-    def _staging_root(self) -> Path:
+    def staging_root(self) -> Path:
+        """The local folder new artifacts and checkpoints are staged in (created on first use)."""
         self._staging_dir.mkdir(parents=True, exist_ok=True)
         return self._staging_dir
 
@@ -412,7 +396,7 @@ class ArtifactStore:
         does not exist, whatever files may have reached the store.
         """
         self._check_address(kind, key)
-        staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}@{_HOST}@{os.getpid()}@", dir=self._staging_root()))
+        staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}@{_HOST}@{os.getpid()}@", dir=self.staging_root()))
         writer = ArtifactWriter(staging, self.checkpoints(kind, key))
         try:
             yield writer
@@ -429,7 +413,7 @@ class ArtifactStore:
 
     def _commit(self, kind, key, staging: Path, stage, stage_version, params, inputs, metrics) -> ArtifactRef:
         files = {rel: FileEntry(size=(staging / rel).stat().st_size, sha256=sha256_file(staging / rel))
-                 for rel in _relative_files(staging)}
+                 for rel in relative_files(staging)}
         if MANIFEST_NAME in files:
             raise StoreError(f"stage {stage} wrote a file named {MANIFEST_NAME}, which is reserved for the commit marker")
         manifest = Manifest(
@@ -437,7 +421,7 @@ class ArtifactStore:
             inputs={n: InputEntry(kind=r.kind, key=r.key, digest=r.digest) for n, r in inputs.items()},
             code_version=code_version(), files=files, metrics=metrics,
         )
-        final = self._path(kind, key)
+        final = self.path(kind, key)
         if self.is_local:
             with self._commit_lock(kind, key):
                 if self.exists(kind, key):  # another process committed this key meanwhile: the first commit wins
@@ -456,7 +440,7 @@ class ArtifactStore:
     @contextmanager
     def _commit_lock(self, kind: str, key: str) -> Iterator[None]:
         """One committer per key at a time on a local (or NFS-locked) store: `<kind>/.<key>.lock`."""
-        lock_path = Path(self._path(kind)) / f".{key}.lock"
+        lock_path = Path(self.path(kind)) / f".{key}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -492,7 +476,7 @@ class ArtifactStore:
         """Remove an artifact: manifest first, so that it stops existing before its files go. Cached Prefect
         results that point to it are noticed on their next hit (tasks.common.VerifiedCache)."""
         self._check_address(kind, key)
-        base = self._path(kind, key)
+        base = self.path(kind, key)
         if self.fs.exists(f"{base}/{MANIFEST_NAME}"):
             self.fs.rm_file(f"{base}/{MANIFEST_NAME}")
         if self.fs.exists(base):
@@ -500,7 +484,7 @@ class ArtifactStore:
 
     # -- checkpoints and execution records ----------------------------------------------------
     def checkpoints(self, kind: str, key: str) -> CheckpointArea:
-        from storage.checkpoints import CheckpointArea
+        from linguaforge.storage.checkpoints import CheckpointArea
 
         return CheckpointArea(self, kind, key)
 
@@ -509,7 +493,7 @@ class ArtifactStore:
         now = datetime.now(UTC)
         record = {"kind": kind, "key": key, "event": event, "at": now.isoformat(), "pid": os.getpid(), **info}
         name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{event}-{uuid.uuid4().hex[:8]}.json"
-        path = self._path(EVENTS_DIR, kind, key, name)
+        path = self.path(EVENTS_DIR, kind, key, name)
         body = json.dumps(record, default=str).encode()
         if self.is_local:  # readers list the folder at any moment: a record appears whole (rename) or not at all
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -520,7 +504,7 @@ class ArtifactStore:
             self.fs.pipe_file(path, body)  # one PUT: atomic on object stores
 
     def events(self, kind: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
-        pattern = self._path(EVENTS_DIR, kind or "*", "*", "*.json")
+        pattern = self.path(EVENTS_DIR, kind or "*", "*", "*.json")
         self.fs.invalidate_cache()
         records = [json.loads(self.fs.cat_file(p)) for p in self.fs.glob(pattern)]
         records = [r for r in records if event is None or r["event"] == event]

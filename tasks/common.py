@@ -20,10 +20,10 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
-from flows.config import DEMO_PREFIX, StoreConfig
-from pipelines.errors import InputError
-from pipelines.models import resolve_model_dir
-from storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
+from linguaforge.flows.config import DEMO_PREFIX, StoreConfig
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.models import resolve_model_dir
+from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
 
 
 @lru_cache(maxsize=8)

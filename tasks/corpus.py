@@ -6,12 +6,12 @@ from pathlib import Path
 
 from prefect import get_run_logger
 
-from flows.config import CorpusSource, RunConfig
-from pipelines.corpus import CorpusSpec, mix_corpora, pack_corpus, read_documents, write_stats
-from pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
-from storage import ArtifactRef, ArtifactWriter
-from tasks.common import Source, demo_source, open_store, run_stage, stage_task
-from tasks.progress import StageProgress
+from linguaforge.flows.config import CorpusSource, RunConfig
+from linguaforge.pipelines.corpus import CorpusSpec, mix_corpora, pack_corpus, read_documents, write_stats
+from linguaforge.pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
+from linguaforge.storage import ArtifactRef, ArtifactWriter
+from linguaforge.tasks.common import Source, demo_source, open_store, run_stage, stage_task
+from linguaforge.tasks.progress import StageProgress
 
 CORPUS_PREP_VERSION = 1
 MIXTURE_VERSION = 1

@@ -8,23 +8,23 @@ from pathlib import Path
 
 import torch
 
-from flows.config import RunConfig
-from pipelines.corpus import CorpusSpec, pack_corpus, read_documents
-from pipelines.demo_models import (
+from linguaforge.flows.config import RunConfig
+from linguaforge.pipelines.corpus import CorpusSpec, pack_corpus, read_documents
+from linguaforge.pipelines.demo_models import (
     build_tiny_encoder,
     build_tiny_llm,
     train_encoder_tokenizer,
     train_llm_tokenizer,
     world_texts,
 )
-from pipelines.demo_world import WorldSpec, generate_world
-from pipelines.models import load_causal_lm, load_tokenizer
-from pipelines.plots import loss_curve
-from pipelines.reproducible import content_only
-from pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
-from storage import ArtifactRef, ArtifactWriter
-from tasks.common import Source, open_store, run_stage, stage_task
-from tasks.progress import StageProgress
+from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.plots import loss_curve
+from linguaforge.pipelines.reproducible import content_only
+from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+from linguaforge.storage import ArtifactRef, ArtifactWriter
+from linguaforge.tasks.common import Source, open_store, run_stage, stage_task
+from linguaforge.tasks.progress import StageProgress
 
 DEMO_WORLD_VERSION = 3
 TINY_MODELS_VERSION = 2  # 2: Unigram scores rounded, so the encoder tokenizer is reproducible

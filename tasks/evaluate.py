@@ -14,8 +14,8 @@ from typing import Any
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
-from flows.config import DEMO_PREFIX, BenchmarkSpec, RunConfig
-from pipelines.benchmarks import (
+from linguaforge.flows.config import DEMO_PREFIX, BenchmarkSpec, RunConfig
+from linguaforge.pipelines.benchmarks import (
     HFCausalLMGenerator,
     available_languages,
     build_comparison,
@@ -23,9 +23,9 @@ from pipelines.benchmarks import (
     get_benchmark,
     headline_rows,
 )
-from storage import ArtifactRef, ArtifactStore, ArtifactWriter
-from tasks.common import Source, demo_source, open_store, run_stage, stage_task, ui_key
-from tasks.progress import StageProgress
+from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
+from linguaforge.tasks.common import Source, demo_source, open_store, run_stage, stage_task, ui_key
+from linguaforge.tasks.progress import StageProgress
 
 EVAL_UNIT_VERSION = 2
 REPORT_VERSION = 2

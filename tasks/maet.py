@@ -3,15 +3,15 @@ and the full-CPT baseline. Each is one cached, resumable Prefect task; the flow 
 
 from __future__ import annotations
 
-from flows.config import RunConfig, TrainConfig
-from pipelines.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
-from pipelines.importance import NeuronMask
-from pipelines.plots import loss_curve
-from pipelines.reproducible import content_only
-from pipelines.training import TrainSettings
-from storage import ArtifactRef, ArtifactWriter
-from tasks.common import Source, open_store, run_stage, stage_task
-from tasks.progress import StageProgress
+from linguaforge.flows.config import RunConfig, TrainConfig
+from linguaforge.pipelines.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
+from linguaforge.pipelines.importance import NeuronMask
+from linguaforge.pipelines.plots import loss_curve
+from linguaforge.pipelines.reproducible import content_only
+from linguaforge.pipelines.training import TrainSettings
+from linguaforge.storage import ArtifactRef, ArtifactWriter
+from linguaforge.tasks.common import Source, open_store, run_stage, stage_task
+from linguaforge.tasks.progress import StageProgress
 
 PROBE_VERSION = 1
 MASKED_CPT_VERSION = 1

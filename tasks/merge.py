@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from prefect.artifacts import create_table_artifact
 
-from flows.config import RunConfig
-from pipelines.decompose import decompose as decompose_deltas
-from pipelines.deltas import SparseDelta
-from pipelines.merge import MergeSpec, merge, selection_warning
-from storage import ArtifactRef, ArtifactWriter
-from tasks.common import Source, open_store, run_stage, stage_task, ui_key
-from tasks.progress import StageProgress
+from linguaforge.flows.config import RunConfig
+from linguaforge.pipelines.decompose import decompose as decompose_deltas
+from linguaforge.pipelines.deltas import SparseDelta
+from linguaforge.pipelines.merge import MergeSpec, merge, selection_warning
+from linguaforge.storage import ArtifactRef, ArtifactWriter
+from linguaforge.tasks.common import Source, open_store, run_stage, stage_task, ui_key
+from linguaforge.tasks.progress import StageProgress
 
 DECOMPOSE_VERSION = 1
 MERGE_VERSION = 2  # 2: merge_report.json flags ties at the cut of T

@@ -18,9 +18,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flows.config import RunConfig
-from pipelines.errors import InputError
-from pipelines.mindmerger.data import (
+from linguaforge.flows.config import RunConfig
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.data import (
     TextExample,
     read_queries,
     read_translation_pairs,
@@ -29,14 +29,14 @@ from pipelines.mindmerger.data import (
     template_queries,
     tokenize,
 )
-from pipelines.mindmerger.generate import MindMergerGenerator
-from pipelines.mindmerger.train import StageSettings, run_stage_training
-from pipelines.models import load_tokenizer
-from pipelines.plots import loss_curve
-from storage import ArtifactRef, ArtifactStore, ArtifactWriter
-from tasks.common import Source, demo_source, open_store, run_stage, stage_task
-from tasks.evaluate import EvalModel, register_generator
-from tasks.progress import StageProgress
+from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
+from linguaforge.pipelines.mindmerger.train import StageSettings, run_stage_training
+from linguaforge.pipelines.models import load_tokenizer
+from linguaforge.pipelines.plots import loss_curve
+from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
+from linguaforge.tasks.common import Source, demo_source, open_store, run_stage, stage_task
+from linguaforge.tasks.evaluate import EvalModel, register_generator
+from linguaforge.tasks.progress import StageProgress
 
 MAPPING_VERSION = 1
 AUGMENTATION_VERSION = 1

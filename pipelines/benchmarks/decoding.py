@@ -25,8 +25,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from pipelines.benchmarks.items import BenchmarkItem
-from pipelines.errors import InputError
+from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.errors import InputError
 
 
 @runtime_checkable
@@ -83,7 +83,7 @@ class HFCausalLMGenerator:
                         device: str | None = None, tokenizer_uri: str | None = None,
                         revision: str | None = None) -> HFCausalLMGenerator:
         """Load a model (HF id, folder or fsspec URL) and its tokenizer the way the pipeline does."""
-        from pipelines.models import load_causal_lm, load_tokenizer, resolve_model_dir
+        from linguaforge.pipelines.models import load_causal_lm, load_tokenizer, resolve_model_dir
 
         local = resolve_model_dir(uri)
         tokenizer = load_tokenizer(resolve_model_dir(tokenizer_uri) if tokenizer_uri else local, revision=revision)

@@ -21,15 +21,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator
-from pipelines.benchmarks.items import BenchmarkItem
-from pipelines.benchmarks.loaders import available_languages, load_raw
-from pipelines.benchmarks.prompts import build_items, load_exemplars, load_preset, stop_strings
-from pipelines.benchmarks.registry import get_benchmark
-from pipelines.benchmarks.scoring import score_classification, score_math, summarise
-from pipelines.errors import InputError
-from pipelines.languages import check_language
-from pipelines.reproducible import content_only
+from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator
+from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
+from linguaforge.pipelines.benchmarks.prompts import build_items, load_exemplars, load_preset, stop_strings
+from linguaforge.pipelines.benchmarks.registry import get_benchmark
+from linguaforge.pipelines.benchmarks.scoring import score_classification, score_math, summarise
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.languages import check_language
+from linguaforge.pipelines.reproducible import content_only
 
 Progress = Callable[[int, int, dict], None]
 RECORDS_FILE, SCORES_FILE = "records.parquet", "scores.json"
@@ -168,7 +168,7 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
                    progress: Progress | None = None) -> list[dict]:
     """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language under
     `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` + `comparison.png`. Returns the scores."""
-    from pipelines.benchmarks.report import build_comparison
+    from linguaforge.pipelines.benchmarks.report import build_comparison
 
     bench = get_benchmark(benchmark)
     langs = list(languages) if languages else available_languages(bench, data, storage_options)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import fsspec
 
-from pipelines.benchmarks.registry import XNLI_LABELS, Benchmark, get_benchmark
-from pipelines.benchmarks.scoring import parse_gold_number
-from pipelines.errors import InputError
-from pipelines.languages import ISO_639_1, check_language, language_name
+from linguaforge.pipelines.benchmarks.registry import XNLI_LABELS, Benchmark, get_benchmark
+from linguaforge.pipelines.benchmarks.scoring import parse_gold_number
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.languages import ISO_639_1, check_language, language_name
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CODE_BY_NAME = {name.lower(): code for code, name in ISO_639_1.items()}

@@ -23,10 +23,10 @@ from pathlib import Path
 import fsspec
 import yaml
 
-from pipelines.benchmarks.items import BenchmarkItem
-from pipelines.benchmarks.registry import Benchmark, get_benchmark
-from pipelines.errors import InputError
-from pipelines.languages import check_language, language_name
+from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.benchmarks.registry import Benchmark, get_benchmark
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.languages import check_language, language_name
 
 _TASK_FIELDS = {"math": ("question",), "choice": ("question", "choices"), "nli": ("premise", "hypothesis")}
 _PRESET_KEYS = {"template", "option", "option_separator", "source", "continuation", "stop",
@@ -49,7 +49,7 @@ class PromptPreset:
 
 
 def builtin_presets() -> dict[str, PromptPreset]:
-    text = resources.files("pipelines.benchmarks").joinpath("presets.yaml").read_text(encoding="utf-8")
+    text = resources.files("linguaforge.pipelines.benchmarks").joinpath("presets.yaml").read_text(encoding="utf-8")
     return {name: _preset(name, spec, "presets.yaml") for name, spec in yaml.safe_load(text).items()}
 
 

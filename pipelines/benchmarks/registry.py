@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.errors import InputError
+from linguaforge.pipelines.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: workers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipelines.benchmarks.registry import BENCHMARKS  # noqa: E402
-from pipelines.benchmarks.scoring import macro_average  # noqa: E402
-from pipelines.errors import InputError  # noqa: E402
+from linguaforge.pipelines.benchmarks.registry import BENCHMARKS  # noqa: E402
+from linguaforge.pipelines.benchmarks.scoring import macro_average  # noqa: E402
+from linguaforge.pipelines.errors import InputError  # noqa: E402
 
 REPORT_FILE, PLOT_FILE = "report.md", "comparison.png"
 _REQUIRED = ("model", "benchmark", "language", "accuracy", "n", "ci_low", "ci_high")

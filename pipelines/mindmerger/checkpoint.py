@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from pipelines.errors import InputError
-from pipelines.mindmerger.model import Mapping
-from pipelines.reproducible import save_tensors
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.model import Mapping
+from linguaforge.pipelines.reproducible import save_tensors
 
 log = logging.getLogger("linguaforge.mindmerger")
 OFFICIAL_FILE = "pytorch_model.bin"

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipelines.errors import InputError
-from pipelines.languages import check_language
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.languages import check_language
 
 TASK_BENCHMARK = {"math": "mgsm", "csqa": "xcsqa", "xnli": "xnli"}  # whose evaluation template a task uses
 
@@ -111,7 +111,7 @@ def _field(row: dict, name: str):
 
 def template_queries(rows: list[dict], task: str, language: str) -> list[TextExample]:
     """Rows of one language → (encoder text, LLM prompt, target) with the evaluation's templates."""
-    from pipelines.benchmarks.prompts import build_items, load_preset
+    from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
 
     if task not in TASK_BENCHMARK:
         raise InputError(f"augmentation task must be one of {sorted(TASK_BENCHMARK)}, got {task!r}")

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 
 import torch
 
-from pipelines.benchmarks.decoding import cut_at_stop
-from pipelines.benchmarks.items import BenchmarkItem
-from pipelines.errors import InputError
-from pipelines.mindmerger.data import Example, collate
-from pipelines.mindmerger.model import MindMergerModel
+from linguaforge.pipelines.benchmarks.decoding import cut_at_stop
+from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.data import Example, collate
+from linguaforge.pipelines.mindmerger.model import MindMergerModel
 
 
 class MindMergerGenerator:
@@ -49,8 +49,8 @@ class MindMergerGenerator:
                         batch_size: int = 8, device: str | None = None, encoder_id: str | None = None,
                         llm_id: str | None = None) -> MindMergerGenerator:
         """Encoder + LLM (HF ids or folders) + a trained mapping (our folder, or an official pytorch_model.bin)."""
-        from pipelines.mindmerger.train import build_model
-        from pipelines.models import load_tokenizer
+        from linguaforge.pipelines.mindmerger.train import build_model
+        from linguaforge.pipelines.models import load_tokenizer
 
         model = build_model(encoder_uri, llm_uri, dtype, init=mapping, encoder_id=encoder_id, llm_id=llm_id)
         return cls(model, load_tokenizer(encoder_uri), load_tokenizer(llm_uri), batch_size, device)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.errors import InputError
+from linguaforge.pipelines.errors import InputError
 
 IGNORE_INDEX = -100
 _PAD, _BOS, _BOUNDARY = 0, 1, 2  # fixed pool rows; mapped states and LLM tokens follow

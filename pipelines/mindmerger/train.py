@@ -37,18 +37,24 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipelines.errors import InputError
-from pipelines.mindmerger.checkpoint import (
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.checkpoint import (
     MappingMeta,
     export_official_checkpoint,
     load_mapping,
     load_official_checkpoint,
     save_mapping,
 )
-from pipelines.mindmerger.data import Example, collate, load_examples, target_tokens
-from pipelines.mindmerger.model import MindMergerModel, mindmerger_loss_sum
-from pipelines.reproducible import content_only
-from pipelines.training import BlockOrder, TorchBackend, TrainSettings, load_optimizer, save_optimizer
+from linguaforge.pipelines.mindmerger.data import Example, collate, load_examples, target_tokens
+from linguaforge.pipelines.mindmerger.model import MindMergerModel, mindmerger_loss_sum
+from linguaforge.pipelines.reproducible import content_only
+from linguaforge.pipelines.training import (
+    BlockOrder,
+    TorchBackend,
+    TrainSettings,
+    load_optimizer,
+    save_optimizer,
+)
 
 log = logging.getLogger("linguaforge.mindmerger")
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -125,7 +131,7 @@ class MappingTorchBackend(TorchBackend):
 def make_backend(model: MindMergerModel, settings: StageSettings, steps: int, device: torch.device | None = None):
     train_settings = settings.backend_settings(steps)
     if settings.backend == "deepspeed":
-        from pipelines.deepspeed_backend import DeepSpeedBackend
+        from linguaforge.pipelines.deepspeed_backend import DeepSpeedBackend
 
         class MappingDeepSpeedBackend(DeepSpeedBackend):
             def save_weights(self, folder: Path) -> None:
@@ -316,7 +322,7 @@ def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: in
                 llm_id: str | None = None) -> MindMergerModel:
     """Encoder (alone) + LLM + a fresh mapping (seeded), or one initialised from `init`: a folder written by
     `save_mapping` (our earlier stage) or an official `pytorch_model.bin`."""
-    from pipelines.models import MODEL_BUILD_LOCK, load_causal_lm, load_encoder, load_tokenizer
+    from linguaforge.pipelines.models import MODEL_BUILD_LOCK, load_causal_lm, load_encoder, load_tokenizer
 
     with MODEL_BUILD_LOCK:  # see pipelines.models: no module creation while another thread loads one
         encoder, llm = load_encoder(encoder_uri, dtype), load_causal_lm(llm_uri, dtype)
@@ -387,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = StageSettings(**json.loads(Path(args.settings).read_text()))
     checkpoints = None
     if args.store:
-        from storage import ArtifactStore
+        from linguaforge.storage import ArtifactStore
 
         checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
     result = run_stage_training(args.encoder, args.llm, load_examples(Path(args.train)),

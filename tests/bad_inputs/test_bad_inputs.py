@@ -266,7 +266,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def assets(demo_assets, tmp_path_factory) -> dict[str, Path]:
-    from pipelines.importance import NeuronMask
+    from linguaforge.pipelines.importance import NeuronMask
 
     root = tmp_path_factory.mktemp("bad-input-assets")
     deltas = {name: _delta(root / f"{name}.safetensors", demo_assets["llm"], seed)
@@ -286,7 +286,7 @@ def test_bad_input_is_refused_cleanly(case: Case, assets, tmp_path, repo_root):
     for var in ("PREFECT_API_URL", "LINGUAFORGE_DEBUG"):
         environ.pop(var, None)
     try:
-        result = subprocess.run([sys.executable, "-m", "flows.cli", *argv], cwd=repo_root, env=environ,
+        result = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", *argv], cwd=repo_root, env=environ,
                                 capture_output=True, text=True, timeout=600)
     finally:
         if env.store.exists():

@@ -77,7 +77,7 @@ def deployed(tmp_path_factory, prefect_server, s3_endpoint, repo_root):
     config["full_cpt"] = {"train": {"steps": 1500, "batch_tokens": 128, "micro_batch_size": 4,
                                     "checkpoint_every": 50, "schedule": "constant"}}
     (root / "run.yaml").write_text(yaml.safe_dump(config))
-    serve = subprocess.run([sys.executable, "-m", "flows.cli", "serve", str(root / "run.yaml"), "--eval-cron", "none",
+    serve = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "serve", str(root / "run.yaml"), "--eval-cron", "none",
                             "--result-storage", f"s3://{bucket}/prefect-results"],
                            cwd=repo_root, env=env, capture_output=True, text=True, timeout=180)
     assert serve.returncode == 0, serve.stdout + serve.stderr

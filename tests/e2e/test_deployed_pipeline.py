@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from storage import ArtifactStore
+from linguaforge.storage import ArtifactStore
 from tests.e2e.conftest import api, wait_for_state, wait_for_worker_to_finish
 
 pytestmark = pytest.mark.slow

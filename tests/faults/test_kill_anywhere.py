@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from storage import ArtifactStore
+from linguaforge.storage import ArtifactStore
 from tests.flows.test_cli_run import TINY
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def _config(root: Path) -> Path:
 def _start(config: Path, repo_root: Path) -> subprocess.Popen:
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=repo_root, env=env,
+    return subprocess.Popen([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)], cwd=repo_root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -63,7 +63,7 @@ def _contents(store: ArtifactStore) -> dict[tuple[str, str], str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, repo_root) -> dict:
     root = tmp_path_factory.mktemp("uninterrupted")
-    run = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(_config(root))], cwd=repo_root,
+    run = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(_config(root))], cwd=repo_root,
                          capture_output=True, text=True, timeout=900,
                          env={k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -98,7 +98,7 @@ def test_sigkill_in_every_kind_of_stage_then_resume_is_bitwise_equal(point, refe
         OUTCOMES.append({"case": case, "point": point, "delay_s": delay, "outcome": outcome,
                          "checkpoint_at_kill": checkpointed, "damaged_committed": len(damaged)})
         assert damaged == {}, f"after a kill in {case}: {damaged}"
-    final = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=repo_root,
+    final = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)], cwd=repo_root,
                            capture_output=True, text=True, timeout=900,
                            env={k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]

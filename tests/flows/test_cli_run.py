@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from storage import ArtifactStore
+from linguaforge.storage import ArtifactStore
 
 TINY = {
     "name": "tiny", "languages": ["de", "sw"],
@@ -52,7 +52,7 @@ def _cli(*args, cwd: Path, api_url: str | None = None, extra_env: dict | None = 
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 
 

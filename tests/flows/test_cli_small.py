@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from flows.cli import _cron
-from storage import ArtifactStore
+from linguaforge.flows.cli import _cron
+from linguaforge.storage import ArtifactStore
 
 
 @pytest.mark.parametrize("cron", ["0 2 * * *", "0 2 * * MON", "*/15 * * * *", "0 0 1 JAN *", "@daily", "none"])
@@ -34,7 +34,7 @@ def test_piped_listing_prints_whole_keys(tmp_path, repo_root):
 
     def listing(**columns):
         env = {**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, **columns}
-        done = subprocess.run([sys.executable, "-m", "flows.cli", "artifacts", "--store", store.url], cwd=repo_root,
+        done = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "artifacts", "--store", store.url], cwd=repo_root,
                               env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import ConfigError, RunConfig, load_config, parse_config
+from linguaforge.flows.config import ConfigError, RunConfig, load_config, parse_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -32,7 +32,7 @@ def test_shipped_configs_load(name):
 
 
 def test_shipped_merge_config_loads():
-    from flows.merge_cli import load_job
+    from linguaforge.flows.merge_cli import load_job
 
     job = load_job(CONFIGS / "merge-example.yaml")
     assert job.merge.method == "maet" and set(job.deltas.languages) == {"sw", "bn", "te"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipelines.deltas import base_weights_digest, write_sparse_delta
-from pipelines.weights import WeightReader
+from linguaforge.pipelines.deltas import base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.weights import WeightReader
 
 
 def _delta(path: Path, base_dir: Path, seed: int, digest: str | None = None) -> Path:
@@ -29,7 +29,7 @@ def _delta(path: Path, base_dir: Path, seed: int, digest: str | None = None) -> 
 
 def _cli(*args, cwd):
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from storage import ArtifactStore
+from linguaforge.storage import ArtifactStore
 from tests.flows.test_cli_run import TINY
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def _start(config, repo_root):
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=repo_root, env=env,
+    return subprocess.Popen([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)], cwd=repo_root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

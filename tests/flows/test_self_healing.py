@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from storage import ArtifactStore
+from linguaforge.storage import ArtifactStore
 from tests.flows.test_cli_run import TINY, _cli
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import ArtifactStore
+from linguaforge.storage import ArtifactStore
 from tests.e2e.conftest import api
 
 pytestmark = pytest.mark.slow
@@ -30,8 +30,8 @@ CLIENT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from prefect import flow
-    from flows.config import RunConfig
-    from tasks.demo import demo_world
+    from linguaforge.flows.config import RunConfig
+    from linguaforge.tasks.demo import demo_world
 
     store, cache, go, seeds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), [int(s) for s in sys.argv[4:]]
 

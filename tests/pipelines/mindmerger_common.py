@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.mindmerger.data import (
+from linguaforge.pipelines.mindmerger.data import (
     read_queries,
     read_translation_pairs,
     template_queries,
     tokenize,
 )
-from pipelines.mindmerger.model import MindMergerModel
-from pipelines.models import load_causal_lm, load_encoder, load_tokenizer
+from linguaforge.pipelines.mindmerger.model import MindMergerModel
+from linguaforge.pipelines.models import load_causal_lm, load_encoder, load_tokenizer
 
 LANGS = ["de", "zh", "sw", "bn"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipelines.benchmarks.loaders import available_languages, load_raw
-from pipelines.benchmarks.registry import get_benchmark
-from pipelines.errors import InputError
+from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
+from linguaforge.pipelines.benchmarks.registry import get_benchmark
+from linguaforge.pipelines.errors import InputError
 
 F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 
@@ -184,7 +184,7 @@ def test_bad_sources_and_codes(tmp_path):
 
 def test_reads_the_demo_worlds_benchmark_files(tmp_path):
     """The contract with the demo world generator: its files in the official shapes load for every language."""
-    from pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
 
     langs = ["en", "de", "zh", "sw", "bn"]
     generate_world(WorldSpec(languages=langs, general_docs=10, ability_problems=10, translation_pairs=10,

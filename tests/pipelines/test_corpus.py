@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.corpus import CorpusSpec, mix_corpora, normalise, pack_corpus, read_documents
-from pipelines.errors import InputError
-from pipelines.models import load_tokenizer
+from linguaforge.pipelines.corpus import CorpusSpec, mix_corpora, normalise, pack_corpus, read_documents
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.models import load_tokenizer
 
 
 @pytest.fixture(scope="module")

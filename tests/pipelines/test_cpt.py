@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from pipelines.corpus import pack_corpus
-from pipelines.cpt import key_neuron_mask, run_cpt, write_cpt_delta
-from pipelines.deltas import SparseDelta, base_weights_digest
-from pipelines.importance import neuron_scores
-from pipelines.models import load_tokenizer
-from pipelines.training import TrainSettings
-from pipelines.weights import WeightReader
+from linguaforge.pipelines.corpus import pack_corpus
+from linguaforge.pipelines.cpt import key_neuron_mask, run_cpt, write_cpt_delta
+from linguaforge.pipelines.deltas import SparseDelta, base_weights_digest
+from linguaforge.pipelines.importance import neuron_scores
+from linguaforge.pipelines.models import load_tokenizer
+from linguaforge.pipelines.training import TrainSettings
+from linguaforge.pipelines.weights import WeightReader
 
 SETTINGS = dict(steps=3, learning_rate=1e-2, batch_tokens=256, micro_batch_size=4, schedule="constant")
 
@@ -93,7 +93,7 @@ def test_two_processes_under_torchrun_forward_progress_and_match_one(demo_assets
 def test_workers_get_the_whole_store_handle(demo_assets, blocks, s3_bucket, s3_endpoint, monkeypatch, tmp_path):
     """Two torchrun workers checkpoint into an S3 store that only its storage_options can reach (the endpoint
     is not in the environment): they must receive the store's full handle, not a bare URL."""
-    from storage import ArtifactStore
+    from linguaforge.storage import ArtifactStore
 
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     store = ArtifactStore(f"s3://{s3_bucket}/runs", cache_dir=tmp_path / "cache",

@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator, cut_at_stop
-from pipelines.benchmarks.items import BenchmarkItem
-from pipelines.benchmarks.loaders import load_raw
-from pipelines.benchmarks.prompts import build_items, load_preset
-from pipelines.errors import InputError
+from linguaforge.pipelines.benchmarks.decoding import (
+    HFCausalLMGenerator,
+    OptionScorer,
+    TextGenerator,
+    cut_at_stop,
+)
+from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.benchmarks.loaders import load_raw
+from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
+from linguaforge.pipelines.errors import InputError
 from tests.pipelines.benchmark_model import tiny_lm_dir  # noqa: F401  (fixture)
 
 F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.corpus import pack_corpus
-from pipelines.errors import InputError
-from pipelines.models import load_causal_lm, load_tokenizer
-from pipelines.train_worker import make_backend
-from pipelines.training import PackedBlocks, TrainSettings, train
-from storage import ArtifactStore
+from linguaforge.pipelines.corpus import pack_corpus
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.train_worker import make_backend
+from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train
+from linguaforge.storage import ArtifactStore
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +54,12 @@ def _worker(args, repo_root, nproc=1, **popen):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    launcher = [sys.executable, "-m", "pipelines.train_worker"]
+    launcher = [sys.executable, "-m", "linguaforge.pipelines.train_worker"]
     if nproc > 1:
         from tests.conftest import free_port
 
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                    f"--master_port={free_port()}", "-m", "pipelines.train_worker"]
+                    f"--master_port={free_port()}", "-m", "linguaforge.pipelines.train_worker"]
     return subprocess.Popen([*launcher, *args], cwd=repo_root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipelines.demo_world import (
+from linguaforge.pipelines.demo_world import (
     MATH_PROMPT,
     MMLU_SCIENCE_SUBJECTS,
     WorldSpec,
@@ -15,7 +15,7 @@ from pipelines.demo_world import (
     held_out_problems,
     make_language,
 )
-from pipelines.languages import language_name
+from linguaforge.pipelines.languages import language_name
 
 LANGS = ["en", "de", "zh", "sw", "bn"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.benchmarks.decoding import HFCausalLMGenerator
-from pipelines.benchmarks.evaluate import evaluate_model, evaluate_unit
-from pipelines.errors import InputError
-from pipelines.reproducible import content_only
+from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator
+from linguaforge.pipelines.benchmarks.evaluate import evaluate_model, evaluate_unit
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.reproducible import content_only
 from tests.pipelines.benchmark_model import tiny_lm_dir  # noqa: F401  (fixture)
 
 F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"

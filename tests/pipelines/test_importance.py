@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from pipelines.errors import InputError
-from pipelines.importance import NeuronMask, ScoreSource, delta_score_source, neuron_scores, select_top_k
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.importance import (
+    NeuronMask,
+    ScoreSource,
+    delta_score_source,
+    neuron_scores,
+    select_top_k,
+)
 
 BASE = {"A": torch.zeros(3, 2), "B": torch.zeros(2)}
 PROBED = {"A": torch.tensor([[3.0, 4.0], [0.0, 1.0], [1.0, 0.0]]), "B": torch.tensor([0.5, -2.0])}

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.corpus import pack_corpus
-from pipelines.errors import InputError
-from pipelines.importance import NeuronMask, neuron_count
-from pipelines.masked import MaskedAdamW
-from pipelines.models import load_causal_lm, load_tokenizer
-from pipelines.train_worker import make_backend
-from pipelines.training import PackedBlocks, TrainSettings, train
-from storage import ArtifactStore
+from linguaforge.pipelines.corpus import pack_corpus
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.importance import NeuronMask, neuron_count
+from linguaforge.pipelines.masked import MaskedAdamW
+from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.train_worker import make_backend
+from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train
+from linguaforge.storage import ArtifactStore
 
 
 def test_masked_adamw_is_adamw_on_the_selected_entries():

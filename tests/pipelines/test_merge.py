@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipelines.decompose import decompose
-from pipelines.deltas import SparseDelta, base_weights_digest, write_sparse_delta
-from pipelines.errors import InputError
-from pipelines.merge import MergeSpec, dare_update, family_of, merge, select_t, ties_update
-from pipelines.weights import WeightReader
+from linguaforge.pipelines.decompose import decompose
+from linguaforge.pipelines.deltas import SparseDelta, base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.merge import MergeSpec, dare_update, family_of, merge, select_t, ties_update
+from linguaforge.pipelines.weights import WeightReader
 
 L0 = "model.layers.0."
 NAMES = [L0 + "self_attn.q_proj.weight", L0 + "self_attn.k_proj.weight", L0 + "self_attn.v_proj.weight",
@@ -203,7 +203,7 @@ def test_bad_inputs_fail_clearly_and_leave_no_output(hand, demo_assets):
 
 
 def test_selection_ties_flag_a_cut_the_data_did_not_decide():
-    from pipelines.merge import select_t, selection_ties, selection_warning
+    from linguaforge.pipelines.merge import select_t, selection_ties, selection_warning
 
     decided = {"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.0}
     assert selection_ties(decided, set(select_t(decided, 50))) == 0  # T = {c, d}: 0.1 < 0.5, a clean cut

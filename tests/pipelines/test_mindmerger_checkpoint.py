@@ -9,16 +9,16 @@ import zipfile
 import pytest
 import torch
 
-from pipelines.errors import InputError
-from pipelines.mindmerger.checkpoint import (
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.checkpoint import (
     MappingMeta,
     export_official_checkpoint,
     load_mapping,
     load_official_checkpoint,
     save_mapping,
 )
-from pipelines.mindmerger.model import Mapping
-from pipelines.mindmerger.train import build_model
+from linguaforge.pipelines.mindmerger.model import Mapping
+from linguaforge.pipelines.mindmerger.train import build_model
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 D_ENC, D_LLM = 32, 32  # the demo test models

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pipelines.errors import InputError
-from pipelines.mindmerger.data import (
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.data import (
     TextExample,
     load_examples,
     read_queries,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.errors import InputError
-from pipelines.mindmerger.data import collate
-from pipelines.mindmerger.model import IGNORE_INDEX, Mapping, MindMergerModel
-from pipelines.mindmerger.train import EncoderStates
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.data import collate
+from linguaforge.pipelines.mindmerger.model import IGNORE_INDEX, Mapping, MindMergerModel
+from linguaforge.pipelines.mindmerger.train import EncoderStates
 from tests.pipelines import mindmerger_common as mm
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 

@@ -10,13 +10,13 @@ import shutil
 import pytest
 from prefect import flow
 
-from flows.config import RunConfig
-from pipelines.benchmarks.loaders import load_raw
-from pipelines.benchmarks.prompts import build_items, load_preset
-from storage import ArtifactStore
-from tasks.common import Source
-from tasks.evaluate import _GENERATORS
-from tasks.mindmerger import mindmerger_augmentation, mindmerger_eval_model, mindmerger_mapping
+from linguaforge.flows.config import RunConfig
+from linguaforge.pipelines.benchmarks.loaders import load_raw
+from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
+from linguaforge.storage import ArtifactStore
+from linguaforge.tasks.common import Source
+from linguaforge.tasks.evaluate import _GENERATORS
+from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_eval_model, mindmerger_mapping
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 STAGE = {"learning_rate": 0.01, "epochs": 1.0, "global_batch_size": 16, "micro_batch_size": 8, "checkpoint_every": 2}

@@ -16,17 +16,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.errors import InputError
-from pipelines.mindmerger.checkpoint import read_meta
-from pipelines.mindmerger.data import save_examples, split_dev
-from pipelines.mindmerger.train import (
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.mindmerger.checkpoint import read_meta
+from linguaforge.pipelines.mindmerger.data import save_examples, split_dev
+from linguaforge.pipelines.mindmerger.train import (
     StageSettings,
     make_backend,
     run_stage_training,
     train_stage,
     use_encoder_cache,
 )
-from storage import ArtifactStore
+from linguaforge.storage import ArtifactStore
 from tests.pipelines import mindmerger_common as mm
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -83,7 +83,7 @@ def _worker(args, repo_root):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    return subprocess.Popen([sys.executable, "-m", "pipelines.mindmerger.train", *args], cwd=repo_root, env=env,
+    return subprocess.Popen([sys.executable, "-m", "linguaforge.pipelines.mindmerger.train", *args], cwd=repo_root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

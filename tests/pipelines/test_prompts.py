@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.benchmarks.loaders import load_raw
-from pipelines.benchmarks.prompts import (
+from linguaforge.pipelines.benchmarks.loaders import load_raw
+from linguaforge.pipelines.benchmarks.prompts import (
     build_items,
     builtin_presets,
     load_exemplars,
     load_preset,
     stop_strings,
 )
-from pipelines.errors import InputError
+from linguaforge.pipelines.errors import InputError
 
 F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 MINDMERGER = load_preset("mindmerger")

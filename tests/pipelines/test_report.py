@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from pipelines.benchmarks.report import (
+from linguaforge.pipelines.benchmarks.report import (
     build_comparison,
     build_report,
     comparison_rows,
     headline_rows,
     read_scores,
 )
-from pipelines.benchmarks.scoring import wilson_interval
-from pipelines.errors import InputError
+from linguaforge.pipelines.benchmarks.scoring import wilson_interval
+from linguaforge.pipelines.errors import InputError
 
 
 def _score(model, base, bench, lang, correct, n, rule="mindmerger"):

@@ -13,11 +13,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from pipelines.reproducible import content_only, save_tensors
+from linguaforge.pipelines.reproducible import content_only, save_tensors
 
 SAVE = textwrap.dedent("""
     import sys, torch
-    from pipelines.reproducible import save_tensors
+    from linguaforge.pipelines.reproducible import save_tensors
     tensors = {"b": torch.zeros(2, 2), "a": torch.arange(3.0)}
     save_tensors(tensors, sys.argv[1], metadata={f"key{i}": str(i) * i for i in range(12)})
 """)
@@ -25,8 +25,8 @@ SAVE = textwrap.dedent("""
 TOKENIZER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from pipelines.demo_models import train_encoder_tokenizer, world_texts
-    from pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo_models import train_encoder_tokenizer, world_texts
+    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
     out = Path(sys.argv[1])
     generate_world(WorldSpec(languages=["en", "de", "sw"], general_docs=60, ability_problems=80,
                              translation_pairs=20, query_items=10, test_items=4), out / "world")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipelines.benchmarks.scoring import (
+from linguaforge.pipelines.benchmarks.scoring import (
     extract_flexible,
     extract_mindmerger,
     extract_strict,

@@ -15,11 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.benchmarks import HFCausalLMGenerator, build_items, load_preset, load_raw, stop_strings
-from pipelines.benchmarks.registry import get_benchmark
-from pipelines.deltas import SparseDelta, base_weights_digest, write_sparse_delta
-from pipelines.merge import MergeSpec, merge
-from pipelines.weights import WeightReader
+from linguaforge.pipelines.benchmarks import (
+    HFCausalLMGenerator,
+    build_items,
+    load_preset,
+    load_raw,
+    stop_strings,
+)
+from linguaforge.pipelines.benchmarks.registry import get_benchmark
+from linguaforge.pipelines.deltas import SparseDelta, base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.merge import MergeSpec, merge
+from linguaforge.pipelines.weights import WeightReader
 
 LANGS = ["de", "zh", "sw", "bn"]
 
@@ -84,7 +90,7 @@ def test_a_merge_that_adds_nothing_is_the_base_and_the_default_merge_is_not(maet
 
 
 def test_mindmerger_generations_depend_on_the_mapped_encoder_states(demo_assets):
-    from pipelines.mindmerger.generate import MindMergerGenerator
+    from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
     from tests.pipelines import mindmerger_common as mm
 
     model = mm.model(demo_assets)
@@ -106,12 +112,12 @@ def test_mindmerger_generations_depend_on_the_mapped_encoder_states(demo_assets)
 def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_path):
     """The demo's recipe (configs/demo.yaml) at the demo's model size: bootstrap, full CPT, English MGSM.
     A shorter recipe (400 documents, 200 + 300 steps) reached only +15 points: the margin needs the budget."""
-    from pipelines.benchmarks import evaluate_unit
-    from pipelines.corpus import CorpusSpec, pack_corpus, read_documents
-    from pipelines.demo_models import build_tiny_llm, train_llm_tokenizer, world_texts
-    from pipelines.demo_world import WorldSpec, generate_world
-    from pipelines.models import load_causal_lm
-    from pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+    from linguaforge.pipelines.benchmarks import evaluate_unit
+    from linguaforge.pipelines.corpus import CorpusSpec, pack_corpus, read_documents
+    from linguaforge.pipelines.demo_models import build_tiny_llm, train_llm_tokenizer, world_texts
+    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.models import load_causal_lm
+    from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
 
     torch.set_num_threads(2)
     world = tmp_path / "world"

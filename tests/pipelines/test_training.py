@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from pipelines.corpus import pack_corpus
-from pipelines.errors import InputError
-from pipelines.models import load_causal_lm, load_tokenizer
-from pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
-from storage import ArtifactStore
+from linguaforge.pipelines.corpus import pack_corpus
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+from linguaforge.storage import ArtifactStore
 
 
 def test_lr_schedule_by_hand():

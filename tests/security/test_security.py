@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from storage import ArtifactStore, StoreError
+from linguaforge.storage import ArtifactStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = [p for folder in ("flows", "tasks", "pipelines", "storage", "bench") for p in (ROOT / folder).rglob("*.py")]
@@ -83,7 +83,7 @@ def test_credentials_never_reach_what_a_run_writes(s3_bucket, tmp_path, repo_roo
     config.write_text(yaml.safe_dump(data))
     env = {**os.environ, "COLUMNS": "200", "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
-    run = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=repo_root, env=env,
+    run = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)], cwd=repo_root, env=env,
                          capture_output=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 

@@ -16,7 +16,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from storage import ArtifactRef, ArtifactStore, IntegrityError, NotCommittedError, StoreError, artifact_key
+from linguaforge.storage import (
+    ArtifactRef,
+    ArtifactStore,
+    IntegrityError,
+    NotCommittedError,
+    StoreError,
+    artifact_key,
+)
 
 
 def _store(kind: str, tmp_path: Path, s3_bucket: str | None = None) -> ArtifactStore:
@@ -195,7 +202,7 @@ def test_stale_files_without_manifest_are_invisible_and_replaced(tmp_path):
 
 KILLED_WRITER = textwrap.dedent("""
     import sys, time
-    from storage import ArtifactStore
+    from linguaforge.storage import ArtifactStore
     store = ArtifactStore(sys.argv[1], cache_dir=sys.argv[2])
     with store.writer("model", "killed" + "0" * 18, stage="s", stage_version=1, params={}) as w:
         for i in range(20):
@@ -294,7 +301,7 @@ def test_execution_records(store):
 RACING_WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from storage import ArtifactStore
+    from linguaforge.storage import ArtifactStore
     store = ArtifactStore(sys.argv[1], cache_dir=sys.argv[2])
     go = Path(sys.argv[3])
     with store.writer("model", "race" + "0" * 20, stage="s", stage_version=1, params={}) as w:
