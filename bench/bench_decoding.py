@@ -14,13 +14,13 @@ prompt), with a byte-level BPE tokenizer trained on a small demo world whose MGS
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch  # noqa: E402
+from options import parse_options  # noqa: E402
 
 from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator  # noqa: E402
 from linguaforge.pipelines.benchmarks.loaders import load_raw  # noqa: E402
@@ -32,8 +32,8 @@ LANGUAGES = ["en", "de", "zh", "sw", "bn", "ja"]
 def build_assets(root: Path, hidden: int, layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from linguaforge.pipelines.demo_models import train_llm_tokenizer, world_texts
-    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo.models import train_llm_tokenizer, world_texts
+    from linguaforge.pipelines.demo.world import WorldSpec, generate_world
 
     generate_world(WorldSpec(languages=LANGUAGES, general_docs=80, ability_problems=200, translation_pairs=60,
                              query_items=20, test_items=16), root / "world")
@@ -114,16 +114,8 @@ def bench_loglik(model, tokenizer, bench_dir: Path, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--loglik-repeats", type=int, default=30)
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args()
+    args = parse_options(__doc__, {"items": 48, "batch-size": 16, "max-new-tokens": 48, "hidden": 256, "layers": 4,
+                                     "repeats": 2, "loglik-repeats": 30, "device": {"default": None}})
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, bench_dir = build_assets(Path(tmp), args.hidden, args.layers)

@@ -96,8 +96,8 @@ class LazyWeights:
 def child(root: Path, variant: str, granularity: str, k1: float) -> None:
     import torch
 
-    from linguaforge.pipelines.cpt import key_neuron_mask
-    from linguaforge.pipelines.importance import neuron_scores
+    from linguaforge.pipelines.maet.cpt import key_neuron_mask
+    from linguaforge.pipelines.maet.importance import neuron_scores
     from linguaforge.pipelines.weights import WeightReader
 
     probed = LazyWeights(root / "probed")

@@ -14,7 +14,6 @@ Model: a Llama built from config with random weights; data: random token blocks;
 
 from __future__ import annotations
 
-import argparse
 import math
 import tempfile
 import time
@@ -24,11 +23,16 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
+from options import parse_options  # noqa: E402
 
-from linguaforge.pipelines.cpt import write_cpt_delta  # noqa: E402
-from linguaforge.pipelines.importance import NeuronMask, neuron_count  # noqa: E402
-from linguaforge.pipelines.train_worker import make_backend  # noqa: E402
-from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train  # noqa: E402
+from linguaforge.pipelines.maet.cpt import (
+    make_backend,  # noqa: E402
+    write_cpt_delta,  # noqa: E402
+)
+from linguaforge.pipelines.maet.importance import NeuronMask, neuron_count  # noqa: E402
+from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks  # noqa: E402
+from linguaforge.pipelines.training.loop import train  # noqa: E402
+from linguaforge.pipelines.training.settings import TrainSettings  # noqa: E402
 
 
 def build_model(root: Path, hidden: int, layers: int, vocab: int) -> Path:
@@ -65,10 +69,10 @@ def run(model_dir: Path, data: PackedBlocks, settings: TrainSettings, k1: float 
     model = load_causal_lm(str(model_dir))
     mask = random_mask(model, k1) if k1 is not None else None
     backend = make_backend(model, settings, data.block_size, mask)
-    warm = TrainSettings(**{**settings.__dict__, "steps": 1})
-    train(backend, data, warm)  # first step: allocator and kernels warm up; not timed
+    warm = settings.model_copy(update={"steps": 1})
+    train(backend, CausalLMRecipe(data, warm))  # first step: allocator and kernels warm up; not timed
     began = time.perf_counter()
-    result = train(backend, data, settings)
+    result = train(backend, CausalLMRecipe(data, settings))
     seconds = time.perf_counter() - began
     optimizer = backend.optimizer
     if hasattr(optimizer, "state_bytes"):
@@ -76,18 +80,11 @@ def run(model_dir: Path, data: PackedBlocks, settings: TrainSettings, k1: float 
     else:
         state_bytes = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                           if torch.is_tensor(t))
-    return result.tokens / seconds, state_bytes, backend.full_state_dict()
+    return result.summary()["tokens"] / seconds, state_bytes, backend.full_state_dict()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=8000)
-    parser.add_argument("--block", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--k1", type=float, default=5.0)
-    args = parser.parse_args()
+    args = parse_options(__doc__, {"hidden": 512, "layers": 4, "vocab": 8000, "block": 128, "steps": 6, "k1": 5.0})
     settings = TrainSettings(steps=args.steps, learning_rate=1e-4, batch_tokens=8 * args.block,
                              micro_batch_size=8, schedule="constant")
     with tempfile.TemporaryDirectory(prefix="bench-masked-") as tmp:

@@ -25,7 +25,6 @@ translated math queries as data (prompt = the MindMerger math template).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch  # noqa: E402
+from options import parse_options  # noqa: E402
 from torch import nn  # noqa: E402
 
 LANGUAGES = ["en", "de", "zh", "sw", "bn"]
@@ -46,8 +46,8 @@ LANGUAGES = ["en", "de", "zh", "sw", "bn"]
 def build_assets(root: Path, args) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, MT5Config, MT5ForConditionalGeneration
 
-    from linguaforge.pipelines.demo_models import train_encoder_tokenizer, train_llm_tokenizer, world_texts
-    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo.models import train_encoder_tokenizer, train_llm_tokenizer, world_texts
+    from linguaforge.pipelines.demo.world import WorldSpec, generate_world
 
     generate_world(WorldSpec(languages=LANGUAGES, general_docs=60, ability_problems=100, translation_pairs=60,
                              query_items=80, test_items=4), root / "world")
@@ -248,18 +248,10 @@ def _expect(child: subprocess.Popen, word: str, variant: str, root: Path) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llm-hidden", type=int, default=512)
-    parser.add_argument("--llm-layers", type=int, default=4)
-    parser.add_argument("--enc-hidden", type=int, default=256)
-    parser.add_argument("--enc-layers", type=int, default=4)
-    parser.add_argument("--micro-batch-size", type=int, default=8)
-    parser.add_argument("--micro-batches", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--variant", choices=["ours", "ours-nocache", "naive"])
-    parser.add_argument("--root")
-    parser.add_argument("--out")
-    args = parser.parse_args()
+    args = parse_options(__doc__, {
+        "llm-hidden": 512, "llm-layers": 4, "enc-hidden": 256, "enc-layers": 4, "micro-batch-size": 8,
+        "micro-batches": 2, "steps": 5, "variant": {"choices": ["ours", "ours-nocache", "naive"]},
+        "root": {"default": None}, "out": {"default": None}})
 
     if args.variant:  # a child process: measure one variant
         Path(args.out).write_text(json.dumps(run_variant(args.variant, Path(args.root), args)))

@@ -27,7 +27,10 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from linguaforge.pipelines.training import BlockOrder, PackedBlocks, TorchBackend, TrainSettings, train  # noqa: E402
+from linguaforge.pipelines.training.backends import TorchBackend  # noqa: E402
+from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks  # noqa: E402
+from linguaforge.pipelines.training.loop import BlockOrder, train  # noqa: E402
+from linguaforge.pipelines.training.settings import TrainSettings  # noqa: E402
 
 
 def blocks(folder: Path, n: int, block: int, vocab: int) -> PackedBlocks:
@@ -40,9 +43,9 @@ def blocks(folder: Path, n: int, block: int, vocab: int) -> PackedBlocks:
 
 def ours(model, data: PackedBlocks, settings: TrainSettings) -> float:
     reports = []
-    result = train(TorchBackend(model, settings, device=torch.device("cpu")), data, settings,
+    result = train(TorchBackend(model, settings, device=torch.device("cpu")), CausalLMRecipe(data, settings),
                    progress=lambda done, total, metrics: reports.append(metrics))
-    return result.tokens / result.seconds
+    return result.summary()["tokens"] / result.seconds
 
 
 def plain(model, data: PackedBlocks, settings: TrainSettings) -> float:
@@ -88,7 +91,7 @@ def main() -> None:
                              micro_batch_size=16, checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         data = blocks(Path(tmp), 512, 128, 2000)
-        plain(copy.deepcopy(model), data, TrainSettings(**{**settings.__dict__, "steps": 2}))  # warm-up
+        plain(copy.deepcopy(model), data, settings.model_copy(update={"steps": 2}))  # warm-up
         speeds: dict[str, list[float]] = {"ours": [], "plain": []}
         for _ in range(args.turns):
             for name, loop in (("ours", ours), ("plain", plain)):

@@ -435,7 +435,7 @@ def cmd_merge(args) -> int:
     from rich.progress import Progress
 
     from linguaforge.flows.merge_cli import load_job, run_merge_job
-    from linguaforge.pipelines.merge import check_output_folder, selection_warning
+    from linguaforge.pipelines.maet.merge import check_output_folder, selection_warning
 
     job = load_job(args.config)
     if args.out:

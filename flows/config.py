@@ -1,7 +1,8 @@
-"""The run configuration: one pydantic model for a whole linguaforge run.
+"""The run configuration: one pydantic model for a whole linguaforge run, composed of the settings models that
+the science owns (each defined next to the code that reads it, in pipelines/ and storage/).
 
 The same models are the YAML schema (`configs/*.yaml`), the Prefect flow parameters and therefore the
-Prefect UI's run form (titles, descriptions, bounds and enums come from the Field definitions here).
+Prefect UI's run form (titles, descriptions, bounds and enums come from the Field definitions).
 
 Resources are named by URI everywhere: an HF hub id (`meta-llama/Meta-Llama-3-8B`), a local path, any
 fsspec URL (`s3://bucket/corpus.jsonl`), `hf:<dataset id>` for HF datasets, or `demo:<name>` for what
@@ -15,240 +16,40 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from linguaforge.pipelines.benchmarks.settings import BenchmarkName, BenchmarkSpec, EvaluationConfig
+from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig
 from linguaforge.pipelines.languages import check_language
+from linguaforge.pipelines.maet.settings import (
+    DecomposeConfig,
+    FullCPTConfig,
+    MaskedCPTConfig,
+    MergeConfig,
+    ProbeConfig,
+    TensorFamily,
+)
+from linguaforge.pipelines.mindmerger.settings import MindMergerConfig, MindMergerStageConfig
+from linguaforge.pipelines.settings import (
+    DEMO_PREFIX,
+    CorporaConfig,
+    CorpusPrepConfig,
+    CorpusSource,
+    ModelsConfig,
+    Settings,
+)
+from linguaforge.pipelines.training.settings import TrainConfig
+from linguaforge.storage.settings import StoreConfig
 
-DEMO_PREFIX = "demo:"
+__all__ = [  # the run configuration and the settings it composes, importable from one place
+    "DEMO_PREFIX", "BenchmarkName", "BenchmarkSpec", "BootstrapConfig", "ConfigError", "CorporaConfig",
+    "CorpusPrepConfig", "CorpusSource", "DecomposeConfig", "DemoConfig", "EvaluationConfig", "FullCPTConfig",
+    "MaskedCPTConfig", "MergeConfig", "MindMergerConfig", "MindMergerStageConfig", "ModelsConfig",
+    "OrchestrationConfig", "ProbeConfig", "RunConfig", "StoreConfig", "TensorFamily", "TrainConfig",
+    "load_config", "parse_config", "read_yaml_mapping",
+]
 
-
-class _Model(BaseModel):
-    # allow_inf_nan=False: every float setting must be finite (a NaN γ would merge into NaN weights)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class StoreConfig(_Model):
-    url: str = Field(
-        "./.linguaforge/store",
-        title="Store URL",
-        description="Where artifacts live: a local folder, s3://bucket/prefix (AWS, MinIO), gs://bucket/prefix, "
-        "or memory://name. Credentials come from the environment (AWS_ACCESS_KEY_ID, ...), never from here.",
-    )
-    cache_dir: str = Field("./.linguaforge/cache", description="Local cache of files read from a remote store.")
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra fsspec options, e.g. {endpoint_url: http://minio:9000}. No credentials.",
-    )
-
-
-class ModelsConfig(_Model):
-    base_llm: str = Field(
-        "demo:llm", title="Base LLM",
-        description="HF id or path of the base causal LM (e.g. meta-llama/Meta-Llama-3-8B); demo:llm = tiny demo Llama.",
-    )
-    encoder: str = Field(
-        "demo:encoder", title="Multilingual encoder",
-        description="HF id or path of the multilingual encoder for MindMerger (e.g. google/mt5-xl); only its "
-        "encoder is loaded.",
-    )
-    tokenizer: str | None = Field(
-        None, description="Tokenizer to use instead of the base LLM's own (must match its vocabulary and BOS/EOS)."
-    )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for HF ids.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype when loading.")
-
-
-class CorpusSource(_Model):
-    uri: str = Field(..., description="hf:<dataset id>[@config], a .jsonl/.parquet/.txt path or URL, or demo:<name>.")
-    format: Literal["auto", "jsonl", "parquet", "text", "hf"] = Field("auto", description="File format; auto = by suffix.")
-    text_field: str = Field("text", description="Column holding the document text (jsonl, parquet, hf).")
-    split: str = Field("train", description="Split, for hf: sources.")
-    max_documents: int | None = Field(None, ge=1, description="Read at most this many documents.")
-
-
-class CorporaConfig(_Model):
-    ability: CorpusSource = Field(
-        default_factory=lambda: CorpusSource(uri="demo:ability/en"),
-        description="English-only ability corpus (math or science), e.g. OpenWebMath or a science corpus.",
-    )
-    general: dict[str, CorpusSource] = Field(
-        default_factory=dict,
-        description="General text per language (ISO 639-1 → source), e.g. a CC/Wikipedia slice; must cover the "
-        "pivot language and every target language. Empty with a demo world = the demo world's text.",
-    )
-
-
-class CorpusPrepConfig(_Model):
-    block_size: int = Field(256, ge=8, le=131072, description="Tokens per packed training block.")
-    packing: Literal["concat", "document"] = Field(
-        "concat",
-        description="concat: documents joined with EOS, blocks may span documents; document: a block never "
-        "holds tokens of two documents (the tail is padded).",
-    )
-    min_chars: int = Field(1, ge=1, description="Drop documents shorter than this after normalisation (counted).")
-    max_chars: int = Field(100_000, ge=1, description="Drop documents longer than this (counted, not truncated).")
-    ability_mix_ratio: float = Field(
-        0.5, ge=0.0, le=1.0, description="Share of ability tokens in the ability + general-pivot mixture."
-    )
-
-
-class TrainConfig(_Model):
-    steps: int = Field(100, ge=1, description="Optimizer steps.")
-    learning_rate: float = Field(1e-4, gt=0, le=1.0)
-    schedule: Literal["constant", "cosine"] = Field("cosine", description="LR schedule after warmup.")
-    warmup_steps: int = Field(0, ge=0)
-    batch_tokens: int = Field(8192, ge=1, description="Tokens per optimizer step, reached by gradient accumulation.")
-    micro_batch_size: int = Field(8, ge=1, description="Blocks per forward pass.")
-    weight_decay: float = Field(0.0, ge=0.0)
-    adam_betas: tuple[float, float] = Field((0.9, 0.95))
-    adam_eps: float = Field(1e-8, gt=0)
-    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null = no clipping.")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on GPU; fp32 on CPU.")
-    backend: Literal["torch", "deepspeed"] = Field("torch", description="Plain torch, or DeepSpeed (ZeRO).")
-    deepspeed_config: str | None = Field(
-        None, description="DeepSpeed JSON config (e.g. deploy/deepspeed/zero2.json) when backend=deepspeed."
-    )
-    checkpoint_every: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
-    processes: int = Field(1, ge=1, le=1024, description="Training processes (one per GPU) launched with torchrun "
-                           "on this node; 1 = train inside the task's own process.")
-
-    @model_validator(mode="after")
-    def _several_processes_need_deepspeed(self) -> TrainConfig:
-        if self.processes > 1 and self.backend != "deepspeed":
-            raise ValueError("processes > 1 needs backend: deepspeed (the plain torch back end is one device)")
-        return self
-
-
-class BootstrapConfig(_Model):
-    """Demo only: brief pre-training of the tiny LLM so the base model has some language in it."""
-
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=300, learning_rate=2e-3, warmup_steps=20, batch_tokens=4096, micro_batch_size=16))
-
-
-class ProbeConfig(_Model):
-    k1_percent: float = Field(5.0, gt=0.0, le=100.0, title="k1 (%)",
-                              description="Share of neurons kept as key neurons (Eq. 1).")
-    granularity: Literal["row", "element"] = Field(
-        "row", description="row: one output unit of a weight matrix, scored by its row-delta norm; element: each scalar."
-    )
-    selection: Literal["global", "per_tensor"] = Field("global", description="Top-k1 over the whole model or per tensor.")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=50, schedule="constant"))
-
-
-class MaskedCPTConfig(_Model):
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    language_train: TrainConfig | None = Field(
-        None, description="Masked CPT settings for the language runs (LLM_L0 and each LLM_Li) when they differ "
-        "from the ability run's; null = `train` for every run.")
-
-    def settings_for(self, ability: bool) -> TrainConfig:
-        return self.train if ability or self.language_train is None else self.language_train
-
-
-class FullCPTConfig(_Model):
-    train: TrainConfig = Field(default_factory=TrainConfig)
-
-
-class DecomposeConfig(_Model):
-    alpha: float = Field(0.8, title="α", description="Weight of the ability+pivot delta in R(A) (Eq. 2).")
-    beta: float = Field(0.2, title="β", description="Weight of the pivot-language delta subtracted in R(A) (Eq. 2).")
-    language_delta_form: Literal["direct", "pivot_removed"] = Field(
-        "direct", description="direct: R(L_i) = Θ_Li − Θ_o; pivot_removed: the pivot-language delta subtracted too."
-    )
-
-
-TensorFamily = Literal["q", "k", "v", "o", "up", "gate", "down", "embed", "norm", "lm_head"]
-
-
-class MergeConfig(_Model):
-    method: Literal["maet", "task_vector", "ties", "dare"] = Field("maet", description="Merge method.")
-    k2_percent: float = Field(80.0, ge=0.0, le=100.0, title="k2 (%)",
-                              description="Share of tensors (lowest ability·language similarity) that get R(A).")
-    gamma: float = Field(0.2, title="γ", description="Scale of R(A) on the selected tensors (Eq. 5).")
-    eta: float = Field(1.0, title="η", description="Scale of R_Lang (Eq. 5).")
-    mu: dict[str, float] = Field(
-        default_factory=dict, title="μ per language",
-        description="Weight of each language delta in R_Lang (Eq. 3); empty = 1.0 for every target language.",
-    )
-    tensor_families: list[TensorFamily] = Field(
-        default_factory=lambda: ["q", "k", "v", "o", "up", "gate", "down"],
-        description="Tensor families eligible for T (the paper's Table 3).",
-    )
-    task_vector_lambda: float = Field(1.0, title="λ", description="Task-vector baseline scale.")
-    ties_density: float = Field(0.2, gt=0.0, le=1.0, description="TIES: share of each delta kept by magnitude.")
-    dare_drop: float = Field(0.9, ge=0.0, lt=1.0, description="DARE: drop probability (rescaled by 1/(1-p)).")
-    shard_size_mb: int = Field(2000, ge=1, description="Output safetensors shard size.")
-    baselines: list[Literal["task_vector", "full_cpt"]] = Field(
-        default_factory=lambda: ["task_vector", "full_cpt"], description="Baselines built next to the MAET model."
-    )
-
-
-class MindMergerStageConfig(_Model):
-    learning_rate: float = Field(2e-5, gt=0, le=1.0)
-    epochs: float = Field(3.0, gt=0)
-    global_batch_size: int = Field(128, ge=1)
-    micro_batch_size: int = Field(8, ge=1)
-    max_source_len: int = Field(200, ge=1, description="Encoder input tokens.")
-    max_target_len: int = Field(200, ge=1, description="LLM prompt + target tokens.")
-    checkpoint_every: int = Field(100, ge=1)
-
-
-class MindMergerConfig(_Model):
-    enabled: bool = True
-    task: Literal["math", "csqa", "xnli"] = Field("math", description="Augmentation-stage task.")
-    llms: list[Literal["base", "maet", "full_cpt"]] = Field(
-        default_factory=lambda: ["maet", "full_cpt"],
-        description="Which LLMs to put MindMerger on: the base LLM, the MAET model, the full-CPT baseline. Each "
-        "MindMerger model is compared with the LLM it sits on.",
-    )
-    mapping: MindMergerStageConfig = Field(default_factory=MindMergerStageConfig)
-    augmentation: MindMergerStageConfig = Field(
-        default_factory=lambda: MindMergerStageConfig(max_source_len=512, max_target_len=512)
-    )
-    adam_betas: tuple[float, float] = (0.8, 0.999)
-    adam_eps: float = 1e-8
-    weight_decay: float = 3e-7
-    grad_clip: float = 1.0
-    dev_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Held-out share for dev perplexity.")
-    translation_data: dict[str, str] = Field(
-        default_factory=dict,
-        description="Per language: folder or URL with line-aligned train.<iso> / train.en; empty = demo world.",
-    )
-    query_data: str = Field("demo:queries/math", description="Translated task queries for the augmentation stage.")
-    backend: Literal["torch", "deepspeed"] = "torch"
-    deepspeed_config: str | None = None
-
-
-BenchmarkName = Literal["mgsm", "msvamp", "xcsqa", "xnli", "mmlu_science"]
-
-
-class BenchmarkSpec(_Model):
-    name: BenchmarkName
-    data: str = Field(..., description="HF dataset id, a folder or URL with the official files, or demo:bench/<name>.")
-    languages: list[str] | None = Field(None, description="Languages to score; null = the run's pivot + targets.")
-    prompt: str = Field("mindmerger", description="Prompt preset (mindmerger, native_cot, ...).")
-    max_new_tokens: int | None = Field(None, ge=1, description="null = the benchmark's default.")
-    limit: int | None = Field(None, ge=1, description="Score at most this many items per language.")
-    scoring: Literal["generate", "loglik"] = Field("generate", description="Classification: generate, or option log-likelihood.")
-    exemplars: str | None = Field(None, description="Few-shot exemplar file (JSON) for the native_cot presets.")
-
-    @field_validator("languages")
-    @classmethod
-    def _iso(cls, v: list[str] | None) -> list[str] | None:
-        return v if v is None else [check_language(c, "benchmark language") for c in v]
-
-
-class EvaluationConfig(_Model):
-    enabled: bool = True
-    benchmarks: list[BenchmarkSpec] = Field(default_factory=lambda: [
-        BenchmarkSpec(name="mgsm", data="demo:bench/mgsm"),
-        BenchmarkSpec(name="xnli", data="demo:bench/xnli"),
-    ])
-    batch_size: int = Field(16, ge=1)
-
-
-class OrchestrationConfig(_Model):
+class OrchestrationConfig(Settings):
     gpu_deployment: str | None = Field(
         None, title="GPU deployment",
         description="'flow/deployment' that runs the GPU stages (MAET) on a GPU work pool as a subflow, e.g. "
@@ -257,33 +58,7 @@ class OrchestrationConfig(_Model):
                                               description="Job variables for that run, e.g. {gpus: 8}.")
 
 
-class DemoConfig(_Model):
-    """The embedded synthetic world: text, ability data, translation pairs, benchmark files, tiny models."""
-
-    seed: int = 0
-    general_docs: int = Field(600, ge=10, description="General documents per (high-resource) language.")
-    low_resource_languages: list[str] = Field(default_factory=lambda: ["sw", "bn"])
-    low_resource_fraction: float = Field(0.25, gt=0.0, le=1.0, description="Their share of general_docs.")
-    bilingual_share: float = Field(0.1, ge=0.0, le=1.0, description="Share of non-pivot general documents that "
-                                   "carry each sentence's English rendering beside it (as web text mixes languages).")
-    ability_problems: int = Field(4000, ge=10, description="English worked math problems.")
-    translation_pairs: int = Field(600, ge=10, description="X→English pairs per language.")
-    query_items: int = Field(400, ge=10, description="Translated math queries per language (augmentation stage).")
-    test_items: int = Field(100, ge=1, description="Items per language in each benchmark test file.")
-    llm_hidden_size: int = Field(128, ge=8)
-    llm_layers: int = Field(4, ge=1)
-    encoder_hidden_size: int = Field(64, ge=8)
-    encoder_layers: int = Field(2, ge=1)
-    vocab_size: int = Field(2000, ge=300, description="Target vocabulary of both trained tokenizers.")
-    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
-
-    @field_validator("low_resource_languages")
-    @classmethod
-    def _iso(cls, v: list[str]) -> list[str]:
-        return [check_language(c, "demo.low_resource_languages") for c in v]
-
-
-class RunConfig(_Model):
+class RunConfig(Settings):
     """A whole linguaforge run: which models, which languages, which data, every stage's settings."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, title="linguaforge run")

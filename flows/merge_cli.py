@@ -69,10 +69,10 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
     """Decompose into a folder next to the output, then merge; returns the merge report."""
     import tempfile
 
-    from linguaforge.pipelines.decompose import decompose
-    from linguaforge.pipelines.deltas import SparseDelta
     from linguaforge.pipelines.locations import check_model_location
-    from linguaforge.pipelines.merge import MergeSpec, merge
+    from linguaforge.pipelines.maet.decompose import decompose
+    from linguaforge.pipelines.maet.deltas import SparseDelta
+    from linguaforge.pipelines.maet.merge import MergeSpec, merge
     from linguaforge.pipelines.models import resolve_file, resolve_model_dir
 
     def delta(uri: str) -> SparseDelta:
@@ -85,10 +85,7 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
         parts = decompose(delta(job.deltas.ability_pivot), delta(job.deltas.pivot),
                           {c: delta(u) for c, u in job.deltas.languages.items()}, Path(tmp),
                           alpha=d.alpha, beta=d.beta, form=d.language_delta_form)
-        spec = MergeSpec(method=m.method, ability=SparseDelta(parts["ability"]),
-                         languages={c: SparseDelta(parts[c]) for c in job.deltas.languages}, mu=m.mu,
-                         k2_percent=m.k2_percent, gamma=m.gamma, eta=m.eta, families=list(m.tensor_families),
-                         task_vector_lambda=m.task_vector_lambda, ties_density=m.ties_density,
-                         dare_drop=m.dare_drop, seed=job.seed)
+        spec = MergeSpec.of(m, m.method, SparseDelta(parts["ability"]),
+                            {c: SparseDelta(parts[c]) for c in job.deltas.languages}, job.seed)
         return merge(base_dir, job.out, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress,
                      replace=job.force)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import flow
 
 from linguaforge.flows.config import RunConfig
-from linguaforge.flows.stages import base_models, run_sources
+from linguaforge.flows.stages import base_models, run_context, run_sources
 from linguaforge.storage import ArtifactRef
 from linguaforge.tasks.common import Source
 from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
@@ -21,6 +21,7 @@ def mindmerger(config: RunConfig = RunConfig(), llm_name: str = "base",  # noqa:
     outputs = base_models(config)
     base, encoder, world = run_sources(config, outputs)
     llm = llm or base
-    mapping = mindmerger_mapping(config, llm_name, llm, encoder, world)
-    augmentation = mindmerger_augmentation(config, llm_name, llm, encoder, mapping, world)
+    ctx, mm = run_context(config), config.mindmerger
+    mapping = mindmerger_mapping(ctx, mm, llm_name, llm, encoder, world)
+    augmentation = mindmerger_augmentation(ctx, mm, llm_name, llm, encoder, mapping, world)
     return {f"mindmerger/{llm_name}/mapping": mapping, f"mindmerger/{llm_name}/augmentation": augmentation}

@@ -1,4 +1,4 @@
-"""The whole linguaforge run as one Prefect flow of subflows; it reads like the diagram in DESIGN.md.
+"""The whole linguaforge run as one Prefect flow of subflows; it reads like the diagram in ARCHITECTURE.md.
 
     maet (corpus ─> probes ─> masked CPT ─> decompose ─> merge)
     mindmerger on the base LLM, and on the MAET model   (mapping ─> augmentation)

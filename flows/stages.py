@@ -7,7 +7,7 @@ from prefect.futures import wait
 
 from linguaforge.flows.config import DEMO_PREFIX, RunConfig
 from linguaforge.storage import ArtifactRef
-from linguaforge.tasks.common import Source
+from linguaforge.tasks.common import RunContext, Source
 from linguaforge.tasks.corpus import corpus_mixture, corpus_prep
 from linguaforge.tasks.demo import bootstrap, demo_world, tiny_models
 from linguaforge.tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
@@ -15,14 +15,21 @@ from linguaforge.tasks.maet import full_cpt, importance_probe, masked_cpt
 from linguaforge.tasks.merge import decompose, merge_models
 
 
+def run_context(cfg: RunConfig) -> RunContext:
+    """What every stage task reads of the run besides its own settings (each task gets those alone)."""
+    return RunContext(name=cfg.name, seed=cfg.seed, store=cfg.store, pivot_language=cfg.pivot_language,
+                      languages=cfg.languages, dtype=cfg.models.dtype, tokenizer=cfg.models.tokenizer)
+
+
 def base_models(cfg: RunConfig) -> dict[str, ArtifactRef]:
     """The demo world and its tiny models when the run has a demo section (cached like every stage)."""
     outputs: dict[str, ArtifactRef] = {}
+    ctx = run_context(cfg)
     if cfg.demo is not None:
-        world = outputs["demo_world"] = demo_world(cfg)
-        models = outputs["tiny_models"] = tiny_models(cfg, world)
+        world = outputs["demo_world"] = demo_world(ctx, cfg.demo)
+        models = outputs["tiny_models"] = tiny_models(ctx, cfg.demo, world)
         if cfg.models.base_llm == f"{DEMO_PREFIX}llm":
-            outputs["base_llm"] = bootstrap(cfg, world, models)
+            outputs["base_llm"] = bootstrap(ctx, cfg.demo, cfg.corpus_prep, world, models)
     return outputs
 
 
@@ -36,13 +43,15 @@ def run_sources(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> tuple[Source
 
 def prepare_corpora(cfg: RunConfig, world: ArtifactRef | None, base: Source) -> dict[str, ArtifactRef]:
     """Every corpus the MAET stages train on, packed in parallel, plus the ability + pivot mixture."""
-    futures = {f"general-{lang}": corpus_prep.submit(cfg, f"general-{lang}", lang, cfg.corpora.general[lang],
+    ctx, prep = run_context(cfg), cfg.corpus_prep
+    futures = {f"general-{lang}": corpus_prep.submit(ctx, prep, f"general-{lang}", lang, cfg.corpora.general[lang],
                                                      world, base)
                for lang in cfg.all_languages}
-    futures["ability"] = corpus_prep.submit(cfg, "ability", cfg.pivot_language, cfg.corpora.ability, world, base)
+    futures["ability"] = corpus_prep.submit(ctx, prep, "ability", cfg.pivot_language, cfg.corpora.ability, world,
+                                            base)
     wait(list(futures.values()))
     corpora = {name: future.result() for name, future in futures.items()}
-    corpora["mixture"] = corpus_mixture(cfg, corpora["ability"], corpora[f"general-{cfg.pivot_language}"])
+    corpora["mixture"] = corpus_mixture(ctx, prep, corpora["ability"], corpora[f"general-{cfg.pivot_language}"])
     return corpora
 
 
@@ -50,15 +59,17 @@ def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> di
     """MAET extraction: a probe per corpus gives key neurons (N_A, N_L0, N_Li); masked CPT trains
     LLM_{A,L0} on the mixture over N_A ∪ N_L0, LLM_{L0} over N_L0 and each LLM_{Li} over N_Li. Every run
     starts as soon as the probes it needs are done (futures are passed straight in)."""
-    pivot = cfg.pivot_language
-    probes = {"ability": importance_probe.submit(cfg, "ability", corpora["ability"], base)}
-    probes |= {lang: importance_probe.submit(cfg, lang, corpora[f"general-{lang}"], base) for lang in cfg.all_languages}
-    runs = {"ability+pivot": masked_cpt.submit(cfg, f"ability+{pivot}", corpora["mixture"],
-                                               [probes["ability"], probes[pivot]], base, ability=True)}
-    runs |= {lang: masked_cpt.submit(cfg, lang, corpora[f"general-{lang}"], [probes[lang]], base)
+    pivot, ctx, probe = cfg.pivot_language, run_context(cfg), cfg.probe
+    ability_train, language_train = cfg.masked_cpt.settings_for(True), cfg.masked_cpt.settings_for(False)
+    probes = {"ability": importance_probe.submit(ctx, probe, "ability", corpora["ability"], base)}
+    probes |= {lang: importance_probe.submit(ctx, probe, lang, corpora[f"general-{lang}"], base)
+               for lang in cfg.all_languages}
+    runs = {"ability+pivot": masked_cpt.submit(ctx, ability_train, f"ability+{pivot}", corpora["mixture"],
+                                               [probes["ability"], probes[pivot]], base)}
+    runs |= {lang: masked_cpt.submit(ctx, language_train, lang, corpora[f"general-{lang}"], [probes[lang]], base)
              for lang in cfg.all_languages}
     if cfg.merge.baselines:
-        runs["full_cpt"] = full_cpt.submit(cfg, corpora["ability"], base)
+        runs["full_cpt"] = full_cpt.submit(ctx, cfg.full_cpt, corpora["ability"], base)
     wait([*probes.values(), *runs.values()])
     return ({f"mask/{name}": f.result() for name, f in probes.items()}
             | {f"delta/{name}": f.result() for name, f in runs.items()})
@@ -67,12 +78,12 @@ def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> di
 def transfer(cfg: RunConfig, extracted: dict[str, ArtifactRef], base: Source) -> dict[str, ArtifactRef]:
     """Eq. 2 on the masked-CPT deltas, then the merge (MAET, or TIES/DARE if configured) and the
     task-vector baseline from the full CPT, side by side."""
-    pivot = cfg.pivot_language
-    parts = decompose(cfg, extracted["delta/ability+pivot"], extracted[f"delta/{pivot}"],
+    pivot, ctx, m = cfg.pivot_language, run_context(cfg), cfg.merge
+    parts = decompose(ctx, cfg.decompose, extracted["delta/ability+pivot"], extracted[f"delta/{pivot}"],
                       {code: extracted[f"delta/{code}"] for code in cfg.languages})
-    merges = {"merged": merge_models.submit(cfg, cfg.merge.method, base, parts, "ability.safetensors", parts)}
-    if "task_vector" in cfg.merge.baselines:
-        merges["task_vector"] = merge_models.submit(cfg, "task_vector", base, extracted["delta/full_cpt"],
+    merges = {"merged": merge_models.submit(ctx, m, m.method, base, parts, "ability.safetensors", parts)}
+    if "task_vector" in m.baselines:
+        merges["task_vector"] = merge_models.submit(ctx, m, "task_vector", base, extracted["delta/full_cpt"],
                                                     "delta.safetensors")
     wait(list(merges.values()))
     return {"decomposed": parts} | {f"model/{name}": future.result() for name, future in merges.items()}
@@ -80,14 +91,14 @@ def transfer(cfg: RunConfig, extracted: dict[str, ArtifactRef], base: Source) ->
 
 def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> dict[str, ArtifactRef]:
     """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
-    units = {}
+    units, ctx, batch = {}, run_context(cfg), cfg.evaluation.batch_size
     for spec in cfg.evaluation.benchmarks:
-        for lang in benchmark_languages(cfg, spec, world):
+        for lang in benchmark_languages(ctx, spec, world):
             for model in models:
-                units[f"eval/{model.name}/{spec.name}/{lang}"] = evaluate.submit(cfg, model, spec, lang, world)
+                units[f"eval/{model.name}/{spec.name}/{lang}"] = evaluate.submit(ctx, spec, batch, model, lang, world)
     wait(list(units.values()))
     results = {name: future.result() for name, future in units.items()}
-    results["report"] = comparison_report(cfg, list(results.values()))
+    results["report"] = comparison_report(ctx, list(results.values()))
     return results
 
 

@@ -20,10 +20,11 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
-from linguaforge.flows.config import DEMO_PREFIX, StoreConfig
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.models import resolve_model_dir
+from linguaforge.pipelines.settings import DEMO_PREFIX
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
+from linguaforge.storage.settings import StoreConfig
 
 
 @lru_cache(maxsize=8)
@@ -34,6 +35,25 @@ def _store(url: str, cache_dir: str, options: tuple) -> ArtifactStore:
 def open_store(cfg: StoreConfig) -> ArtifactStore:
     """One store object per (url, cache, options) per process: its verified-file memo is then shared."""
     return _store(cfg.url, cfg.cache_dir, tuple(sorted(cfg.storage_options.items())))
+
+
+class RunContext(BaseModel):
+    """What a stage task needs of its run besides its own settings: the store, the seed, the languages and how
+    models load. The flows build it from the run configuration; a task never sees the whole configuration,
+    so its inputs (and Prefect's cache key) are its own settings and this, nothing else."""
+
+    name: str = "demo"
+    seed: int = 0
+    store: StoreConfig = StoreConfig()
+    pivot_language: str = "en"
+    languages: list[str] = ["de", "zh", "sw", "bn"]
+    dtype: str = "float32"
+    tokenizer: str | None = None
+
+    @property
+    def all_languages(self) -> list[str]:
+        """Pivot first, then the targets."""
+        return [self.pivot_language, *self.languages]
 
 
 class Source(BaseModel):
@@ -123,10 +143,10 @@ class VerifiedCache(CachePolicy):
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
         key = self.inner.compute_key(task_ctx=task_ctx, inputs=inputs, flow_parameters=flow_parameters, **kwargs)
-        cfg, results = inputs.get("cfg"), getattr(task_ctx, "result_store", None)
-        if key is None or cfg is None or results is None:
+        ctx, results = inputs.get("ctx"), getattr(task_ctx, "result_store", None)
+        if key is None or ctx is None or results is None:
             return key
-        store = open_store(cfg.store)
+        store = open_store(ctx.store)
         for _ in range(_MAX_REMAKES):
             if not results.exists(key):
                 return key

@@ -6,32 +6,39 @@ from pathlib import Path
 
 from prefect import get_run_logger
 
-from linguaforge.flows.config import CorpusSource, RunConfig
 from linguaforge.pipelines.corpus import CorpusSpec, mix_corpora, pack_corpus, read_documents, write_stats
 from linguaforge.pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
+from linguaforge.pipelines.settings import DEMO_PREFIX, CorpusPrepConfig, CorpusSource, key_params
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import Source, demo_source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import RunContext, Source, demo_source, open_store, run_stage, stage_task
 from linguaforge.tasks.progress import StageProgress
 
-CORPUS_PREP_VERSION = 1
-MIXTURE_VERSION = 1
+CORPUS_PREP_VERSION = 2  # 2: keys derived from the settings models
+MIXTURE_VERSION = 2
+# the corpus enters by its source (URI or artifact); the mixture ratio is the mixture stage's business
+PREP_IGNORES = frozenset({"uri", "ability_mix_ratio"})
 
 
-def tokenizer_source(cfg: RunConfig, base: Source) -> Source:
-    return Source(uri=cfg.models.tokenizer) if cfg.models.tokenizer else base
+def tokenizer_source(ctx: RunContext, base: Source) -> Source:
+    return Source(uri=ctx.tokenizer) if ctx.tokenizer else base
+
+
+def corpus_params(language: str, corpus: CorpusSource, prep: CorpusPrepConfig) -> dict:
+    return {"language": language, "reading": key_params(corpus, PREP_IGNORES), "packing": key_params(prep, PREP_IGNORES)}
+
+
+def mixture_params(ctx: RunContext, prep: CorpusPrepConfig) -> dict:
+    return {"ability_share": prep.ability_mix_ratio, "seed": ctx.seed}
 
 
 @stage_task(name="corpus_prep", task_run_name="corpus_prep-{name}", retries=2)
-def corpus_prep(cfg: RunConfig, name: str, language: str, corpus: CorpusSource, world: ArtifactRef | None,
-                base: Source) -> ArtifactRef:
+def corpus_prep(ctx: RunContext, prep: CorpusPrepConfig, name: str, language: str, corpus: CorpusSource,
+                world: ArtifactRef | None, base: Source) -> ArtifactRef:
     """Read, normalise, filter, tokenize (with the base model's tokenizer) and pack one corpus."""
-    store = open_store(cfg.store)
-    prep = cfg.corpus_prep
-    source = demo_source(corpus.uri, world, suffix=".jsonl" if corpus.uri.startswith("demo:") else "")
-    tokenizer_src = tokenizer_source(cfg, base)
-    params = {"language": language, "format": corpus.format, "text_field": corpus.text_field,
-              "split": corpus.split, "max_documents": corpus.max_documents, "block_size": prep.block_size,
-              "packing": prep.packing, "min_chars": prep.min_chars, "max_chars": prep.max_chars}
+    store = open_store(ctx.store)
+    source = demo_source(corpus.uri, world, suffix=".jsonl" if corpus.uri.startswith(DEMO_PREFIX) else "")
+    tokenizer_src = tokenizer_source(ctx, base)
+    params = corpus_params(language, corpus, prep)
 
     def build(w: ArtifactWriter) -> None:
         tokenizer_path, model_path = tokenizer_src.local(store), base.local(store)
@@ -41,7 +48,7 @@ def corpus_prep(cfg: RunConfig, name: str, language: str, corpus: CorpusSource, 
         spec = CorpusSpec(uri=uri, language=language, format=corpus.format, text_field=corpus.text_field,
                           split=corpus.split, max_documents=corpus.max_documents)
         with StageProgress(f"corpus {name}") as progress:
-            stats = pack_corpus(read_documents(spec, cfg.store.storage_options), tokenizer, w.path,
+            stats = pack_corpus(read_documents(spec, ctx.store.storage_options), tokenizer, w.path,
                                 prep.block_size, prep.packing, prep.min_chars, prep.max_chars,
                                 source=f"{name} ({corpus.uri})", progress=progress)
         w.metrics.update(write_stats(stats, w.path, language=language, source=corpus.uri))
@@ -51,16 +58,16 @@ def corpus_prep(cfg: RunConfig, name: str, language: str, corpus: CorpusSource, 
 
 
 @stage_task(name="corpus_mixture", retries=2)
-def corpus_mixture(cfg: RunConfig, ability: ArtifactRef, general: ArtifactRef) -> ArtifactRef:
+def corpus_mixture(ctx: RunContext, prep: CorpusPrepConfig, ability: ArtifactRef, general: ArtifactRef) -> ArtifactRef:
     """The ability + pivot-language mixture that LLM_{A,L0} is trained on, by token share."""
-    store = open_store(cfg.store)
-    ratio = cfg.corpus_prep.ability_mix_ratio
-    params = {"ability_share": ratio, "seed": cfg.seed}
+    store = open_store(ctx.store)
+    ratio = prep.ability_mix_ratio
+    params = mixture_params(ctx, prep)
     sources = {"ability": Source.of(ability), "general": Source.of(general)}
 
     def build(w: ArtifactWriter) -> None:
         parts = {name: Path(src.local(store)) for name, src in sources.items()}
-        taken = mix_corpora(parts, {"ability": ratio, "general": 1.0 - ratio}, w.path, cfg.seed)
+        taken = mix_corpora(parts, {"ability": ratio, "general": 1.0 - ratio}, w.path, ctx.seed)
         available = {name: int(ref.metrics.get("blocks", 0)) for name, ref in
                      (("ability", store.manifest(ability.kind, ability.key)),
                       ("general", store.manifest(general.kind, general.key)))}

@@ -6,68 +6,80 @@ import itertools
 import tempfile
 from pathlib import Path
 
-import torch
-
-from linguaforge.flows.config import RunConfig
 from linguaforge.pipelines.corpus import CorpusSpec, pack_corpus, read_documents
-from linguaforge.pipelines.demo_models import (
+from linguaforge.pipelines.demo.models import (
     build_tiny_encoder,
     build_tiny_llm,
     train_encoder_tokenizer,
     train_llm_tokenizer,
     world_texts,
 )
-from linguaforge.pipelines.demo_world import WorldSpec, generate_world
-from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.demo.settings import DemoConfig
+from linguaforge.pipelines.demo.world import WorldSpec, generate_world
+from linguaforge.pipelines.maet.cpt import run_cpt, save_trained_model
+from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
-from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+from linguaforge.pipelines.settings import CorpusPrepConfig, key_params
+from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import Source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task
 from linguaforge.tasks.progress import StageProgress
 
-DEMO_WORLD_VERSION = 3
-TINY_MODELS_VERSION = 2  # 2: Unigram scores rounded, so the encoder tokenizer is reproducible
-BOOTSTRAP_VERSION = 1
+DEMO_WORLD_VERSION = 4  # 4: keys derived from the settings models
+TINY_MODELS_VERSION = 3  # 2: Unigram scores rounded, so the encoder tokenizer is reproducible
+BOOTSTRAP_VERSION = 2
+# what each demo stage reads of DemoConfig; the rest is another demo stage's (a model size must not re-make
+# the world)
+WORLD_FIELDS = frozenset({"seed", "general_docs", "low_resource_languages", "low_resource_fraction",
+                          "bilingual_share", "ability_problems", "translation_pairs", "query_items", "test_items"})
+MODEL_FIELDS = frozenset({"vocab_size", "llm_hidden_size", "llm_layers", "encoder_hidden_size", "encoder_layers"})
 
 
-def _world_params(cfg: RunConfig) -> dict:
-    demo = cfg.demo
-    return {"languages": cfg.all_languages, "seed": demo.seed, "general_docs": demo.general_docs,
-            "low_resource_languages": demo.low_resource_languages,
-            "low_resource_fraction": demo.low_resource_fraction, "bilingual_share": demo.bilingual_share, "ability_problems": demo.ability_problems,
-            "translation_pairs": demo.translation_pairs, "query_items": demo.query_items,
-            "test_items": demo.test_items}
+def _only(demo: DemoConfig, fields: frozenset[str]) -> dict:
+    return key_params(demo, frozenset(type(demo).model_fields) - fields)
+
+
+def world_params(ctx: RunContext, demo: DemoConfig) -> dict:
+    return {"languages": ctx.all_languages} | _only(demo, WORLD_FIELDS)
+
+
+def tiny_model_params(ctx: RunContext, demo: DemoConfig) -> dict:
+    return _only(demo, MODEL_FIELDS) | {"seed": ctx.seed}
+
+
+def bootstrap_params(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig) -> dict:
+    return {"bootstrap": key_params(demo.bootstrap), "languages": ctx.all_languages, "block_size": prep.block_size,
+            "seed": ctx.seed}
 
 
 @stage_task(name="demo_world", retries=1)
-def demo_world(cfg: RunConfig) -> ArtifactRef:
-    params = _world_params(cfg)
+def demo_world(ctx: RunContext, demo: DemoConfig) -> ArtifactRef:
+    params = world_params(ctx, demo)
+    spec = WorldSpec(languages=ctx.all_languages, **_only(demo, WORLD_FIELDS))
 
     def build(w: ArtifactWriter) -> None:
-        counts = generate_world(WorldSpec(**params), w.path)
+        counts = generate_world(spec, w.path)
         w.write_json("counts.json", counts)
         w.metrics.update({f"{part}_total": sum(c.values()) for part, c in counts.items()})
 
-    return run_stage(open_store(cfg.store), kind="demo_world", stage="demo_world", version=DEMO_WORLD_VERSION,
+    return run_stage(open_store(ctx.store), kind="demo_world", stage="demo_world", version=DEMO_WORLD_VERSION,
                      params=params, build=build)
 
 
 @stage_task(name="tiny_models", retries=1)
-def tiny_models(cfg: RunConfig, world: ArtifactRef) -> ArtifactRef:
-    store, demo = open_store(cfg.store), cfg.demo
-    params = {"vocab_size": demo.vocab_size, "llm_hidden_size": demo.llm_hidden_size, "llm_layers": demo.llm_layers,
-              "encoder_hidden_size": demo.encoder_hidden_size, "encoder_layers": demo.encoder_layers,
-              "seed": cfg.seed}
+def tiny_models(ctx: RunContext, demo: DemoConfig, world: ArtifactRef) -> ArtifactRef:
+    store = open_store(ctx.store)
+    params = tiny_model_params(ctx, demo)
     world_src = Source.of(world)
 
     def build(w: ArtifactWriter) -> None:
         world_dir = Path(world_src.local(store))
         llm_tok = train_llm_tokenizer(world_texts(world_dir), demo.vocab_size, w.path / "llm")
         enc_tok = train_encoder_tokenizer(world_texts(world_dir), demo.vocab_size, w.path / "encoder")
-        llm = build_tiny_llm(llm_tok, w.path / "llm", demo.llm_hidden_size, demo.llm_layers, cfg.seed)
+        llm = build_tiny_llm(llm_tok, w.path / "llm", demo.llm_hidden_size, demo.llm_layers, ctx.seed)
         enc = build_tiny_encoder(enc_tok, w.path / "encoder", demo.encoder_hidden_size, demo.encoder_layers,
-                                 cfg.seed)
+                                 ctx.seed)
         w.metrics.update({"llm_parameters": sum(p.numel() for p in llm.parameters()),
                           "encoder_parameters": sum(p.numel() for p in enc.parameters()),
                           "llm_vocab": len(llm_tok), "encoder_vocab": len(enc_tok)})
@@ -77,12 +89,12 @@ def tiny_models(cfg: RunConfig, world: ArtifactRef) -> ArtifactRef:
 
 
 @stage_task(name="bootstrap", retries=1)
-def bootstrap(cfg: RunConfig, world: ArtifactRef, models: ArtifactRef) -> ArtifactRef:
+def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: ArtifactRef,
+              models: ArtifactRef) -> ArtifactRef:
     """Briefly pre-train the tiny LLM on the general text of every language: the demo's 'base model'."""
-    store = open_store(cfg.store)
-    settings = TrainSettings(**cfg.demo.bootstrap.train.model_dump(), seed=cfg.seed)
-    params = {"train": cfg.demo.bootstrap.train.model_dump(mode="json"), "languages": cfg.all_languages,
-              "block_size": cfg.corpus_prep.block_size, "seed": cfg.seed}
+    store = open_store(ctx.store)
+    settings = TrainSettings.of(demo.bootstrap.train, ctx.seed)
+    params = bootstrap_params(ctx, demo, prep)
     sources = {"world": Source.of(world), "llm": Source.of(models, "llm")}
 
     def build(w: ArtifactWriter) -> None:
@@ -91,19 +103,16 @@ def bootstrap(cfg: RunConfig, world: ArtifactRef, models: ArtifactRef) -> Artifa
         tokenizer = load_tokenizer(llm_dir)
         docs = itertools.chain.from_iterable(
             read_documents(CorpusSpec(uri=str(world_dir / "general" / f"{lang}.jsonl"), language=lang))
-            for lang in cfg.all_languages)
+            for lang in ctx.all_languages)
         with tempfile.TemporaryDirectory() as tmp:
-            pack_corpus(docs, tokenizer, Path(tmp), cfg.corpus_prep.block_size, source="demo general text")
-            data = PackedBlocks.from_dir(Path(tmp))
-            model = load_causal_lm(llm_dir)
+            pack_corpus(docs, tokenizer, Path(tmp), prep.block_size, source="demo general text")
             with StageProgress("bootstrap", settings.steps) as progress:
-                result = train(TorchBackend(model, settings), data, settings, checkpoints=w.checkpoints,
-                               progress=progress)
-        model.to(torch.device("cpu")).save_pretrained(w.path / "model")
-        tokenizer.save_pretrained(w.path / "model")
-        loss_curve(result.losses, w.path / "loss_curve.png", "demo bootstrap (all languages)")
-        w.write_json("train.json", content_only(result.summary()) | {"losses": result.losses})
-        w.metrics.update(result.summary())
+                summary, trained = run_cpt(llm_dir, tmp, settings, checkpoints=w.checkpoints, progress=progress)
+        save_trained_model(llm_dir, trained, w.path / "model")
+        losses = summary.pop("losses")
+        loss_curve(losses, w.path / "loss_curve.png", "demo bootstrap (all languages)")
+        w.write_json("train.json", content_only(summary) | {"losses": losses})
+        w.metrics.update(summary)
 
     return run_stage(store, kind="base_llm", stage="bootstrap", version=BOOTSTRAP_VERSION, params=params,
                      sources=sources, build=build)

@@ -14,7 +14,6 @@ from typing import Any
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
-from linguaforge.flows.config import DEMO_PREFIX, BenchmarkSpec, RunConfig
 from linguaforge.pipelines.benchmarks import (
     HFCausalLMGenerator,
     available_languages,
@@ -23,12 +22,24 @@ from linguaforge.pipelines.benchmarks import (
     get_benchmark,
     headline_rows,
 )
+from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
+from linguaforge.pipelines.settings import DEMO_PREFIX, key_params
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
-from linguaforge.tasks.common import Source, demo_source, open_store, run_stage, stage_task, ui_key
+from linguaforge.tasks.common import (
+    RunContext,
+    Source,
+    demo_source,
+    open_store,
+    run_stage,
+    stage_task,
+    ui_key,
+)
 from linguaforge.tasks.progress import StageProgress
 
-EVAL_UNIT_VERSION = 2
+EVAL_UNIT_VERSION = 3  # 3: keys derived from the settings models
 REPORT_VERSION = 2
+# the data enter by their source, the language is the unit's own; a spec's other fields all shape the scores
+UNIT_IGNORES = frozenset({"data", "languages"})
 
 
 class EvalModel(BaseModel):
@@ -40,7 +51,8 @@ class EvalModel(BaseModel):
     source: Source
 
 
-GeneratorFactory = Callable[[EvalModel, ArtifactStore, RunConfig], Any]
+# (model, store, run context, batch size) -> a generator the benchmark evaluation drives
+GeneratorFactory = Callable[[EvalModel, ArtifactStore, RunContext, int], Any]
 _GENERATORS: dict[str, GeneratorFactory] = {}
 
 
@@ -48,9 +60,8 @@ def register_generator(kind: str, factory: GeneratorFactory) -> None:
     _GENERATORS[kind] = factory
 
 
-def _hf_generator(model: EvalModel, store: ArtifactStore, cfg: RunConfig):
-    return HFCausalLMGenerator.from_pretrained(model.source.local(store), dtype=cfg.models.dtype,
-                                               batch_size=cfg.evaluation.batch_size)
+def _hf_generator(model: EvalModel, store: ArtifactStore, ctx: RunContext, batch_size: int):
+    return HFCausalLMGenerator.from_pretrained(model.source.local(store), dtype=ctx.dtype, batch_size=batch_size)
 
 
 register_generator("hf", _hf_generator)
@@ -66,14 +77,14 @@ def _data_location(source: Source, store: ArtifactStore) -> str:
 
 
 @stage_task(name="benchmark_languages", retries=1)
-def benchmark_languages(cfg: RunConfig, spec: BenchmarkSpec, world: ArtifactRef | None) -> list[str]:
+def benchmark_languages(ctx: RunContext, spec: BenchmarkSpec, world: ArtifactRef | None) -> list[str]:
     """The run's languages that this benchmark's data has (XNLI has no Bengali, for one); the rest are logged."""
     from prefect import get_run_logger
 
-    wanted = spec.languages or cfg.all_languages
+    wanted = spec.languages or ctx.all_languages
     present = set(available_languages(get_benchmark(spec.name), _data_location(benchmark_data(spec, world),
-                                                                              open_store(cfg.store)),
-                                      cfg.store.storage_options))
+                                                                              open_store(ctx.store)),
+                                      ctx.store.storage_options))
     if missing := [lang for lang in wanted if lang not in present]:
         get_run_logger().warning("%s: no data for %s in %s; those languages are not scored", spec.name,
                                  ", ".join(missing), spec.data)
@@ -81,22 +92,25 @@ def benchmark_languages(cfg: RunConfig, spec: BenchmarkSpec, world: ArtifactRef 
 
 
 @stage_task(name="evaluate_unit", task_run_name="eval-{model.name}-{spec.name}-{language}", retries=1)
-def evaluate(cfg: RunConfig, model: EvalModel, spec: BenchmarkSpec, language: str,
+def unit_params(model: EvalModel, spec: BenchmarkSpec, language: str) -> dict:
+    return {"model": model.name, "base": model.base, "kind": model.kind, "language": language,
+            "benchmark": key_params(spec, UNIT_IGNORES)}
+
+
+def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalModel, language: str,
              world: ArtifactRef | None) -> ArtifactRef:
-    store = open_store(cfg.store)
+    store = open_store(ctx.store)
     data = benchmark_data(spec, world)
-    params = {"model": model.name, "base": model.base, "kind": model.kind, "benchmark": spec.name,
-              "language": language, "prompt": spec.prompt, "max_new_tokens": spec.max_new_tokens,
-              "limit": spec.limit, "scoring": spec.scoring, "exemplars": spec.exemplars}
+    params = unit_params(model, spec, language)
 
     def build(w: ArtifactWriter) -> None:
-        generator = _GENERATORS[model.kind](model, store, cfg)
+        generator = _GENERATORS[model.kind](model, store, ctx, batch_size)
         with StageProgress(f"eval {model.name} {spec.name} {language}") as progress:
             scores = evaluate_unit(
                 generator, spec.name, language, _data_location(data, store), w.path, preset=spec.prompt,
                 limit=spec.limit, progress=progress, scoring=spec.scoring, max_new_tokens=spec.max_new_tokens,
                 exemplars=spec.exemplars, model_name=model.name, base_name=model.base,
-                storage_options=cfg.store.storage_options, data_label=data.label)
+                storage_options=ctx.store.storage_options, data_label=data.label)
         w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})
 
     return run_stage(store, kind="eval", stage="evaluate_unit", version=EVAL_UNIT_VERSION, params=params,
@@ -104,21 +118,21 @@ def evaluate(cfg: RunConfig, model: EvalModel, spec: BenchmarkSpec, language: st
 
 
 @stage_task(name="comparison_report", retries=1)
-def comparison_report(cfg: RunConfig, units: list[ArtifactRef]) -> ArtifactRef:
+def comparison_report(ctx: RunContext, units: list[ArtifactRef]) -> ArtifactRef:
     """Per-language accuracy of every model next to its base: report.md, comparison.png, rows.json."""
-    store = open_store(cfg.store)
+    store = open_store(ctx.store)
     sources = {f"unit{i:04d}": Source.of(ref) for i, ref in enumerate(units)}
 
     def build(w: ArtifactWriter) -> None:
         scores = [store.open(ref).read_json("scores.json") for ref in units]
-        rows = build_comparison(scores, w.path, title=f"linguaforge run {cfg.name}", pivot=cfg.pivot_language)
+        rows = build_comparison(scores, w.path, title=f"linguaforge run {ctx.name}", pivot=ctx.pivot_language)
         w.write_json("rows.json", rows)
-        w.write_json("headline.json", headline_rows(scores, cfg.pivot_language))
+        w.write_json("headline.json", headline_rows(scores, ctx.pivot_language))
         w.write_json("scores.json", scores)
         w.metrics.update({"units": len(units), "models": len({s["model"] for s in scores})})
-        create_table_artifact(rows, key=ui_key(f"comparison-{cfg.name}"),
-                              description=f"linguaforge run {cfg.name}: accuracy per language, every model vs its base")
+        create_table_artifact(rows, key=ui_key(f"comparison-{ctx.name}"),
+                              description=f"linguaforge run {ctx.name}: accuracy per language, every model vs its base")
 
     return run_stage(store, kind="report", stage="comparison_report", version=REPORT_VERSION,
-                     params={"run": cfg.name}, sources=sources, build=build,
+                     params={"run": ctx.name}, sources=sources, build=build,
                      describe=lambda w: (Path(w.path) / "report.md").read_text())

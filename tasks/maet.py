@@ -3,23 +3,29 @@ and the full-CPT baseline. Each is one cached, resumable Prefect task; the flow 
 
 from __future__ import annotations
 
-from linguaforge.flows.config import RunConfig, TrainConfig
-from linguaforge.pipelines.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
-from linguaforge.pipelines.importance import NeuronMask
+from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
+from linguaforge.pipelines.maet.importance import NeuronMask
+from linguaforge.pipelines.maet.settings import FullCPTConfig, ProbeConfig
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
-from linguaforge.pipelines.training import TrainSettings
+from linguaforge.pipelines.settings import key_params
+from linguaforge.pipelines.training.settings import TrainConfig, TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import Source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task
 from linguaforge.tasks.progress import StageProgress
 
-PROBE_VERSION = 1
-MASKED_CPT_VERSION = 1
-FULL_CPT_VERSION = 1
+PROBE_VERSION = 2  # 2: keys derived from the settings models
+MASKED_CPT_VERSION = 2
+FULL_CPT_VERSION = 2
 
 
-def _settings(train: TrainConfig, cfg: RunConfig) -> TrainSettings:
-    return TrainSettings(**train.model_dump(), seed=cfg.seed)
+def probe_params(ctx: RunContext, probe: ProbeConfig) -> dict:
+    return {"probe": key_params(probe), "seed": ctx.seed}
+
+
+def cpt_params(ctx: RunContext, train: TrainConfig) -> dict:
+    """Masked and full CPT: what they read is their TrainConfig and the seed."""
+    return {"train": key_params(train), "seed": ctx.seed}
 
 
 def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: TrainSettings,
@@ -35,14 +41,11 @@ def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: 
 
 
 @stage_task(name="importance_probe", task_run_name="probe-{name}", retries=2)
-def importance_probe(cfg: RunConfig, name: str, corpus: ArtifactRef, base: Source) -> ArtifactRef:
+def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """Eq. 1: a short CPT on the corpus, then the top k1 % neurons by |θ' − θ| become the key neurons."""
-    store = open_store(cfg.store)
-    probe = cfg.probe
-    settings = _settings(probe.train, cfg)
-    params = {"k1_percent": probe.k1_percent, "granularity": probe.granularity, "selection": probe.selection,
-              "train": probe.train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
-              "seed": cfg.seed}
+    store = open_store(ctx.store)
+    settings = TrainSettings.of(probe.train, ctx.seed)
+    params = probe_params(ctx, probe)
     sources = {"corpus": Source.of(corpus), "base": base}
 
     def build(w: ArtifactWriter) -> None:
@@ -62,15 +65,13 @@ def importance_probe(cfg: RunConfig, name: str, corpus: ArtifactRef, base: Sourc
 
 
 @stage_task(name="masked_cpt", task_run_name="masked_cpt-{name}", retries=2)
-def masked_cpt(cfg: RunConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef], base: Source,
-               ability: bool = False) -> ArtifactRef:
+def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef],
+               base: Source) -> ArtifactRef:
     """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base.
-    `ability`: the ability + pivot run (its own settings); otherwise a language run."""
-    store = open_store(cfg.store)
-    train = cfg.masked_cpt.settings_for(ability)
-    settings = _settings(train, cfg)
-    params = {"train": train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
-              "seed": cfg.seed}
+    `train`: the ability + pivot run's settings or a language run's (MaskedCPTConfig.settings_for)."""
+    store = open_store(ctx.store)
+    settings = TrainSettings.of(train, ctx.seed)
+    params = cpt_params(ctx, train)
     sources = {"corpus": Source.of(corpus), "base": base} | {f"mask{i}": Source.of(m) for i, m in enumerate(masks)}
 
     def build(w: ArtifactWriter) -> None:
@@ -86,12 +87,11 @@ def masked_cpt(cfg: RunConfig, name: str, corpus: ArtifactRef, masks: list[Artif
 
 
 @stage_task(name="full_cpt", retries=2)
-def full_cpt(cfg: RunConfig, corpus: ArtifactRef, base: Source) -> ArtifactRef:
+def full_cpt(ctx: RunContext, full: FullCPTConfig, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """The baseline: CPT of every weight on the ability corpus; kept as a model and as a (dense) delta."""
-    store = open_store(cfg.store)
-    settings = _settings(cfg.full_cpt.train, cfg)
-    params = {"train": cfg.full_cpt.train.model_dump(mode="json", exclude={"processes", "checkpoint_every"}),
-              "seed": cfg.seed}
+    store = open_store(ctx.store)
+    settings = TrainSettings.of(full.train, ctx.seed)
+    params = cpt_params(ctx, full.train)
     sources = {"corpus": Source.of(corpus), "base": base}
 
     def build(w: ArtifactWriter) -> None:

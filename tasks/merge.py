@@ -5,16 +5,30 @@ from __future__ import annotations
 
 from prefect.artifacts import create_table_artifact
 
-from linguaforge.flows.config import RunConfig
-from linguaforge.pipelines.decompose import decompose as decompose_deltas
-from linguaforge.pipelines.deltas import SparseDelta
-from linguaforge.pipelines.merge import MergeSpec, merge, selection_warning
+from linguaforge.pipelines.maet.decompose import decompose as decompose_deltas
+from linguaforge.pipelines.maet.deltas import SparseDelta
+from linguaforge.pipelines.maet.merge import MergeSpec, merge, selection_warning
+from linguaforge.pipelines.maet.settings import MERGE_METHODS, DecomposeConfig, MergeConfig
+from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import Source, open_store, run_stage, stage_task, ui_key
+from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task, ui_key
 from linguaforge.tasks.progress import StageProgress
 
-DECOMPOSE_VERSION = 1
-MERGE_VERSION = 2  # 2: merge_report.json flags ties at the cut of T
+DECOMPOSE_VERSION = 2  # 2: keys derived from the settings models
+MERGE_VERSION = 3  # 2: merge_report.json flags ties at the cut of T; 3: keys derived from the method's declaration
+
+
+def decompose_params(settings: DecomposeConfig) -> dict:
+    return key_params(settings)
+
+
+def merge_params(ctx: RunContext, settings: MergeConfig, method: str, ability_file: str) -> dict:
+    """Only what this method declares it reads enters its key (a change to γ must not re-run the task-vector
+    baseline); the languages and the seed, when it reads them."""
+    declared = MERGE_METHODS[method]
+    return (settings.key_params(method) | {"ability_file": ability_file}
+            | ({"languages": ctx.languages} if declared.languages else {})
+            | ({"seed": ctx.seed} if declared.seeded else {}))
 
 
 def _delta(store, ref: ArtifactRef, rel: str = "delta.safetensors") -> SparseDelta:
@@ -22,12 +36,11 @@ def _delta(store, ref: ArtifactRef, rel: str = "delta.safetensors") -> SparseDel
 
 
 @stage_task(name="decompose")
-def decompose(cfg: RunConfig, ability_pivot: ArtifactRef, pivot: ArtifactRef,
+def decompose(ctx: RunContext, d: DecomposeConfig, ability_pivot: ArtifactRef, pivot: ArtifactRef,
               languages: dict[str, ArtifactRef]) -> ArtifactRef:
     """R(A) and every R(L_i) from the masked-CPT deltas, as sparse deltas against the same base."""
-    store = open_store(cfg.store)
-    d = cfg.decompose
-    params = {"alpha": d.alpha, "beta": d.beta, "form": d.language_delta_form}
+    store = open_store(ctx.store)
+    params = decompose_params(d)
     sources = ({"ability_pivot": Source.of(ability_pivot), "pivot": Source.of(pivot)}
                | {f"lang_{c}": Source.of(r) for c, r in sorted(languages.items())})
 
@@ -43,47 +56,37 @@ def decompose(cfg: RunConfig, ability_pivot: ArtifactRef, pivot: ArtifactRef,
 
 
 @stage_task(name="merge", task_run_name="merge-{method}")
-def merge_models(cfg: RunConfig, method: str, base: Source, ability: ArtifactRef, ability_file: str,
+def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, ability: ArtifactRef, ability_file: str,
                  languages: ArtifactRef | None = None) -> ArtifactRef:
     """One method of the merge engine (maet, task_vector, ties, dare) into an HF folder `model/`."""
-    store = open_store(cfg.store)
-    m = cfg.merge
-    # only what this method reads enters its key: a change to γ must not re-run the task-vector baseline
-    relevant = {"maet": {"k2_percent": m.k2_percent, "gamma": m.gamma, "eta": m.eta, "mu": m.mu,
-                         "families": m.tensor_families, "languages": cfg.languages},
-                "task_vector": {"lambda": m.task_vector_lambda},
-                "ties": {"ties_density": m.ties_density, "languages": cfg.languages},
-                "dare": {"dare_drop": m.dare_drop, "mu": m.mu, "languages": cfg.languages, "seed": cfg.seed}}
-    params = {"method": method, "shard_size_mb": m.shard_size_mb, "ability_file": ability_file} | relevant[method]
+    store = open_store(ctx.store)
+    params = merge_params(ctx, m, method, ability_file)
     sources = {"base": base, "ability": Source.of(ability)} | ({"language_deltas": Source.of(languages)} if languages else {})
 
     def build(w: ArtifactWriter) -> None:
         langs = {} if languages is None else {c: _delta(store, languages, f"language-{c}.safetensors")
-                                              for c in cfg.languages}
-        spec = MergeSpec(method=method, ability=_delta(store, ability, ability_file), languages=langs, mu=m.mu,
-                         k2_percent=m.k2_percent, gamma=m.gamma, eta=m.eta, families=list(m.tensor_families),
-                         task_vector_lambda=m.task_vector_lambda, ties_density=m.ties_density,
-                         dare_drop=m.dare_drop, seed=cfg.seed)
+                                              for c in ctx.languages}
+        spec = MergeSpec.of(m, method, _delta(store, ability, ability_file), langs, ctx.seed)
         with StageProgress(f"merge ({method})") as progress:
             report = merge(base.local(store), w.path / "model", spec, shard_bytes=m.shard_size_mb * 2**20,
-                           expected_languages=cfg.languages if languages else None, progress=progress)
+                           expected_languages=ctx.languages if languages else None, progress=progress)
         w.write_json("merge_report.json", report)
         w.metrics.update({"method": method, "tensors": report["tensors"]})
         if method == "maet":
             w.metrics.update({"eligible": report["eligible"], "selected": len(report["selected"]),
                               "selected_tensors": report["selected"]})
-            _publish_selection(cfg, report)
+            _publish_selection(ctx.name, report)
 
     return run_stage(store, kind="model", stage="merge", version=MERGE_VERSION, params=params, sources=sources,
                      build=build)
 
 
-def _publish_selection(cfg: RunConfig, report: dict) -> None:
+def _publish_selection(run_name: str, report: dict) -> None:
     """Per-tensor similarity and whether R(A) went in: the table users read to see what MAET did."""
     selected = set(report["selected"])
     rows = [{"tensor": name, "family": report["families"][name], "similarity": f"{s:.4g}",
              "gets R(A)": name in selected} for name, s in report["similarity"].items()]
-    create_table_artifact(rows, key=ui_key(f"maet-selection-{cfg.name}"),
+    create_table_artifact(rows, key=ui_key(f"maet-selection-{run_name}"),
                           description=f"MAET merge: S(τ) per tensor, {len(selected)} of {len(rows)} get γR(A)"
                                       + selection_warning(report))
 

@@ -18,7 +18,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from linguaforge.flows.config import RunConfig
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.mindmerger.data import (
     TextExample,
@@ -30,27 +29,24 @@ from linguaforge.pipelines.mindmerger.data import (
     tokenize,
 )
 from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
-from linguaforge.pipelines.mindmerger.train import StageSettings, run_stage_training
+from linguaforge.pipelines.mindmerger.settings import MindMergerConfig
+from linguaforge.pipelines.mindmerger.train import run_stage_training
 from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.plots import loss_curve
+from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
-from linguaforge.tasks.common import Source, demo_source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import RunContext, Source, demo_source, open_store, run_stage, stage_task
 from linguaforge.tasks.evaluate import EvalModel, register_generator
 from linguaforge.tasks.progress import StageProgress
 
-MAPPING_VERSION = 1
-AUGMENTATION_VERSION = 1
-
-
-def stage_settings(cfg: RunConfig, stage: str) -> StageSettings:
-    mm = cfg.mindmerger
-    sc = mm.mapping if stage == "mapping" else mm.augmentation
-    return StageSettings(
-        stage=stage, learning_rate=sc.learning_rate, epochs=sc.epochs, global_batch_size=sc.global_batch_size,
-        micro_batch_size=sc.micro_batch_size, adam_betas=mm.adam_betas, adam_eps=mm.adam_eps,
-        weight_decay=mm.weight_decay, grad_clip=mm.grad_clip,
-        precision="bf16" if cfg.models.dtype == "bfloat16" else "fp32", backend=mm.backend,
-        deepspeed_config=mm.deepspeed_config, checkpoint_every=sc.checkpoint_every, seed=cfg.seed)
+MAPPING_VERSION = 2  # 2: keys derived from the settings models
+AUGMENTATION_VERSION = 2
+# what each stage does not read of MindMergerConfig: the other stage's schedule, data that enter the key as
+# sources, and the run-level choices (whether MindMerger runs, on which LLMs: the LLM is a source too)
+STAGE_IGNORES = {
+    "mapping": frozenset({"enabled", "llms", "augmentation", "task", "translation_data", "query_data"}),
+    "augmentation": frozenset({"enabled", "llms", "mapping", "translation_data", "query_data"}),
+}
 
 
 def _location(source: Source, store: ArtifactStore) -> str:
@@ -58,25 +54,21 @@ def _location(source: Source, store: ArtifactStore) -> str:
     return source.local(store) if source.ref is not None else str(source.uri)
 
 
-def _stage_params(cfg: RunConfig, stage: str, llm_name: str, languages: list[str]) -> dict[str, Any]:
-    sc = cfg.mindmerger.mapping if stage == "mapping" else cfg.mindmerger.augmentation
-    settings = stage_settings(cfg, stage).fingerprint()
-    for how in ("cache_encoder_states", "encoder_cache_max_gb", "encoder_batch_size"):  # how, not what
-        settings.pop(how)
-    return {"llm_name": llm_name, "languages": languages, "settings": settings, "dtype": cfg.models.dtype,
-            "max_source_len": sc.max_source_len, "max_target_len": sc.max_target_len,
-            "dev_fraction": cfg.mindmerger.dev_fraction, "task": cfg.mindmerger.task if stage != "mapping" else None}
+def stage_params(ctx: RunContext, mm: MindMergerConfig, stage: str, llm_name: str,
+                 languages: list[str]) -> dict[str, Any]:
+    return {"llm_name": llm_name, "languages": languages, "dtype": ctx.dtype, "seed": ctx.seed,
+            "mindmerger": key_params(mm, STAGE_IGNORES[stage])}
 
 
-def _train_into(w: ArtifactWriter, store: ArtifactStore, cfg: RunConfig, stage: str, label: str,
-                texts: list[TextExample], encoder: Source, llm: Source, init: str | None = None) -> None:
+def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: MindMergerConfig, stage: str,
+                label: str, texts: list[TextExample], encoder: Source, llm: Source, init: str | None = None) -> None:
     """Tokenize, split, train one stage into the artifact folder, and record what it did."""
-    sc = cfg.mindmerger.mapping if stage == "mapping" else cfg.mindmerger.augmentation
-    settings = stage_settings(cfg, stage)
+    sc = mm.stage_config(stage)
+    settings = mm.stage_settings(stage, ctx.dtype, ctx.seed)
     encoder_dir, llm_dir = encoder.local(store), llm.local(store)
     tokenized = tokenize(texts, load_tokenizer(encoder_dir), load_tokenizer(llm_dir), sc.max_source_len,
                          sc.max_target_len)
-    train, dev = split_dev(tokenized.examples, cfg.mindmerger.dev_fraction, cfg.seed)
+    train, dev = split_dev(tokenized.examples, mm.dev_fraction, ctx.seed)
     (w.path / "data").mkdir(parents=True, exist_ok=True)
     save_examples(train, w.path / "data" / "train.parquet")
     save_examples(dev, w.path / "data" / "dev.parquet")
@@ -87,7 +79,7 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, cfg: RunConfig, stage: 
              "kept_per_language": per_language, "skipped": tokenized.report()}
     w.write_json("data/stats.json", stats)
     with StageProgress(f"{label}", settings.steps(len(train))) as progress:
-        result = run_stage_training(encoder_dir, llm_dir, train, dev, settings, w.path, dtype=cfg.models.dtype,
+        result = run_stage_training(encoder_dir, llm_dir, train, dev, settings, w.path, dtype=ctx.dtype,
                                     init=init, checkpoints=w.checkpoints, progress=progress,
                                     encoder_id=encoder.label, llm_id=llm.label)
     # dev as log-perplexity: the same units (nats per target token) as the training loss
@@ -100,44 +92,44 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, cfg: RunConfig, stage: 
 
 
 @stage_task(name="mindmerger_mapping", task_run_name="mindmerger_mapping-{llm_name}", retries=2)
-def mindmerger_mapping(cfg: RunConfig, llm_name: str, llm: Source, encoder: Source,
+def mindmerger_mapping(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm: Source, encoder: Source,
                        world: ArtifactRef | None) -> ArtifactRef:
     """Stage 1: train the mapping on X→English translation pairs of every configured language (no prompt)."""
-    store = open_store(cfg.store)
-    languages = sorted(cfg.mindmerger.translation_data)
+    store = open_store(ctx.store)
+    languages = sorted(mm.translation_data)
     if not languages:
         raise InputError("mindmerger.translation_data names no language: the mapping stage has no data")
-    data = {lang: demo_source(uri, world) for lang, uri in cfg.mindmerger.translation_data.items()}
+    data = {lang: demo_source(uri, world) for lang, uri in mm.translation_data.items()}
     sources = {"encoder": encoder, "llm": llm} | {f"translation_{lang}": s for lang, s in data.items()}
 
     def build(w: ArtifactWriter) -> None:
         texts = [p for lang in languages for p in read_translation_pairs(_location(data[lang], store), lang)]
-        _train_into(w, store, cfg, "mapping", f"mindmerger mapping ({llm_name})", texts, encoder, llm)
+        _train_into(w, store, ctx, mm, "mapping", f"mindmerger mapping ({llm_name})", texts, encoder, llm)
 
     return run_stage(store, kind="mindmerger", stage="mindmerger_mapping", version=MAPPING_VERSION,
-                     params=_stage_params(cfg, "mapping", llm_name, languages), sources=sources, build=build,
+                     params=stage_params(ctx, mm, "mapping", llm_name, languages), sources=sources, build=build,
                      describe=_describe)
 
 
 @stage_task(name="mindmerger_augmentation", task_run_name="mindmerger_augmentation-{llm_name}", retries=2)
-def mindmerger_augmentation(cfg: RunConfig, llm_name: str, llm: Source, encoder: Source, mapping: ArtifactRef,
-                            world: ArtifactRef | None) -> ArtifactRef:
+def mindmerger_augmentation(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm: Source, encoder: Source,
+                            mapping: ArtifactRef, world: ArtifactRef | None) -> ArtifactRef:
     """Stage 2: translated task queries with the task prompt, starting from the mapping stage's best mapping."""
-    store = open_store(cfg.store)
-    languages = cfg.all_languages
-    queries = demo_source(cfg.mindmerger.query_data, world)
+    store = open_store(ctx.store)
+    languages = ctx.all_languages
+    queries = demo_source(mm.query_data, world)
     init = Source.of(mapping, "best")
     sources = {"encoder": encoder, "llm": llm, "queries": queries, "init": init}
 
     def build(w: ArtifactWriter) -> None:
         folder = _location(queries, store)
         texts = [t for lang in languages
-                 for t in template_queries(read_queries(folder, lang), cfg.mindmerger.task, lang)]
-        _train_into(w, store, cfg, "augmentation", f"mindmerger augmentation ({llm_name})", texts, encoder, llm,
+                 for t in template_queries(read_queries(folder, lang), mm.task, lang)]
+        _train_into(w, store, ctx, mm, "augmentation", f"mindmerger augmentation ({llm_name})", texts, encoder, llm,
                     init=init.local(store))
 
     return run_stage(store, kind="mindmerger", stage="mindmerger_augmentation", version=AUGMENTATION_VERSION,
-                     params=_stage_params(cfg, "augmentation", llm_name, languages), sources=sources, build=build,
+                     params=stage_params(ctx, mm, "augmentation", llm_name, languages), sources=sources, build=build,
                      describe=_describe)
 
 
@@ -154,7 +146,8 @@ def _describe(w: ArtifactWriter) -> str:
 
 
 # -- evaluation: a MindMerger model is scored by the same evaluate_unit as any LLM --------------------------
-def mindmerger_generator(model: EvalModel, store: ArtifactStore, cfg: RunConfig) -> MindMergerGenerator:
+def mindmerger_generator(model: EvalModel, store: ArtifactStore, ctx: RunContext,
+                         batch_size: int) -> MindMergerGenerator:
     """EvalModel(kind="mindmerger", source=Source.of(<augmentation or mapping artifact>)): its best mapping
     on the encoder and LLM recorded in its models.json."""
     root = Path(model.source.local(store))
@@ -162,7 +155,7 @@ def mindmerger_generator(model: EvalModel, store: ArtifactStore, cfg: RunConfig)
     encoder, llm = _resolve(info["encoder"], store), _resolve(info["llm"], store)
     # identities as recorded at training (source labels), so the mapping's check compares like with like
     return MindMergerGenerator.from_pretrained(encoder.local(store), llm.local(store), str(root / "best"),
-                                               dtype=cfg.models.dtype, batch_size=cfg.evaluation.batch_size,
+                                               dtype=ctx.dtype, batch_size=batch_size,
                                                encoder_id=encoder.label, llm_id=llm.label)
 
 

@@ -94,14 +94,14 @@ TINY_LANGUAGES = ["en", "de", "zh", "sw", "bn"]
 def demo_assets(tmp_path_factory) -> dict[str, Path]:
     """A small demo world with its trained tokenizers and tiny (untrained) models, built once per session:
     {"world": folder, "llm": HF folder, "encoder": HF folder}."""
-    from linguaforge.pipelines.demo_models import (
+    from linguaforge.pipelines.demo.models import (
         build_tiny_encoder,
         build_tiny_llm,
         train_encoder_tokenizer,
         train_llm_tokenizer,
         world_texts,
     )
-    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo.world import WorldSpec, generate_world
 
     root = tmp_path_factory.mktemp("demo-assets")
     spec = WorldSpec(languages=TINY_LANGUAGES, general_docs=120, ability_problems=300, translation_pairs=100,

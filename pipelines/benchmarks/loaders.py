@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import fsspec
 
 from linguaforge.pipelines.benchmarks.registry import XNLI_LABELS, Benchmark, get_benchmark
-from linguaforge.pipelines.benchmarks.scoring import parse_gold_number
+from linguaforge.pipelines.benchmarks.scoring import number_text, parse_gold_number
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import ISO_639_1, check_language, language_name
 
@@ -318,14 +318,10 @@ def _math_row(row: dict, where: str, index: str) -> dict:
         value = parse_gold_number(str(gold))
     except ValueError:
         raise InputError(f"{where}: field 'answer' {gold!r} is not a number") from None
-    out = {"id": str(row.get("id", index)), "question": question, "answer": _number_text(value)}
+    out = {"id": str(row.get("id", index)), "question": question, "answer": number_text(value)}
     if isinstance(row.get("query"), str):
         out["question_en"] = row["query"]
     return out
-
-
-def _number_text(value: float) -> str:
-    return str(int(value)) if value == int(value) else repr(value)
 
 
 def _choice_row(row: dict, where: str, index: str) -> dict:

@@ -14,19 +14,18 @@ An exemplar carries the benchmark's canonical fields (math: question; choice: qu
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import fsspec
 import yaml
 
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.registry import Benchmark, get_benchmark
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language, language_name
+from linguaforge.pipelines.reading import read_json
 
 _TASK_FIELDS = {"math": ("question",), "choice": ("question", "choices"), "nli": ("premise", "hypothesis")}
 _PRESET_KEYS = {"template", "option", "option_separator", "source", "continuation", "stop",
@@ -87,15 +86,7 @@ def _preset(name: str, spec: object, where: str) -> PromptPreset:
 
 def load_exemplars(uri: str, storage_options: dict | None = None) -> dict[str, dict]:
     """The exemplar file (local path or fsspec URL), checked for shape: {iso: {exemplars: [...], ...}}."""
-    try:
-        with fsspec.open(uri, "r", encoding="utf-8", **dict(storage_options or {})) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"exemplar file {uri}: not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"exemplar file {uri}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"exemplar file {uri}: expected an object keyed by ISO 639-1 language code")
+    data = read_json(uri, "exemplar file", storage_options=storage_options)  # {iso: {...}}, checked below
     for lang, entry in data.items():
         check_language(lang, f"exemplar file {uri}: key")
         if not isinstance(entry, dict) or not isinstance(entry.get("exemplars"), list) or not entry["exemplars"]:

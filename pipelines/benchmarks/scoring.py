@@ -87,11 +87,14 @@ def score_math(output: str, gold: str, phrases: Sequence[str] = ("The answer is"
             correct = value == extract_mindmerger(gold)
         else:
             correct = math_correct(value, gold)
-        out[rule] = (None if value is None else _number_text(value), correct)
+        out[rule] = (None if value is None else number_text(value), correct)
     return out
 
 
-def _number_text(value: float) -> str:
+def number_text(value: float) -> str:
+    """A number as the text a gold or a prediction is compared by: integers without ".0" (up to 1e18, past
+    which a float holds no exact integer), anything else as Python writes it."""
+    value = float(value)
     return str(int(value)) if value.is_integer() and abs(value) < 1e18 else repr(value)
 
 

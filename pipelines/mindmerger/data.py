@@ -17,7 +17,6 @@ truncated source or target would train the mapping on text that no longer says w
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language
+from linguaforge.pipelines.reading import read_json
 
 TASK_BENCHMARK = {"math": "mgsm", "csqa": "xcsqa", "xnli": "xnli"}  # whose evaluation template a task uses
 
@@ -88,15 +88,7 @@ def read_queries(folder: str | Path, language: str) -> list[dict]:
     """The translated task queries of one language: `<folder>/<iso>.json`, a non-empty JSON list."""
     check_language(language, "query language")
     uri = f"{str(folder).rstrip('/')}/{language}.json"
-    try:
-        with fsspec.open(uri, "r", encoding="utf-8") as f:
-            rows = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"augmentation data {uri}: not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"augmentation data {uri}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(rows, list):
-        raise InputError(f"augmentation data {uri}: expected a JSON list of rows")
+    rows = read_json(uri, "augmentation data", expect=list)
     if not rows:
         raise InputError(f"augmentation data {uri} is empty: the augmentation stage has nothing to train on")
     return [dict(r, _where=f"{uri}, row {i}") for i, r in enumerate(rows)]

@@ -1,18 +1,15 @@
-"""MindMerger training: one loop for both stages (mapping, then augmentation), on the CPT back ends.
+"""MindMerger training: both stages (mapping, then augmentation) as one recipe on the training core's loop.
 
-Read `train_stage()` top to bottom: resume from the newest complete checkpoint if there is one, else
-measure the starting dev perplexity; then each optimizer step takes the next `global_batch_size` examples
-of a seeded per-epoch permutation, runs them as micro-batches with a token-weighted summed loss, steps,
-measures dev perplexity when due (keeping the best mapping so far), and checkpoints.
-
-What differs from the CPT loop in pipelines/training.py, and why:
-- data are (source, prompt, target) examples, not fixed token blocks, so a step is a number of
-  examples and its loss is weighted by the target tokens (EOS included) it holds;
+The loop (pipelines/training/loop.py) steps; this recipe says what differs from CPT, and why:
+- samples are (source, prompt, target) examples, not fixed token blocks, so a step is a number of
+  examples (`global_batch_size`) and its loss is weighted by the target tokens (EOS included) it holds;
+- before the first step, and every `eval_every` steps, the dev perplexity is measured, and the best
+  mapping so far is kept (a checkpoint holds it too);
 - the frozen encoder's states are computed once per stage, in fixed chunks, and reused every epoch
   (the encoder is in eval mode, so they cannot change); fixed chunks make them bit-identical in a
   fresh and in a resumed run;
-- checkpoints hold the mapping and its optimizer state only: the encoder and LLM never change, and an
-  8B LLM would otherwise add 16 GB to every checkpoint;
+- checkpoints hold the mapping and its optimizer state only (the back ends below): the encoder and LLM
+  never change, and an 8B LLM would otherwise add 16 GB to every checkpoint;
 - weight decay applies to every mapping parameter, biases and boundary included, as the official
   DeepSpeed AdamW does (and as the DeepSpeed back end here does).
 
@@ -27,10 +24,8 @@ import argparse
 import json
 import logging
 import math
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,69 +42,13 @@ from linguaforge.pipelines.mindmerger.checkpoint import (
 )
 from linguaforge.pipelines.mindmerger.data import Example, collate, load_examples, target_tokens
 from linguaforge.pipelines.mindmerger.model import MindMergerModel, mindmerger_loss_sum
+from linguaforge.pipelines.mindmerger.settings import StageSettings
 from linguaforge.pipelines.reproducible import content_only
-from linguaforge.pipelines.training import (
-    BlockOrder,
-    TorchBackend,
-    TrainSettings,
-    load_optimizer,
-    save_optimizer,
-)
+from linguaforge.pipelines.training.backends import TorchBackend, load_optimizer, save_optimizer
+from linguaforge.pipelines.training.loop import TrainResult, train
 
 log = logging.getLogger("linguaforge.mindmerger")
 Progress = Callable[[int, int, dict[str, Any]], None]
-STAGES = ("mapping", "augmentation")
-
-
-@dataclass
-class StageSettings:
-    """One stage's training settings; the defaults are the official recipe (flows.config.MindMergerConfig)."""
-
-    stage: str = "mapping"
-    learning_rate: float = 2e-5  # constant: the official run has no schedule
-    epochs: float = 3.0
-    global_batch_size: int = 128
-    micro_batch_size: int = 8
-    adam_betas: tuple[float, float] = (0.8, 0.999)
-    adam_eps: float = 1e-8
-    weight_decay: float = 3e-7
-    grad_clip: float | None = 1.0
-    precision: str = "fp32"
-    backend: str = "torch"
-    deepspeed_config: str | None = None
-    checkpoint_every: int = 100
-    eval_every: int | None = None  # optimizer steps between dev evaluations; None = once per epoch
-    cache_encoder_states: bool = True
-    encoder_cache_max_gb: float = 8.0  # host memory for cached states; above it, encode per micro-batch
-    encoder_batch_size: int = 32
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise InputError(f"MindMerger stage must be one of {STAGES}, got {self.stage!r}")
-        self.adam_betas = tuple(self.adam_betas)
-
-    def micro_batches_per_step(self, world: int = 1) -> int:
-        """Micro-batches per optimizer step, a multiple of the data-parallel world size."""
-        return math.ceil(math.ceil(self.global_batch_size / self.micro_batch_size) / world) * world
-
-    def steps(self, n_train: int, world: int = 1) -> int:
-        per_step = self.micro_batches_per_step(world) * self.micro_batch_size
-        return max(1, math.ceil(self.epochs * n_train / per_step))
-
-    def backend_settings(self, steps: int) -> TrainSettings:
-        # batch_tokens with block size 1: the back ends' accumulation becomes examples per step / micro-batch
-        return TrainSettings(steps=steps, learning_rate=self.learning_rate, schedule="constant", warmup_steps=0,
-                             batch_tokens=self.global_batch_size, micro_batch_size=self.micro_batch_size,
-                             weight_decay=self.weight_decay, adam_betas=self.adam_betas, adam_eps=self.adam_eps,
-                             grad_clip=self.grad_clip, precision=self.precision, backend=self.backend,
-                             deepspeed_config=self.deepspeed_config, checkpoint_every=self.checkpoint_every,
-                             seed=self.seed)
-
-    def fingerprint(self) -> dict[str, Any]:
-        fields = asdict(self)
-        fields.pop("checkpoint_every")  # how often we save does not change what we compute
-        return json.loads(json.dumps(fields))
 
 
 # -- back ends that checkpoint the mapping only --------------------------------------------------------------
@@ -131,7 +70,7 @@ class MappingTorchBackend(TorchBackend):
 def make_backend(model: MindMergerModel, settings: StageSettings, steps: int, device: torch.device | None = None):
     train_settings = settings.backend_settings(steps)
     if settings.backend == "deepspeed":
-        from linguaforge.pipelines.deepspeed_backend import DeepSpeedBackend
+        from linguaforge.pipelines.training.deepspeed_backend import DeepSpeedBackend
 
         class MappingDeepSpeedBackend(DeepSpeedBackend):
             def save_weights(self, folder: Path) -> None:
@@ -204,116 +143,103 @@ def dev_perplexity(model: MindMergerModel, dev: list[Example], micro_batch_size:
     return math.exp(total / target_tokens(dev))
 
 
-# -- the loop --------------------------------------------------------------------------------------------------
+# -- the recipe -------------------------------------------------------------------------------------------------
+class MindMergerRecipe:
+    """Training examples as samples; dev perplexity at the start, every `eval_every` steps and at the end,
+    with the best mapping (lowest dev perplexity) kept."""
+
+    def __init__(self, model: MindMergerModel, train_set: list[Example], dev: list[Example], settings: StageSettings,
+                 device: torch.device, world: int = 1):
+        self.model, self.train_set, self.dev, self.settings, self.device = model, train_set, dev, settings, device
+        self.steps, self.micro_batch_size = settings.steps(len(train_set), world), settings.micro_batch_size
+        self.seed, self.checkpoint_every = settings.seed, settings.checkpoint_every
+        per_epoch = math.ceil(len(train_set) / (settings.micro_batches_per_step(world) * settings.micro_batch_size))
+        self.eval_every = settings.eval_every or max(1, per_epoch)
+        self.train_states = self.dev_states = None
+        if use_encoder_cache(model, train_set + dev, settings):
+            self.train_states = EncoderStates(model, train_set, settings.encoder_batch_size, device)
+            self.dev_states = EncoderStates(model, dev, settings.encoder_batch_size, device)
+        self.dev_ppl: dict[int, float] = {}  # optimizer step → dev perplexity (0 = start)
+        self.best_step, self.best_state = 0, None
+
+    def __len__(self) -> int:
+        return len(self.train_set)
+
+    def micro_batches(self, world: int) -> int:
+        return self.settings.micro_batches_per_step(world)
+
+    def check(self) -> None:
+        if len(self.train_set) < self.micro_batch_size:
+            raise InputError(f"{len(self.train_set)} training examples, fewer than one micro-batch "
+                             f"({self.micro_batch_size})")
+
+    def batch(self, indices) -> dict[str, torch.Tensor]:
+        return make_batch(self.train_set, indices, self.train_states)
+
+    def target_tokens(self, indices) -> int:
+        return target_tokens([self.train_set[i] for i in indices])
+
+    def start(self) -> None:
+        self.dev_ppl[0] = self._dev_perplexity()
+        self.best_state = mapping_state(self.model)
+
+    def after_step(self, step: int, metrics: dict[str, float]) -> None:
+        if step % self.eval_every == 0 or step == self.steps:
+            ppl = metrics["dev_ppl"] = self.dev_ppl[step] = self._dev_perplexity()
+            if ppl < self.dev_ppl[self.best_step]:
+                self.best_step, self.best_state = step, mapping_state(self.model)
+
+    def _dev_perplexity(self) -> float:
+        return dev_perplexity(self.model, self.dev, self.micro_batch_size, self.device, self.dev_states)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.settings.fingerprint()
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        save_file(self.best_state, str(folder / "best_mapping.safetensors"))
+        return {"dev_ppl": self.dev_ppl, "best_step": self.best_step}
+
+    def restore(self, folder: Path, state: dict[str, Any]) -> None:
+        self.dev_ppl = {int(k): v for k, v in state["dev_ppl"].items()}
+        self.best_step = state["best_step"]
+        self.best_state = load_file(str(folder / "best_mapping.safetensors"))
+
+    def summary(self, result: TrainResult) -> dict[str, Any]:
+        return {"stage": self.settings.stage, "total_steps": self.steps, "examples_seen": result.samples,
+                "start_dev_ppl": self.dev_ppl.get(0), "final_dev_ppl": self.dev_ppl.get(result.steps),
+                "best_dev_ppl": self.dev_ppl[self.best_step], "best_step": self.best_step}
+
+
 @dataclass
 class StageResult:
-    stage: str
-    steps: int = 0
-    total_steps: int = 0
-    examples_seen: int = 0
-    losses: list[float] = field(default_factory=list)
-    dev_ppl: dict[int, float] = field(default_factory=dict)  # optimizer step → dev perplexity (0 = start)
-    best_step: int = 0
-    seconds: float = 0.0
-    resumed_from: int | None = None
+    """A finished stage: the loop's result and the recipe's dev measurements."""
+
+    run: TrainResult
+    dev_ppl: dict[int, float]
+    best_step: int
+
+    @property
+    def steps(self) -> int:
+        return self.run.steps
+
+    @property
+    def losses(self) -> list[float]:
+        return self.run.losses
 
     @property
     def best_ppl(self) -> float:
         return self.dev_ppl[self.best_step]
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "steps": self.steps, "examples_seen": self.examples_seen,
-                "first_loss": self.losses[0] if self.losses else None,
-                "final_loss": self.losses[-1] if self.losses else None,
-                "start_dev_ppl": self.dev_ppl.get(0), "final_dev_ppl": self.dev_ppl.get(self.steps),
-                "best_dev_ppl": self.best_ppl, "best_step": self.best_step, "seconds": round(self.seconds, 2),
-                "resumed_from": self.resumed_from}
+        return self.run.summary()
 
 
-def train_stage(backend, train: list[Example], dev: list[Example], settings: StageSettings,
-                checkpoints=None, progress: Progress | None = None) -> tuple[StageResult, dict[str, torch.Tensor]]:
-    """Train the mapping on `train`; return the result and the best mapping state (by dev perplexity)."""
-    rank, world = getattr(backend, "rank", 0), getattr(backend, "world", 1)
-    model: MindMergerModel = backend.model
-    device = backend.device
-    micro = settings.micro_batch_size
-    n_micro = settings.micro_batches_per_step(world)
-    steps = settings.steps(len(train), world)
-    eval_every = settings.eval_every or max(1, math.ceil(len(train) / (n_micro * micro)))
-    if len(train) < micro:
-        raise InputError(f"{len(train)} training examples, fewer than one micro-batch ({micro})")
-    order = BlockOrder(len(train), settings.seed)
-    train_states = dev_states = None
-    if use_encoder_cache(model, train + dev, settings):
-        train_states = EncoderStates(model, train, settings.encoder_batch_size, device)
-        dev_states = EncoderStates(model, dev, settings.encoder_batch_size, device)
-
-    result = StageResult(settings.stage, total_steps=steps)
-    start = 0
-    if checkpoints is not None and (latest := checkpoints.latest()) is not None:
-        start, folder = latest
-        backend.load_state(folder)
-        best_state = restore_stage_state(folder, result, settings)
-        result.resumed_from = start
-    else:
-        result.dev_ppl[0] = dev_perplexity(model, dev, micro, device, dev_states)
-        best_state = mapping_state(model)
-    model.train()
-    began = time.perf_counter()
-    for step in range(start, steps):
-        first = step * n_micro * micro
-        indices = order.indices(first, n_micro * micro)
-        micro_batches = [indices[m * micro: (m + 1) * micro] for m in range(n_micro)]
-        n_targets = target_tokens([train[i] for i in indices])  # over all ranks
-        # gradients are averaged over ranks, hence the factor `world` in the token weighting
-        local = sum(backend.forward_backward(make_batch(train, b, train_states), world / n_targets)
-                    for b in micro_batches[rank::world])
-        loss_sum = backend.all_reduce_sum(local) if world > 1 else local
-        grad_norm = backend.optimizer_step(step)
-
-        result.losses.append(loss_sum / n_targets)
-        result.steps, result.examples_seen = step + 1, result.examples_seen + len(indices)
-        metrics = {"loss": result.losses[-1], "grad_norm": grad_norm}
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            ppl = result.dev_ppl[step + 1] = dev_perplexity(model, dev, micro, device, dev_states)
-            metrics["dev_ppl"] = ppl
-            if ppl < result.best_ppl:
-                result.best_step, best_state = step + 1, mapping_state(model)
-        if progress is not None:
-            progress(step + 1, steps, metrics)
-        if checkpoints is not None and (step + 1) % settings.checkpoint_every == 0 and step + 1 < steps:
-            save_stage_checkpoint(backend, checkpoints, result, best_state, settings, rank)
-    result.seconds += time.perf_counter() - began
-    model.train(False)
-    return result, best_state
-
-
-def save_stage_checkpoint(backend, checkpoints, result: StageResult, best_state: dict[str, torch.Tensor],
-                          settings: StageSettings, rank: int = 0) -> None:
-    """Every rank takes part in gathering the state (ZeRO collectives); rank 0 alone commits it."""
-    if rank != 0:
-        with tempfile.TemporaryDirectory() as scratch:
-            backend.save_state(Path(scratch))
-        return
-    with checkpoints.new(result.steps) as folder:
-        backend.save_state(folder)
-        save_file(best_state, str(folder / "best_mapping.safetensors"))
-        state = asdict(result) | {"settings": settings.fingerprint()}
-        (folder / "stage.json").write_text(json.dumps(state))
-    checkpoints.prune(keep=2)
-
-
-def restore_stage_state(folder: Path, result: StageResult, settings: StageSettings) -> dict[str, torch.Tensor]:
-    meta = json.loads((folder / "stage.json").read_text())
-    saved = meta.pop("settings")
-    if saved != settings.fingerprint():
-        changed = sorted(k for k in saved if saved[k] != settings.fingerprint().get(k))
-        raise InputError(f"checkpoint {folder} was written with other MindMerger settings ({', '.join(changed)}); "
-                         "refusing to resume from it")
-    for name in ("steps", "examples_seen", "losses", "best_step", "seconds"):
-        setattr(result, name, meta[name])
-    result.dev_ppl = {int(k): v for k, v in meta["dev_ppl"].items()}
-    return load_file(str(folder / "best_mapping.safetensors"))
+def train_stage(backend, train_set: list[Example], dev: list[Example], settings: StageSettings, checkpoints=None,
+                progress: Progress | None = None) -> tuple[StageResult, dict[str, torch.Tensor]]:
+    """Train the mapping on `train_set`; return the result and the best mapping state (by dev perplexity)."""
+    recipe = MindMergerRecipe(backend.model, train_set, dev, settings, backend.device, getattr(backend, "world", 1))
+    run = train(backend, recipe, checkpoints=checkpoints, progress=progress)
+    return StageResult(run, recipe.dev_ppl, recipe.best_step), recipe.best_state
 
 
 # -- a whole stage, from model locations to output folder ---------------------------------------------------
@@ -355,23 +281,24 @@ def run_stage_training(encoder_uri: str, llm_uri: str, train: list[Example], dev
     backend = make_backend(model, settings, settings.steps(len(train), world), device)
     result, best_state = train_stage(backend, train, dev, settings, checkpoints, progress)
     if getattr(backend, "rank", 0) == 0:
-        write_stage_outputs(backend.model, best_state, result, encoder_id or encoder_uri, llm_id or llm_uri,
-                            Path(out_dir))
+        write_stage_outputs(backend.model, best_state, result, settings.stage, encoder_id or encoder_uri,
+                            llm_id or llm_uri, Path(out_dir))
     return result
 
 
-def write_stage_outputs(model: MindMergerModel, best_state: dict[str, torch.Tensor], result: StageResult,
+def write_stage_outputs(model: MindMergerModel, best_state: dict[str, torch.Tensor], result: StageResult, stage: str,
                         encoder_uri: str, llm_uri: str, out_dir: Path) -> None:
     def meta(step: int) -> MappingMeta:
         return MappingMeta(encoder=encoder_uri, llm=llm_uri, d_enc=model.d_enc, d_llm=model.d_llm,
-                           stage=result.stage, step=step, dev_ppl=result.dev_ppl.get(step))
+                           stage=stage, step=step, dev_ppl=result.dev_ppl.get(step))
 
     save_mapping(model.mapping, out_dir / "last", meta(result.steps))
     best = type(model.mapping)(model.d_enc, model.d_llm)
     best.load_state_dict(best_state)
     save_mapping(best, out_dir / "best", meta(result.best_step))
     export_official_checkpoint(best, out_dir / "best" / "pytorch_model.bin")
-    (out_dir / "train.json").write_text(json.dumps(content_only(asdict(result) | result.summary()), indent=1))
+    record = result.summary() | {"losses": result.losses, "dev_ppl": result.dev_ppl}
+    (out_dir / "train.json").write_text(json.dumps(content_only(record), indent=1))
 
 
 # -- a training process (alone, or under torchrun / deepspeed) ---------------------------------------------

@@ -266,7 +266,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def assets(demo_assets, tmp_path_factory) -> dict[str, Path]:
-    from linguaforge.pipelines.importance import NeuronMask
+    from linguaforge.pipelines.maet.importance import NeuronMask
 
     root = tmp_path_factory.mktemp("bad-input-assets")
     deltas = {name: _delta(root / f"{name}.safetensors", demo_assets["llm"], seed)

@@ -31,6 +31,7 @@ CLIENT = textwrap.dedent("""
     from pathlib import Path
     from prefect import flow
     from linguaforge.flows.config import RunConfig
+    from linguaforge.flows.stages import run_context
     from linguaforge.tasks.demo import demo_world
 
     store, cache, go, seeds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), [int(s) for s in sys.argv[4:]]
@@ -40,7 +41,7 @@ CLIENT = textwrap.dedent("""
         cfg = RunConfig(name=f"load-{seed}", languages=["de"], store={"url": store, "cache_dir": cache},
                         demo={"seed": seed, "general_docs": 20, "ability_problems": 20, "translation_pairs": 10,
                               "query_items": 10, "test_items": 2})
-        return demo_world(cfg).key
+        return demo_world(run_context(cfg), cfg.demo).key
 
     while not go.exists():  # every process starts its runs at the same moment
         time.sleep(0.01)

@@ -106,28 +106,23 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_mgsm_wrong_column_count(tmp_path):
-    _write(tmp_path / "mgsm_de.tsv", "Frage eins?\t3\nFrage zwei?\t4\textra\n")
-    with pytest.raises(InputError, match=r"mgsm_de\.tsv, line 2: expected 2 tab-separated columns .* found 3"):
-        load_raw("mgsm", str(tmp_path), "de")
+MALFORMED = [  # (benchmark, file, contents, the error it must give)
+    ("mgsm", "mgsm_de.tsv", "Frage eins?\t3\nFrage zwei?\t4\textra\n",
+     r"mgsm_de\.tsv, line 2: expected 2 tab-separated columns .* found 3"),
+    ("mgsm", "mgsm_de.tsv", "Frage eins?\t3\nFrage zwei?\tdrei\n",
+     r"mgsm_de\.tsv, line 2: field 'answer' 'drei' is not a number"),
+    ("msvamp", "test_German.json", '{"m_query": "Wie viele?", "response": "3"}\n{"m_query": "Und jetzt?"}\n',
+     r"test_German\.json, line 2: field 'answer_number' / 'response' / 'answer' is missing"),
+    ("msvamp", "test_German.json", '{"m_query": "Wie viele?", "response": "3"}\n{"m_query": \n',
+     r"test_German\.json, line 2: not valid JSON"),
+]
 
 
-def test_mgsm_non_numeric_gold(tmp_path):
-    _write(tmp_path / "mgsm_de.tsv", "Frage eins?\t3\nFrage zwei?\tdrei\n")
-    with pytest.raises(InputError, match=r"mgsm_de\.tsv, line 2: field 'answer' 'drei' is not a number"):
-        load_raw("mgsm", str(tmp_path), "de")
-
-
-def test_msvamp_missing_field(tmp_path):
-    _write(tmp_path / "test_German.json", '{"m_query": "Wie viele?", "response": "3"}\n{"m_query": "Und jetzt?"}\n')
-    with pytest.raises(InputError, match=r"test_German\.json, line 2: field 'answer_number' / 'response' / 'answer' is missing"):
-        load_raw("msvamp", str(tmp_path), "de")
-
-
-def test_msvamp_invalid_json_line(tmp_path):
-    _write(tmp_path / "test_German.json", '{"m_query": "Wie viele?", "response": "3"}\n{"m_query": \n')
-    with pytest.raises(InputError, match=r"test_German\.json, line 2: not valid JSON"):
-        load_raw("msvamp", str(tmp_path), "de")
+@pytest.mark.parametrize(("benchmark", "name", "contents", "error"), MALFORMED)
+def test_a_malformed_line_is_named(tmp_path, benchmark, name, contents, error):
+    _write(tmp_path / name, contents)
+    with pytest.raises(InputError, match=error):
+        load_raw(benchmark, str(tmp_path), "de")
 
 
 def test_xcsqa_answer_not_a_label(tmp_path):
@@ -184,7 +179,7 @@ def test_bad_sources_and_codes(tmp_path):
 
 def test_reads_the_demo_worlds_benchmark_files(tmp_path):
     """The contract with the demo world generator: its files in the official shapes load for every language."""
-    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo.world import WorldSpec, generate_world
 
     langs = ["en", "de", "zh", "sw", "bn"]
     generate_world(WorldSpec(languages=langs, general_docs=10, ability_problems=10, translation_pairs=10,

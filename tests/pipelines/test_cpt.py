@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from linguaforge.pipelines.corpus import pack_corpus
-from linguaforge.pipelines.cpt import key_neuron_mask, run_cpt, write_cpt_delta
-from linguaforge.pipelines.deltas import SparseDelta, base_weights_digest
-from linguaforge.pipelines.importance import neuron_scores
+from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt, write_cpt_delta
+from linguaforge.pipelines.maet.deltas import SparseDelta, base_weights_digest
+from linguaforge.pipelines.maet.importance import neuron_scores
 from linguaforge.pipelines.models import load_tokenizer
-from linguaforge.pipelines.training import TrainSettings
+from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.pipelines.weights import WeightReader
 
 SETTINGS = dict(steps=3, learning_rate=1e-2, batch_tokens=256, micro_batch_size=4, schedule="constant")
@@ -99,7 +99,8 @@ def test_workers_get_the_whole_store_handle(demo_assets, blocks, s3_bucket, s3_e
     store = ArtifactStore(f"s3://{s3_bucket}/runs", cache_dir=tmp_path / "cache",
                           storage_options={"endpoint_url": s3_endpoint})
     area = store.checkpoints("delta", "w" * 24)
-    settings = TrainSettings(**dict(SETTINGS, steps=4, checkpoint_every=2), processes=2)
+    settings = TrainSettings(**dict(SETTINGS, steps=4, checkpoint_every=2), processes=2, backend="deepspeed",
+                             deepspeed_config="deploy/deepspeed/zero1.json")
     summary, _ = run_cpt(str(demo_assets["llm"]), blocks, settings, checkpoints=area)
     assert summary["steps"] == 4
     assert area.steps(), "the workers wrote no checkpoint into the store they were handed"

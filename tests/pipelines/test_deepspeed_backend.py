@@ -16,9 +16,11 @@ from safetensors.torch import load_file
 
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.maet.cpt import make_backend
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
-from linguaforge.pipelines.train_worker import make_backend
-from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train
+from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactStore
 
 
@@ -36,17 +38,17 @@ BASE = dict(learning_rate=3e-3, batch_tokens=512, micro_batch_size=4, warmup_ste
 def test_every_zero_stage_matches_plain_torch(demo_assets, blocks_dir):
     data = PackedBlocks.from_dir(blocks_dir)
     reference = train(make_backend(load_causal_lm(str(demo_assets["llm"])), TrainSettings(steps=3, **BASE), 32),
-                      data, TrainSettings(steps=3, **BASE))
+                      CausalLMRecipe(data, TrainSettings(steps=3, **BASE)))
     for stage in range(4):
         s = TrainSettings(steps=3, backend="deepspeed", deepspeed_config=f"deploy/deepspeed/zero{stage}.json", **BASE)
-        result = train(make_backend(load_causal_lm(str(demo_assets["llm"])), s, 32), data, s)
+        result = train(make_backend(load_causal_lm(str(demo_assets["llm"])), s, 32), CausalLMRecipe(data, s))
         assert result.losses == pytest.approx(reference.losses, rel=1e-5), f"ZeRO-{stage}"
 
 
 def test_unparseable_config(tmp_path, demo_assets):
     (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2,}')
     s = TrainSettings(backend="deepspeed", deepspeed_config=str(tmp_path / "ds.json"))
-    with pytest.raises(InputError, match=r"ds.json does not parse: .* at line 1"):
+    with pytest.raises(InputError, match=r"DeepSpeed config .*ds.json: not valid JSON \(.* at line 1\)"):
         make_backend(load_causal_lm(str(demo_assets["llm"])), s, 32)
 
 
@@ -54,12 +56,12 @@ def _worker(args, repo_root, nproc=1, **popen):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    launcher = [sys.executable, "-m", "linguaforge.pipelines.train_worker"]
+    launcher = [sys.executable, "-m", "linguaforge.pipelines.maet.cpt_worker"]
     if nproc > 1:
         from tests.conftest import free_port
 
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                    f"--master_port={free_port()}", "-m", "linguaforge.pipelines.train_worker"]
+                    f"--master_port={free_port()}", "-m", "linguaforge.pipelines.maet.cpt_worker"]
     return subprocess.Popen([*launcher, *args], cwd=repo_root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from linguaforge.pipelines.demo_world import (
+from linguaforge.pipelines.demo.world import (
     MATH_PROMPT,
     MMLU_SCIENCE_SUBJECTS,
     WorldSpec,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.importance import (
+from linguaforge.pipelines.maet.importance import (
     NeuronMask,
     ScoreSource,
     delta_score_source,

@@ -7,11 +7,13 @@ import torch
 
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.importance import NeuronMask, neuron_count
-from linguaforge.pipelines.masked import MaskedAdamW
+from linguaforge.pipelines.maet.cpt import make_backend
+from linguaforge.pipelines.maet.importance import NeuronMask, neuron_count
+from linguaforge.pipelines.maet.masked import MaskedAdamW
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
-from linguaforge.pipelines.train_worker import make_backend
-from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train
+from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactStore
 
 
@@ -58,7 +60,7 @@ def test_only_masked_entries_change(setup, granularity, backend, decay):
     settings = TrainSettings(steps=3, learning_rate=1e-2, batch_tokens=256, micro_batch_size=4, weight_decay=decay,
                              backend=backend, deepspeed_config="deploy/deepspeed/zero2.json")
     backend_obj = make_backend(model, settings, data.block_size, mask)
-    train(backend_obj, data, settings)
+    train(backend_obj, CausalLMRecipe(data, settings))
     after = backend_obj.full_state_dict()
     moved = 0
     for name, old in before.items():
@@ -84,7 +86,7 @@ def test_masked_cpt_resumes_bit_identically(setup, tmp_path):
                              checkpoint_every=2)
     straight = load_causal_lm(llm)
     mask = _random_mask(straight, "element")
-    reference = train(make_backend(straight, settings, data.block_size, mask), data, settings)
+    reference = train(make_backend(straight, settings, data.block_size, mask), CausalLMRecipe(data, settings))
     area = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache").checkpoints("delta", "k" * 24)
 
     def crash_after_step_3(step, total, metrics):
@@ -92,10 +94,10 @@ def test_masked_cpt_resumes_bit_identically(setup, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(make_backend(load_causal_lm(llm), settings, data.block_size, mask), data, settings,
+        train(make_backend(load_causal_lm(llm), settings, data.block_size, mask), CausalLMRecipe(data, settings),
               checkpoints=area, progress=crash_after_step_3)
     resumed_model = load_causal_lm(llm)
-    resumed = train(make_backend(resumed_model, settings, data.block_size, mask), data, settings, checkpoints=area)
+    resumed = train(make_backend(resumed_model, settings, data.block_size, mask), CausalLMRecipe(data, settings), checkpoints=area)
     assert resumed.resumed_from == 2 and resumed.losses == reference.losses
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed_model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from linguaforge.pipelines.decompose import decompose
-from linguaforge.pipelines.deltas import SparseDelta, base_weights_digest, write_sparse_delta
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.merge import MergeSpec, dare_update, family_of, merge, select_t, ties_update
+from linguaforge.pipelines.maet.decompose import decompose
+from linguaforge.pipelines.maet.deltas import SparseDelta, base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.maet.merge import MergeSpec, dare_update, family_of, merge, select_t, ties_update
 from linguaforge.pipelines.weights import WeightReader
 
 L0 = "model.layers.0."
@@ -203,7 +203,7 @@ def test_bad_inputs_fail_clearly_and_leave_no_output(hand, demo_assets):
 
 
 def test_selection_ties_flag_a_cut_the_data_did_not_decide():
-    from linguaforge.pipelines.merge import select_t, selection_ties, selection_warning
+    from linguaforge.pipelines.maet.merge import select_t, selection_ties, selection_warning
 
     decided = {"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.0}
     assert selection_ties(decided, set(select_t(decided, 50))) == 0  # T = {c, d}: 0.1 < 0.5, a clean cut

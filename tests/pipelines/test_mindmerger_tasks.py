@@ -11,6 +11,7 @@ import pytest
 from prefect import flow
 
 from linguaforge.flows.config import RunConfig
+from linguaforge.flows.stages import run_context
 from linguaforge.pipelines.benchmarks.loaders import load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
 from linguaforge.storage import ArtifactStore
@@ -24,8 +25,9 @@ STAGE = {"learning_rate": 0.01, "epochs": 1.0, "global_batch_size": 16, "micro_b
 
 @flow(name="mindmerger-test")
 def two_stages(cfg: RunConfig, llm: Source, encoder: Source, world):
-    mapping = mindmerger_mapping(cfg, "base", llm, encoder, world)
-    return mapping, mindmerger_augmentation(cfg, "base", llm, encoder, mapping, world)
+    ctx = run_context(cfg)
+    mapping = mindmerger_mapping(ctx, cfg.mindmerger, "base", llm, encoder, world)
+    return mapping, mindmerger_augmentation(ctx, cfg.mindmerger, "base", llm, encoder, mapping, world)
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def test_stages_commit_skip_on_rerun_and_evaluate(tmp_path, demo_assets, prefect
     assert all(ref.reused for ref in again) and [r.key for r in again] == [mapping.key, augmentation.key]
 
     model = mindmerger_eval_model("base", augmentation)
-    generator = _GENERATORS[model.kind](model, store, cfg)
+    generator = _GENERATORS[model.kind](model, store, run_context(cfg), cfg.evaluation.batch_size)
     rows = load_raw("mgsm", str(demo_assets["world"] / "bench" / "mgsm"), "de")[:2]
     outputs = generator.generate(build_items("mgsm", rows, "de", load_preset("mindmerger")), max_new_tokens=4)
     assert len(outputs) == 2 and json.dumps(outputs)

@@ -25,8 +25,8 @@ SAVE = textwrap.dedent("""
 TOKENIZER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from linguaforge.pipelines.demo_models import train_encoder_tokenizer, world_texts
-    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo.models import train_encoder_tokenizer, world_texts
+    from linguaforge.pipelines.demo.world import WorldSpec, generate_world
     out = Path(sys.argv[1])
     generate_world(WorldSpec(languages=["en", "de", "sw"], general_docs=60, ability_problems=80,
                              translation_pairs=20, query_items=10, test_items=4), out / "world")

@@ -23,8 +23,8 @@ from linguaforge.pipelines.benchmarks import (
     stop_strings,
 )
 from linguaforge.pipelines.benchmarks.registry import get_benchmark
-from linguaforge.pipelines.deltas import SparseDelta, base_weights_digest, write_sparse_delta
-from linguaforge.pipelines.merge import MergeSpec, merge
+from linguaforge.pipelines.maet.deltas import SparseDelta, base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.maet.merge import MergeSpec, merge
 from linguaforge.pipelines.weights import WeightReader
 
 LANGS = ["de", "zh", "sw", "bn"]
@@ -114,10 +114,13 @@ def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_
     A shorter recipe (400 documents, 200 + 300 steps) reached only +15 points: the margin needs the budget."""
     from linguaforge.pipelines.benchmarks import evaluate_unit
     from linguaforge.pipelines.corpus import CorpusSpec, pack_corpus, read_documents
-    from linguaforge.pipelines.demo_models import build_tiny_llm, train_llm_tokenizer, world_texts
-    from linguaforge.pipelines.demo_world import WorldSpec, generate_world
+    from linguaforge.pipelines.demo.models import build_tiny_llm, train_llm_tokenizer, world_texts
+    from linguaforge.pipelines.demo.world import WorldSpec, generate_world
     from linguaforge.pipelines.models import load_causal_lm
-    from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+    from linguaforge.pipelines.training.backends import TorchBackend
+    from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+    from linguaforge.pipelines.training.loop import train
+    from linguaforge.pipelines.training.settings import TrainSettings
 
     torch.set_num_threads(2)
     world = tmp_path / "world"
@@ -132,7 +135,7 @@ def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_
         settings = TrainSettings(steps=steps, learning_rate=lr, warmup_steps=10, batch_tokens=4096,
                                  micro_batch_size=16)
         model = load_causal_lm(str(model_dir))
-        train(TorchBackend(model, settings), PackedBlocks.from_dir(out / "blocks"), settings)
+        train(TorchBackend(model, settings), CausalLMRecipe(PackedBlocks.from_dir(out / "blocks"), settings))
         model.save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
         return out / "model"

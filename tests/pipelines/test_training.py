@@ -10,7 +10,10 @@ import torch
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
-from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
+from linguaforge.pipelines.training.backends import TorchBackend
+from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactStore
 
 
@@ -38,15 +41,15 @@ SETTINGS = dict(learning_rate=3e-3, batch_tokens=256, micro_batch_size=4, warmup
 
 def test_loss_falls(demo_assets, blocks):
     s = TrainSettings(steps=25, **SETTINGS)
-    result = train(TorchBackend(load_causal_lm(str(demo_assets["llm"])), s), blocks, s)
-    assert result.steps == 25 and result.tokens == 25 * 256
+    result = train(TorchBackend(load_causal_lm(str(demo_assets["llm"])), s), CausalLMRecipe(blocks, s))
+    assert result.steps == 25 and result.summary()["tokens"] == 25 * 256
     assert sum(result.losses[-5:]) / 5 < result.losses[0] - 0.5
 
 
 def test_resume_from_checkpoint_is_bit_identical(demo_assets, blocks, tmp_path):
     s = TrainSettings(steps=7, **SETTINGS)
     straight = load_causal_lm(str(demo_assets["llm"]))
-    reference = train(TorchBackend(straight, s), blocks, s)
+    reference = train(TorchBackend(straight, s), CausalLMRecipe(blocks, s))
 
     store = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache")
     area = store.checkpoints("test", "k" * 24)
@@ -59,11 +62,11 @@ def test_resume_from_checkpoint_is_bit_identical(demo_assets, blocks, tmp_path):
             raise Crash
 
     with pytest.raises(Crash):  # dies after step 4; the newest checkpoint is step 3
-        train(TorchBackend(load_causal_lm(str(demo_assets["llm"])), s), blocks, s, checkpoints=area,
+        train(TorchBackend(load_causal_lm(str(demo_assets["llm"])), s), CausalLMRecipe(blocks, s), checkpoints=area,
               progress=crash_after_step_4)
     assert area.steps() == [3]
     resumed_model = load_causal_lm(str(demo_assets["llm"]))
-    resumed = train(TorchBackend(resumed_model, s), blocks, s, checkpoints=area)
+    resumed = train(TorchBackend(resumed_model, s), CausalLMRecipe(blocks, s), checkpoints=area)
     assert resumed.resumed_from == 3
     assert resumed.losses == reference.losses
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed_model.state_dict().items(), strict=True):
@@ -73,4 +76,4 @@ def test_resume_from_checkpoint_is_bit_identical(demo_assets, blocks, tmp_path):
 def test_too_few_blocks_for_a_batch(demo_assets, blocks):
     s = TrainSettings(steps=1, micro_batch_size=len(blocks) + 1)
     with pytest.raises(InputError, match=f"has {len(blocks)} blocks, fewer than one micro-batch"):
-        train(TorchBackend(load_causal_lm(str(demo_assets["llm"])), s), blocks, s)
+        train(TorchBackend(load_causal_lm(str(demo_assets["llm"])), s), CausalLMRecipe(blocks, s))

@@ -1,7 +1,7 @@
 """One CPT training process: what a task launches (alone, or under `torchrun` / `deepspeed` for several
 processes and GPUs). Rank 0 writes the trained weights; checkpoints go to the artifact's checkpoint area.
 
-    python -m torch.distributed.run --nproc_per_node 8 -m pipelines.train_worker \\
+    python -m torch.distributed.run --nproc_per_node 8 -m linguaforge.pipelines.maet.cpt_worker \\
         --model BASE_DIR --blocks CORPUS_DIR --settings settings.json --out OUT_DIR \\
         [--mask mask.safetensors] [--store HANDLE --kind K --key KEY]
 """
@@ -16,30 +16,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from linguaforge.pipelines.importance import NeuronMask
-from linguaforge.pipelines.masked import MaskedAdamW, apply_mask
+from linguaforge.pipelines.maet.cpt import make_backend
+from linguaforge.pipelines.maet.importance import NeuronMask
 from linguaforge.pipelines.models import load_causal_lm
-from linguaforge.pipelines.training import PackedBlocks, TorchBackend, TrainSettings, train
-
-
-def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: int, mask: NeuronMask | None = None):
-    """Plain torch or DeepSpeed, by `settings.backend`; with a mask, only its neurons train."""
-    selections = apply_mask(model, mask) if mask is not None else None
-    if settings.backend == "deepspeed":
-        from linguaforge.pipelines.deepspeed_backend import DeepSpeedBackend
-
-        return DeepSpeedBackend(model, settings, block_size, masked=mask is not None)
-    optimizer = None
-    if selections is not None:
-        optimizer = MaskedAdamW(selections, lr=settings.learning_rate, betas=tuple(settings.adam_betas),
-                                eps=settings.adam_eps, weight_decay=settings.weight_decay)
-    return TorchBackend(model, settings, optimizer=optimizer)
-
-
-def _print_progress(done: int, total: int, metrics: dict) -> None:
-    from linguaforge.pipelines.cpt import PROGRESS_PREFIX
-
-    print(PROGRESS_PREFIX + json.dumps({"done": done, "total": total, "metrics": metrics}), flush=True)
+from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+from linguaforge.pipelines.training.launcher import print_progress
+from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.settings import TrainSettings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
 
         checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
     rank = int(os.environ.get("RANK", "0"))
-    report = _print_progress if args.report_progress and rank == 0 else None
-    result = train(backend, data, settings, checkpoints=checkpoints, progress=report)
+    report = print_progress if args.report_progress and rank == 0 else None
+    result = train(backend, CausalLMRecipe(data, settings), checkpoints=checkpoints, progress=report)
     state = backend.full_state_dict()
     if rank == 0:
         out = Path(args.out)

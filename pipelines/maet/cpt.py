@@ -9,25 +9,23 @@ on stdout and rank 0 writes the trained weights, which are read back here.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from linguaforge.pipelines.deltas import base_weights_digest, write_sparse_delta
-from linguaforge.pipelines.importance import NeuronMask, check_k1, delta_score_source, select_top_k
+from linguaforge.pipelines.maet.deltas import base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.maet.importance import NeuronMask, check_k1, delta_score_source, select_top_k
+from linguaforge.pipelines.maet.masked import MaskedAdamW, apply_mask
 from linguaforge.pipelines.models import load_causal_lm
-from linguaforge.pipelines.training import PackedBlocks, TrainSettings, train
+from linguaforge.pipelines.training.backends import TorchBackend
+from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+from linguaforge.pipelines.training.launcher import Progress, run_processes, torchrun
+from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.pipelines.weights import WeightReader
-
-Progress = Callable[[int, int, dict[str, Any]], None]
-PROGRESS_PREFIX = "LINGUAFORGE_PROGRESS "
 
 
 def run_cpt(model_dir: str, blocks_dir: str, settings: TrainSettings, mask: NeuronMask | None = None,
@@ -36,47 +34,42 @@ def run_cpt(model_dir: str, blocks_dir: str, settings: TrainSettings, mask: Neur
     summary (with the loss per step) and the trained weights by parameter name."""
     if settings.processes > 1:
         return _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress)
-    from linguaforge.pipelines.train_worker import make_backend
-
     data = PackedBlocks.from_dir(Path(blocks_dir))
     backend = make_backend(load_causal_lm(model_dir), settings, data.block_size, mask)
-    result = train(backend, data, settings, checkpoints=checkpoints, progress=progress)
+    result = train(backend, CausalLMRecipe(data, settings), checkpoints=checkpoints, progress=progress)
     return result.summary() | {"losses": result.losses}, backend.full_state_dict()
+
+
+def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: int, mask: NeuronMask | None = None):
+    """Plain torch or DeepSpeed, by `settings.backend`; with a mask, only its neurons train."""
+    selections = apply_mask(model, mask) if mask is not None else None
+    if settings.backend == "deepspeed":
+        from linguaforge.pipelines.training.deepspeed_backend import DeepSpeedBackend
+
+        return DeepSpeedBackend(model, settings, block_size, masked=mask is not None)
+    optimizer = None
+    if selections is not None:
+        optimizer = MaskedAdamW(selections, lr=settings.learning_rate, betas=tuple(settings.adam_betas),
+                                eps=settings.adam_eps, weight_decay=settings.weight_decay)
+    return TorchBackend(model, settings, optimizer=optimizer)
 
 
 def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress):
     """`settings.processes` workers under torchrun on this node; checkpoints go to the same area."""
     with tempfile.TemporaryDirectory(prefix="cpt-") as tmp:
         tmp = Path(tmp)
-        (tmp / "settings.json").write_text(json.dumps(settings.__dict__))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={settings.processes}", "-m", "linguaforge.pipelines.train_worker",
-                   "--model", model_dir, "--blocks", blocks_dir, "--settings", str(tmp / "settings.json"),
-                   "--out", str(tmp / "out"), "--report-progress"]
+        (tmp / "settings.json").write_text(settings.model_dump_json())
+        command = torchrun(settings.processes, "linguaforge.pipelines.maet.cpt_worker",
+                           "--model", model_dir, "--blocks", blocks_dir, "--settings", str(tmp / "settings.json"),
+                           "--out", str(tmp / "out"), "--report-progress")
         if mask is not None:
             mask.save(tmp / "mask.safetensors")
             command += ["--mask", str(tmp / "mask.safetensors")]
         if checkpoints is not None:
             command += ["--store", checkpoints.store.handle(), "--kind", checkpoints.kind, "--key", checkpoints.key]
-        _stream(command, progress)
+        run_processes(command, progress)
         summary = json.loads((tmp / "out" / "train.json").read_text())
         return summary, load_file(tmp / "out" / "weights.safetensors")
-
-
-def _stream(command: list[str], progress: Progress | None) -> None:
-    """Run the workers, forwarding their progress lines; on failure, raise with the output's tail."""
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    tail: list[str] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
-        for line in proc.stdout:
-            if line.startswith(PROGRESS_PREFIX):
-                if progress is not None:
-                    report = json.loads(line.removeprefix(PROGRESS_PREFIX))
-                    progress(report["done"], report["total"], report["metrics"])
-            else:
-                tail = (tail + [line])[-200:]
-    if proc.returncode != 0:
-        raise RuntimeError(f"training workers exited with {proc.returncode}:\n{''.join(tail)}")
 
 
 def key_neuron_mask(base_dir: str, probed: dict[str, torch.Tensor], k1_percent: float, granularity: str,

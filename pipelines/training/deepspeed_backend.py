@@ -22,13 +22,10 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.training import (
-    LossFn,
-    TrainSettings,
-    causal_lm_loss_sum,
-    load_optimizer,
-    save_optimizer,
-)
+from linguaforge.pipelines.reading import read_json
+from linguaforge.pipelines.training.backends import LossFn, load_optimizer, save_optimizer
+from linguaforge.pipelines.training.causal_lm import causal_lm_loss_sum
+from linguaforge.pipelines.training.settings import TrainSettings
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -36,16 +33,7 @@ _MOMENTS = ("exp_avg", "exp_avg_sq")
 def load_deepspeed_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return {"zero_optimization": {"stage": 0}}
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"DeepSpeed config {path}: no such file")
-    try:
-        config = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"DeepSpeed config {path} does not parse: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"DeepSpeed config {path}: expected a JSON object")
-    return config
+    return read_json(path, "DeepSpeed config")
 
 
 def ensure_distributed_env() -> None:

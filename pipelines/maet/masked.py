@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from linguaforge.pipelines.importance import NeuronMask
+from linguaforge.pipelines.maet.importance import NeuronMask
 
 
 class MaskedAdamW(torch.optim.Optimizer):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from linguaforge.pipelines.deltas import Compact, SparseDelta, encode_delta, write_encoded
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.maet.deltas import Compact, SparseDelta, encode_delta, write_encoded
 
 FORMS = ("direct", "pivot_removed")
 

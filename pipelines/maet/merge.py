@@ -25,25 +25,11 @@ from typing import Any
 
 import torch
 
-from linguaforge.pipelines.decompose import check_deltas
-from linguaforge.pipelines.deltas import Compact, SparseDelta, base_weights_digest
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.maet.decompose import check_deltas
+from linguaforge.pipelines.maet.deltas import Compact, SparseDelta, base_weights_digest
+from linguaforge.pipelines.maet.settings import FAMILIES, MERGE_METHODS, MergeConfig
 from linguaforge.pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
-
-# Tensor families (the paper's Table 3), by the module names of Llama/Mistral/Qwen (and Mixtral's w1-w3).
-FAMILIES = {
-    "q": r"(^|\.)(q_proj|query)\.",
-    "k": r"(^|\.)(k_proj|key)\.",
-    "v": r"(^|\.)(v_proj|value)\.",
-    "o": r"(^|\.)(o_proj|out_proj)\.",
-    "up": r"(^|\.)(up_proj|w3)\.",
-    "gate": r"(^|\.)(gate_proj|w1)\.",
-    "down": r"(^|\.)(down_proj|w2)\.",
-    "embed": r"(^|\.)(embed_tokens|wte|word_embeddings)\.",
-    "norm": r"(norm|ln_\w+)\.weight$",
-    "lm_head": r"(^|\.)lm_head\.",
-}
-METHODS = ("maet", "task_vector", "ties", "dare")
 
 
 def family_of(name: str) -> str | None:
@@ -69,6 +55,15 @@ class MergeSpec:
     ties_density: float = 0.2
     dare_drop: float = 0.9
     seed: int = 0
+
+    @classmethod
+    def of(cls, config: MergeConfig, method: str, ability: SparseDelta, languages: dict[str, SparseDelta],
+           seed: int) -> MergeSpec:
+        """The run configuration's merge settings, for one method, on these deltas."""
+        return cls(method=method, ability=ability, languages=languages, mu=dict(config.mu),
+                   k2_percent=config.k2_percent, gamma=config.gamma, eta=config.eta,
+                   families=list(config.tensor_families), task_vector_lambda=config.task_vector_lambda,
+                   ties_density=config.ties_density, dare_drop=config.dare_drop, seed=seed)
 
     def weights(self) -> dict[str, float]:
         return {code: self.mu.get(code, 1.0) for code in self.languages}
@@ -156,13 +151,13 @@ def dare_update(deltas: list[torch.Tensor], weights: list[float], drop: float, g
 
 # -- the engine ---------------------------------------------------------------------------------------
 def check_spec(spec: MergeSpec, base_shapes: dict[str, tuple[int, ...]], expected_languages: list[str] | None) -> None:
-    if spec.method not in METHODS:
-        raise InputError(f"merge.method {spec.method!r} is not one of {', '.join(METHODS)}")
+    if spec.method not in MERGE_METHODS:
+        raise InputError(f"merge.method {spec.method!r} is not one of {', '.join(MERGE_METHODS)}")
     if not 0 <= spec.k2_percent <= 100 or math.isnan(spec.k2_percent):
         raise InputError(f"merge.k2_percent must be in [0, 100], got {spec.k2_percent}")
     if spec.ability is None:
         raise InputError(f"merge ({spec.method}) needs an ability delta")
-    if spec.method != "task_vector" and not spec.languages:
+    if MERGE_METHODS[spec.method].languages and not spec.languages:
         raise InputError(f"merge ({spec.method}) needs at least one language delta")
     if spec.mu:
         missing, extra = set(spec.languages) - set(spec.mu), set(spec.mu) - set(spec.languages)

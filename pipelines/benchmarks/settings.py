@@ -1,0 +1,38 @@
+"""Evaluation settings: which benchmarks, on what data, in which languages, with which prompt and scoring."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from linguaforge.pipelines.benchmarks.registry import BENCHMARKS
+from linguaforge.pipelines.languages import check_language
+from linguaforge.pipelines.settings import Settings
+
+BenchmarkName = Literal[tuple(BENCHMARKS)]  # the registry is the one list of names
+
+
+class BenchmarkSpec(Settings):
+    name: BenchmarkName
+    data: str = Field(..., description="HF dataset id, a folder or URL with the official files, or demo:bench/<name>.")
+    languages: list[str] | None = Field(None, description="Languages to score; null = the run's pivot + targets.")
+    prompt: str = Field("mindmerger", description="Prompt preset (mindmerger, native_cot, ...).")
+    max_new_tokens: int | None = Field(None, ge=1, description="null = the benchmark's default.")
+    limit: int | None = Field(None, ge=1, description="Score at most this many items per language.")
+    scoring: Literal["generate", "loglik"] = Field("generate", description="Classification: generate, or option log-likelihood.")
+    exemplars: str | None = Field(None, description="Few-shot exemplar file (JSON) for the native_cot presets.")
+
+    @field_validator("languages")
+    @classmethod
+    def _iso(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else [check_language(c, "benchmark language") for c in v]
+
+
+class EvaluationConfig(Settings):
+    enabled: bool = True
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=lambda: [
+        BenchmarkSpec(name="mgsm", data="demo:bench/mgsm"),
+        BenchmarkSpec(name="xnli", data="demo:bench/xnli"),
+    ])
+    batch_size: int = Field(16, ge=1)

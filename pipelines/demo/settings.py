@@ -1,0 +1,43 @@
+"""The demo world's settings: its size and languages, the tiny models, and the bootstrap that gives the tiny LLM
+its languages (the run configuration's `demo:` section)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from linguaforge.pipelines.languages import check_language
+from linguaforge.pipelines.settings import Settings
+from linguaforge.pipelines.training.settings import TrainConfig
+
+
+class BootstrapConfig(Settings):
+    """Demo only: brief pre-training of the tiny LLM so the base model has some language in it."""
+
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        steps=300, learning_rate=2e-3, warmup_steps=20, batch_tokens=4096, micro_batch_size=16))
+
+
+class DemoConfig(Settings):
+    """The embedded synthetic world: text, ability data, translation pairs, benchmark files, tiny models."""
+
+    seed: int = 0
+    general_docs: int = Field(600, ge=10, description="General documents per (high-resource) language.")
+    low_resource_languages: list[str] = Field(default_factory=lambda: ["sw", "bn"])
+    low_resource_fraction: float = Field(0.25, gt=0.0, le=1.0, description="Their share of general_docs.")
+    bilingual_share: float = Field(0.1, ge=0.0, le=1.0, description="Share of non-pivot general documents that "
+                                   "carry each sentence's English rendering beside it (as web text mixes languages).")
+    ability_problems: int = Field(4000, ge=10, description="English worked math problems.")
+    translation_pairs: int = Field(600, ge=10, description="X→English pairs per language.")
+    query_items: int = Field(400, ge=10, description="Translated math queries per language (augmentation stage).")
+    test_items: int = Field(100, ge=1, description="Items per language in each benchmark test file.")
+    llm_hidden_size: int = Field(128, ge=8)
+    llm_layers: int = Field(4, ge=1)
+    encoder_hidden_size: int = Field(64, ge=8)
+    encoder_layers: int = Field(2, ge=1)
+    vocab_size: int = Field(2000, ge=300, description="Target vocabulary of both trained tokenizers.")
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+
+    @field_validator("low_resource_languages")
+    @classmethod
+    def _iso(cls, v: list[str]) -> list[str]:
+        return [check_language(c, "demo.low_resource_languages") for c in v]

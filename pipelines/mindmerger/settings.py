@@ -1,0 +1,117 @@
+"""MindMerger's settings: the two stages' schedules and the settings they share (the run configuration's
+`mindmerger:` section; the defaults are the official recipe)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.settings import Settings
+from linguaforge.pipelines.training.settings import TrainSettings, as_fingerprint, ceil_multiple
+
+STAGES = ("mapping", "augmentation")
+
+
+class MindMergerStageConfig(Settings):
+    key_exclude: ClassVar[frozenset[str]] = frozenset({"checkpoint_every"})
+
+    learning_rate: float = Field(2e-5, gt=0, le=1.0)
+    epochs: float = Field(3.0, gt=0)
+    global_batch_size: int = Field(128, ge=1)
+    micro_batch_size: int = Field(8, ge=1)
+    max_source_len: int = Field(200, ge=1, description="Encoder input tokens.")
+    max_target_len: int = Field(200, ge=1, description="LLM prompt + target tokens.")
+    checkpoint_every: int = Field(100, ge=1)
+
+
+class MindMergerConfig(Settings):
+    enabled: bool = True
+    task: Literal["math", "csqa", "xnli"] = Field("math", description="Augmentation-stage task.")
+    llms: list[Literal["base", "maet", "full_cpt"]] = Field(
+        default_factory=lambda: ["maet", "full_cpt"],
+        description="Which LLMs to put MindMerger on: the base LLM, the MAET model, the full-CPT baseline. Each "
+        "MindMerger model is compared with the LLM it sits on.",
+    )
+    mapping: MindMergerStageConfig = Field(default_factory=MindMergerStageConfig)
+    augmentation: MindMergerStageConfig = Field(
+        default_factory=lambda: MindMergerStageConfig(max_source_len=512, max_target_len=512)
+    )
+    adam_betas: tuple[float, float] = (0.8, 0.999)
+    adam_eps: float = 1e-8
+    weight_decay: float = 3e-7
+    grad_clip: float = 1.0
+    dev_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Held-out share for dev perplexity.")
+    translation_data: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per language: folder or URL with line-aligned train.<iso> / train.en; empty = demo world.",
+    )
+    query_data: str = Field("demo:queries/math", description="Translated task queries for the augmentation stage.")
+    backend: Literal["torch", "deepspeed"] = "torch"
+    deepspeed_config: str | None = None
+
+    def stage_config(self, stage: str) -> MindMergerStageConfig:
+        return self.mapping if stage == "mapping" else self.augmentation
+
+    def stage_settings(self, stage: str, dtype: str, seed: int) -> StageSettings:
+        """One stage's training settings: its own schedule and the optimiser settings both stages share."""
+        sc = self.stage_config(stage)
+        return StageSettings(
+            stage=stage, learning_rate=sc.learning_rate, epochs=sc.epochs, global_batch_size=sc.global_batch_size,
+            micro_batch_size=sc.micro_batch_size, adam_betas=self.adam_betas, adam_eps=self.adam_eps,
+            weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+            precision="bf16" if dtype == "bfloat16" else "fp32", backend=self.backend,
+            deepspeed_config=self.deepspeed_config, checkpoint_every=sc.checkpoint_every, seed=seed)
+
+
+@dataclass
+class StageSettings:
+    """What one stage's training run reads: its schedule, the shared optimiser settings, how the encoder
+    states are cached, and the seed (built from the run configuration by MindMergerConfig.stage_settings)."""
+
+    stage: str = "mapping"
+    learning_rate: float = 2e-5  # constant: the official run has no schedule
+    epochs: float = 3.0
+    global_batch_size: int = 128
+    micro_batch_size: int = 8
+    adam_betas: tuple[float, float] = (0.8, 0.999)
+    adam_eps: float = 1e-8
+    weight_decay: float = 3e-7
+    grad_clip: float | None = 1.0
+    precision: str = "fp32"
+    backend: str = "torch"
+    deepspeed_config: str | None = None
+    checkpoint_every: int = 100
+    eval_every: int | None = None  # optimizer steps between dev evaluations; None = once per epoch
+    cache_encoder_states: bool = True
+    encoder_cache_max_gb: float = 8.0  # host memory for cached states; above it, encode per micro-batch
+    encoder_batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise InputError(f"MindMerger stage must be one of {STAGES}, got {self.stage!r}")
+        self.adam_betas = tuple(self.adam_betas)
+
+    def micro_batches_per_step(self, world: int = 1) -> int:
+        """Micro-batches per optimizer step, a multiple of the data-parallel world size."""
+        return ceil_multiple(math.ceil(self.global_batch_size / self.micro_batch_size), world)
+
+    def steps(self, n_train: int, world: int = 1) -> int:
+        per_step = self.micro_batches_per_step(world) * self.micro_batch_size
+        return max(1, math.ceil(self.epochs * n_train / per_step))
+
+    def backend_settings(self, steps: int) -> TrainSettings:
+        # batch_tokens with block size 1: the back ends' accumulation becomes examples per step / micro-batch
+        return TrainSettings(steps=steps, learning_rate=self.learning_rate, schedule="constant", warmup_steps=0,
+                             batch_tokens=self.global_batch_size, micro_batch_size=self.micro_batch_size,
+                             weight_decay=self.weight_decay, adam_betas=self.adam_betas, adam_eps=self.adam_eps,
+                             grad_clip=self.grad_clip, precision=self.precision, backend=self.backend,
+                             deepspeed_config=self.deepspeed_config, checkpoint_every=self.checkpoint_every,
+                             seed=self.seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return as_fingerprint(asdict(self), "checkpoint_every")  # how often we save does not change the result

@@ -1,0 +1,150 @@
+"""Every settings field reaches the cache key of the stage that reads it.
+
+A stage's key parameters come from the settings models it receives (key_params), less the fields it
+declares it does not read. Here every field of every stage's settings, nested ones included, is changed
+one at a time; the key must change, unless the field is one of the declared exclusions, and then it must
+not (an exclusion is a promise that the field cannot change the output).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel
+
+from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
+from linguaforge.pipelines.demo.settings import DemoConfig
+from linguaforge.pipelines.maet.settings import (
+    MERGE_METHODS,
+    DecomposeConfig,
+    FullCPTConfig,
+    MergeConfig,
+    ProbeConfig,
+)
+from linguaforge.pipelines.mindmerger.settings import MindMergerConfig
+from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource
+from linguaforge.pipelines.training.settings import TrainConfig
+from linguaforge.storage import artifact_key
+from linguaforge.tasks import corpus, demo, evaluate, maet, merge, mindmerger
+from linguaforge.tasks.common import RunContext
+
+CTX = RunContext()
+
+
+def _other(annotation: Any, value: Any) -> Any:
+    """A value of the field's type that differs from `value`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _other(options[0], None) if value is None else _other(options[0], value)
+    if origin is Literal:
+        return next(a for a in args if a != value)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation(steps=3) if annotation is TrainConfig else annotation()
+    if origin is list:
+        (item,) = args
+        if typing.get_origin(item) is Literal:
+            choices = list(typing.get_args(item))
+            return value[:-1] if value else choices[:1]
+        return (value or [])[:-1] if value else ["de"]
+    if origin is tuple:
+        return tuple(v / 2 for v in value)
+    if origin is dict:
+        return {**(value or {}), "de": 0.5 if args[1] is float else "elsewhere"}
+    if annotation is bool:
+        return not value
+    if annotation is int:
+        return 7 if value is None else value + 1
+    if annotation is float:
+        return 0.5 if value is None else value / 2 + 0.01
+    if annotation is str:
+        return "changed" if value is None else value + "-changed"
+    raise AssertionError(f"no variant for {annotation}")
+
+
+def variants(settings: BaseModel, path: str = "") -> list[tuple[str, BaseModel]]:
+    """(dotted field path, settings with that one field changed), nested models field by field."""
+    out = []
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            out += [(f"{path}{name}.{sub}", settings.model_copy(update={name: changed}))
+                    for sub, changed in variants(value)]
+        else:
+            out.append((f"{path}{name}", settings.model_copy(update={name: _other(info.annotation, value)})))
+    return out
+
+
+def key(params: dict) -> str:
+    return artifact_key("stage", 1, params, {})
+
+
+TRAIN_EXCLUDED = {"checkpoint_every", "processes"}
+# stage → (settings, params of settings, the fields that stage declares it does not read)
+STAGES = {
+    "importance_probe": (ProbeConfig(), lambda s: maet.probe_params(CTX, s), {f"train.{f}" for f in TRAIN_EXCLUDED}),
+    "masked_cpt": (TrainConfig(), lambda s: maet.cpt_params(CTX, s), TRAIN_EXCLUDED),
+    "full_cpt": (FullCPTConfig(), lambda s: maet.cpt_params(CTX, s.train), {f"train.{f}" for f in TRAIN_EXCLUDED}),
+    "corpus_prep (source)": (CorpusSource(uri="x.jsonl"), lambda s: corpus.corpus_params("de", s, CorpusPrepConfig()),
+                             {"uri"}),
+    "corpus_prep (packing)": (CorpusPrepConfig(), lambda s: corpus.corpus_params("de", CorpusSource(uri="x"), s),
+                              {"ability_mix_ratio"}),
+    "corpus_mixture": (CorpusPrepConfig(), lambda s: corpus.mixture_params(CTX, s),
+                       {"block_size", "packing", "min_chars", "max_chars"}),
+    "decompose": (DecomposeConfig(), merge.decompose_params, set()),
+    "evaluate_unit": (BenchmarkSpec(name="mgsm", data="x"),
+                      lambda s: evaluate.unit_params(evaluate.EvalModel(name="m", source={"uri": "m"}), s, "de"),
+                      set(evaluate.UNIT_IGNORES)),
+}
+for _method, _declared in MERGE_METHODS.items():
+    STAGES[f"merge ({_method})"] = (
+        MergeConfig(), lambda s, m=_method: merge.merge_params(CTX, s, m, "ability.safetensors"),
+        set(MergeConfig.model_fields) - set(_declared.parameters) - {"shard_size_mb"})
+for _stage in ("mapping", "augmentation"):
+    STAGES[f"mindmerger_{_stage}"] = (
+        MindMergerConfig(), lambda s, st=_stage: mindmerger.stage_params(CTX, s, st, "base", ["de"]),
+        set(mindmerger.STAGE_IGNORES[_stage]) | {f"{st}.checkpoint_every" for st in ("mapping", "augmentation")})
+
+
+def _excluded(path: str, excluded: set[str]) -> bool:
+    return path in excluded or path.split(".")[0] in excluded
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_field_changes_the_key_unless_declared_unread(stage):
+    settings, params, excluded = STAGES[stage]
+    reference = key(params(settings))
+    changed = variants(settings)
+    assert len(changed) >= 3  # the walk itself found the fields
+    wrong = [(path, "excluded but changes the key" if _excluded(path, excluded) else "not in the key")
+             for path, variant in changed
+             if (key(params(variant)) != reference) == _excluded(path, excluded)]
+    assert wrong == []
+
+
+def test_every_demo_field_reaches_the_demo_stage_that_reads_it():
+    settings = DemoConfig()
+    keyed = {"demo_world": lambda s: demo.world_params(CTX, s), "tiny_models": lambda s: demo.tiny_model_params(CTX, s),
+             "bootstrap": lambda s: demo.bootstrap_params(CTX, s, CorpusPrepConfig())}
+    reference = {name: key(f(settings)) for name, f in keyed.items()}
+    for path, variant in variants(settings):
+        moved = {name for name, f in keyed.items() if key(f(variant)) != reference[name]}
+        top = path.split(".")[0]
+        expected = ({"demo_world"} if top in demo.WORLD_FIELDS else {"tiny_models"} if top in demo.MODEL_FIELDS
+                    else {"bootstrap"})
+        if path.split(".")[-1] in TRAIN_EXCLUDED:
+            expected = set()
+        assert moved == expected, path
+
+
+def test_the_variant_walk_changes_what_it_says():
+    """The check above is only as good as `variants`: each variant differs from the original in its field."""
+    for settings in (ProbeConfig(), MergeConfig(), MindMergerConfig(), BenchmarkSpec(name="xnli", data="x")):
+        for path, variant in variants(settings):
+            a, b = settings, variant
+            for part in path.split("."):
+                a, b = getattr(a, part), getattr(b, part)
+            assert a != b, path
