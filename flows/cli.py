@@ -131,27 +131,26 @@ def _drop_tracebacks_of_expected_errors() -> None:
                 handler.addFilter(DropExpectedTracebacks())
 
 
-def _print_summary(outputs: dict, cfg, seconds: float) -> None:
+def _print_summary(outputs, cfg, seconds: float) -> None:
     table = Table(title=f"linguaforge run {cfg.name} — {seconds:.0f}s")
     for column in ("stage output", "status", "artifact", "location"):
         table.add_column(column)
-    ran = sum(not ref.reused for ref in outputs.values())
-    units = {name: ref for name, ref in outputs.items() if name.startswith("eval/")}
-    for name, ref in outputs.items():
-        if name not in units:
-            status = "[dim]skipped (committed)[/]" if ref.reused else "[green]ran[/]"
-            table.add_row(name, status, f"{ref.kind}/{ref.key[:12]}", _short(ref.uri))
-    if units:
-        fresh = sum(not ref.reused for ref in units.values())
+    refs = outputs.all_refs()
+    ran = sum(not ref.reused for ref in refs)
+    for name, ref in outputs.stages():
+        status = "[dim]skipped (committed)[/]" if ref.reused else "[green]ran[/]"
+        table.add_row(name, status, f"{ref.kind}/{ref.key[:12]}", _short(ref.uri))
+    if units := [unit.ref for unit in outputs.evaluations]:
+        fresh = sum(not ref.reused for ref in units)
         table.add_row(f"eval ({len(units)} units)", f"[green]{fresh} ran[/], {len(units) - fresh} skipped",
-                      "eval/…", _short(next(iter(units.values())).uri.rsplit("/", 1)[0]))
+                      "eval/…", _short(units[0].uri.rsplit("/", 1)[0]))
     console.print(table)
-    if "report" in outputs:
-        _print_comparison(cfg, outputs["report"])
+    if outputs.report is not None:
+        _print_comparison(cfg, outputs.report)
     if ran == 0:
         console.print(f"Every stage was already committed in {cfg.store.url}: nothing re-executed.")
     else:
-        console.print(f"{ran} stage(s) ran, {len(outputs) - ran} skipped. Artifacts are in {cfg.store.url}.")
+        console.print(f"{ran} stage(s) ran, {len(refs) - ran} skipped. Artifacts are in {cfg.store.url}.")
 
 
 def _print_comparison(cfg, report_ref) -> None:

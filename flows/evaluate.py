@@ -9,13 +9,13 @@ from prefect import flow
 
 import linguaforge.tasks.mindmerger  # noqa: F401 - registers the "mindmerger" generator used to score MindMerger models
 from linguaforge.flows.config import RunConfig
+from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.stages import base_models, evaluate_models, run_sources
-from linguaforge.storage import ArtifactRef
 from linguaforge.tasks.evaluate import EvalModel
 
 
 @flow(name="linguaforge-evaluate", log_prints=True)
-def evaluate(config: RunConfig = RunConfig(), models: list[EvalModel] | None = None) -> dict[str, ArtifactRef]:  # noqa: B008
+def evaluate(config: RunConfig = RunConfig(), models: list[EvalModel] | None = None) -> RunOutputs:  # noqa: B008
     """Score `models` (default: the run's base model) on the configured benchmarks, language by language."""
     outputs = base_models(config)
     base, _, world = run_sources(config, outputs)

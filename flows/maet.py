@@ -10,17 +10,17 @@ from __future__ import annotations
 from prefect import flow
 
 from linguaforge.flows.config import RunConfig
+from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.stages import base_models, extract, prepare_corpora, run_sources, transfer
-from linguaforge.storage import ArtifactRef
 
 
 @flow(name="linguaforge-maet", log_prints=True)
-def maet(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B008 - Prefect reads the default
+def maet(config: RunConfig = RunConfig()) -> RunOutputs:  # noqa: B008 - Prefect reads the default
     """MAET end to end on the run's base model; committed stages are skipped."""
     outputs = base_models(config)
     base, _, world = run_sources(config, outputs)
     corpora = prepare_corpora(config, world, base)
-    outputs |= {f"corpus/{name}": ref for name, ref in corpora.items()}
+    outputs |= RunOutputs(corpora=corpora)
     outputs |= extract(config, corpora, base)
-    outputs |= transfer(config, outputs, base)
+    outputs |= transfer(config, outputs.deltas, base)
     return outputs

@@ -8,15 +8,15 @@ from __future__ import annotations
 from prefect import flow
 
 from linguaforge.flows.config import RunConfig
+from linguaforge.flows.outputs import MindMergerOutputs, RunOutputs
 from linguaforge.flows.stages import base_models, run_context, run_sources
-from linguaforge.storage import ArtifactRef
 from linguaforge.tasks.common import Source
 from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
 
 
 @flow(name="linguaforge-mindmerger", log_prints=True)
 def mindmerger(config: RunConfig = RunConfig(), llm_name: str = "base",  # noqa: B008 - Prefect reads the default
-               llm: Source | None = None) -> dict[str, ArtifactRef]:
+               llm: Source | None = None) -> RunOutputs:
     """Both stages on `llm` (default: the run's base LLM); committed stages are skipped."""
     outputs = base_models(config)
     base, encoder, world = run_sources(config, outputs)
@@ -24,4 +24,4 @@ def mindmerger(config: RunConfig = RunConfig(), llm_name: str = "base",  # noqa:
     ctx, mm = run_context(config), config.mindmerger
     mapping = mindmerger_mapping(ctx, mm, llm_name, llm, encoder, world)
     augmentation = mindmerger_augmentation(ctx, mm, llm_name, llm, encoder, mapping, world)
-    return {f"mindmerger/{llm_name}/mapping": mapping, f"mindmerger/{llm_name}/augmentation": augmentation}
+    return RunOutputs(mindmerger={llm_name: MindMergerOutputs(mapping=mapping, augmentation=augmentation)})

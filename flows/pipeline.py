@@ -14,13 +14,13 @@ from linguaforge.flows.config import RunConfig
 from linguaforge.flows.evaluate import evaluate
 from linguaforge.flows.maet import maet
 from linguaforge.flows.mindmerger import mindmerger
+from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.preflight import check_run
 from linguaforge.flows.stages import models_to_evaluate
-from linguaforge.storage import ArtifactRef
 from linguaforge.tasks.common import Source
 
 
-def maet_stages(config: RunConfig) -> dict[str, ArtifactRef]:
+def maet_stages(config: RunConfig) -> RunOutputs:
     """MAET here, or first on the GPU pool: the remote run commits every artifact to the shared store, and
     the local call then skips each stage and only collects the references."""
     gpu = config.orchestration
@@ -34,12 +34,12 @@ def maet_stages(config: RunConfig) -> dict[str, ArtifactRef]:
 
 
 @flow(name="linguaforge-pipeline", log_prints=True)
-def pipeline(config: RunConfig = RunConfig()) -> dict[str, ArtifactRef]:  # noqa: B008 - Prefect reads the default
+def pipeline(config: RunConfig = RunConfig()) -> RunOutputs:  # noqa: B008 - Prefect reads the default
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
     check_run(config, "(flow parameters)")  # a run started from the UI gets the CLI's checks before it trains
     outputs = maet_stages(config)
     if config.mindmerger.enabled:
-        stacked_on = {"base": None, "maet": outputs.get("model/merged"), "full_cpt": outputs.get("delta/full_cpt")}
+        stacked_on = {"base": None, "maet": outputs.merged, "full_cpt": outputs.deltas.get("full_cpt")}
         for name in config.mindmerger.llms:  # MindMerger on the base LLM, or stacked on a model with the ability
             # (RunConfig refuses full_cpt here unless merge.baselines builds it)
             llm = Source.of(stacked_on[name], "model") if stacked_on[name] is not None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect.futures import wait
 
 from linguaforge.flows.config import DEMO_PREFIX, RunConfig
+from linguaforge.flows.outputs import EvalUnitOutput, RunOutputs
 from linguaforge.storage import ArtifactRef
 from linguaforge.tasks.common import RunContext, Source
 from linguaforge.tasks.corpus import corpus_mixture, corpus_prep
@@ -21,24 +22,24 @@ def run_context(cfg: RunConfig) -> RunContext:
                       languages=cfg.languages, dtype=cfg.models.dtype, tokenizer=cfg.models.tokenizer)
 
 
-def base_models(cfg: RunConfig) -> dict[str, ArtifactRef]:
+def base_models(cfg: RunConfig) -> RunOutputs:
     """The demo world and its tiny models when the run has a demo section (cached like every stage)."""
-    outputs: dict[str, ArtifactRef] = {}
+    outputs = RunOutputs()
     ctx = run_context(cfg)
     if cfg.demo is not None:
-        world = outputs["demo_world"] = demo_world(ctx, cfg.demo)
-        models = outputs["tiny_models"] = tiny_models(ctx, cfg.demo, world)
+        world = outputs.demo_world = demo_world(ctx, cfg.demo)
+        models = outputs.tiny_models = tiny_models(ctx, cfg.demo, world)
         if cfg.models.base_llm == f"{DEMO_PREFIX}llm":
-            outputs["base_llm"] = bootstrap(ctx, cfg.demo, cfg.corpus_prep, world, models)
+            outputs.base_llm = bootstrap(ctx, cfg.demo, cfg.corpus_prep, world, models)
     return outputs
 
 
-def run_sources(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> tuple[Source, Source, ArtifactRef | None]:
+def run_sources(cfg: RunConfig, outputs: RunOutputs) -> tuple[Source, Source, ArtifactRef | None]:
     """The base LLM and the encoder (demo artifacts or the configured HF ids / paths), and the demo world."""
-    base = Source.of(outputs["base_llm"], "model") if "base_llm" in outputs else Source(uri=cfg.models.base_llm)
-    encoder = (Source.of(outputs["tiny_models"], "encoder") if cfg.models.encoder == f"{DEMO_PREFIX}encoder"
+    base = Source.of(outputs.base_llm, "model") if outputs.base_llm else Source(uri=cfg.models.base_llm)
+    encoder = (Source.of(outputs.tiny_models, "encoder") if cfg.models.encoder == f"{DEMO_PREFIX}encoder"
                else Source(uri=cfg.models.encoder))
-    return base, encoder, outputs.get("demo_world")
+    return base, encoder, outputs.demo_world
 
 
 def prepare_corpora(cfg: RunConfig, world: ArtifactRef | None, base: Source) -> dict[str, ArtifactRef]:
@@ -55,7 +56,7 @@ def prepare_corpora(cfg: RunConfig, world: ArtifactRef | None, base: Source) -> 
     return corpora
 
 
-def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> dict[str, ArtifactRef]:
+def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> RunOutputs:
     """MAET extraction: a probe per corpus gives key neurons (N_A, N_L0, N_Li); masked CPT trains
     LLM_{A,L0} on the mixture over N_A ∪ N_L0, LLM_{L0} over N_L0 and each LLM_{Li} over N_Li. Every run
     starts as soon as the probes it needs are done (futures are passed straight in)."""
@@ -71,49 +72,47 @@ def extract(cfg: RunConfig, corpora: dict[str, ArtifactRef], base: Source) -> di
     if cfg.merge.baselines:
         runs["full_cpt"] = full_cpt.submit(ctx, cfg.full_cpt, corpora["ability"], base)
     wait([*probes.values(), *runs.values()])
-    return ({f"mask/{name}": f.result() for name, f in probes.items()}
-            | {f"delta/{name}": f.result() for name, f in runs.items()})
+    return RunOutputs(masks={name: f.result() for name, f in probes.items()},
+                      deltas={name: f.result() for name, f in runs.items()})
 
 
-def transfer(cfg: RunConfig, extracted: dict[str, ArtifactRef], base: Source) -> dict[str, ArtifactRef]:
+def transfer(cfg: RunConfig, deltas: dict[str, ArtifactRef], base: Source) -> RunOutputs:
     """Eq. 2 on the masked-CPT deltas, then the merge (MAET, or TIES/DARE if configured) and the
     task-vector baseline from the full CPT, side by side."""
     pivot, ctx, m = cfg.pivot_language, run_context(cfg), cfg.merge
-    parts = decompose(ctx, cfg.decompose, extracted["delta/ability+pivot"], extracted[f"delta/{pivot}"],
-                      {code: extracted[f"delta/{code}"] for code in cfg.languages})
+    parts = decompose(ctx, cfg.decompose, deltas["ability+pivot"], deltas[pivot],
+                      {code: deltas[code] for code in cfg.languages})
     merges = {"merged": merge_models.submit(ctx, m, m.method, base, parts, "ability.safetensors", parts)}
     if "task_vector" in m.baselines:
-        merges["task_vector"] = merge_models.submit(ctx, m, "task_vector", base, extracted["delta/full_cpt"],
+        merges["task_vector"] = merge_models.submit(ctx, m, "task_vector", base, deltas["full_cpt"],
                                                     "delta.safetensors")
     wait(list(merges.values()))
-    return {"decomposed": parts} | {f"model/{name}": future.result() for name, future in merges.items()}
+    return RunOutputs(decomposed=parts, **{name: future.result() for name, future in merges.items()})
 
 
-def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> dict[str, ArtifactRef]:
+def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> RunOutputs:
     """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
     units, ctx, batch = {}, run_context(cfg), cfg.evaluation.batch_size
     for spec in cfg.evaluation.benchmarks:
         for lang in benchmark_languages(ctx, spec, world):
             for model in models:
-                units[f"eval/{model.name}/{spec.name}/{lang}"] = evaluate.submit(ctx, spec, batch, model, lang, world)
+                units[model.name, spec.name, lang] = evaluate.submit(ctx, spec, batch, model, lang, world)
     wait(list(units.values()))
-    results = {name: future.result() for name, future in units.items()}
-    results["report"] = comparison_report(ctx, list(results.values()))
-    return results
+    done = [EvalUnitOutput(model=m, benchmark=b, language=lang, ref=future.result())
+            for (m, b, lang), future in units.items()]
+    return RunOutputs(evaluations=done, report=comparison_report(ctx, [unit.ref for unit in done]))
 
 
-def models_to_evaluate(cfg: RunConfig, outputs: dict[str, ArtifactRef]) -> list[EvalModel]:
+def models_to_evaluate(cfg: RunConfig, outputs: RunOutputs) -> list[EvalModel]:
     """The base and every model the run produced that is evaluated as a whole, each against its base."""
     base, _, _ = run_sources(cfg, outputs)
     models = [EvalModel(name="base", source=base)]
-    named = {"full_cpt": outputs.get("delta/full_cpt") if "full_cpt" in cfg.merge.baselines else None,
-             "task_vector": outputs.get("model/task_vector"), cfg.merge.method: outputs.get("model/merged")}
+    named = {"full_cpt": outputs.deltas.get("full_cpt") if "full_cpt" in cfg.merge.baselines else None,
+             "task_vector": outputs.task_vector, cfg.merge.method: outputs.merged}
     for name, ref in named.items():
         if ref is not None:
             models.append(EvalModel(name=name, base="base", source=Source.of(ref, "model")))
-    for name, ref in outputs.items():
-        if name.startswith("mindmerger/") and name.endswith("/augmentation"):
-            llm = name.split("/")[1]  # compared with the LLM it was stacked on
-            models.append(EvalModel(name=f"mindmerger-{llm}", base=cfg.merge.method if llm == "maet" else llm,
-                                    kind="mindmerger", source=Source.of(ref)))
+    for llm, parts in outputs.mindmerger.items():  # each compared with the LLM it was stacked on
+        models.append(EvalModel(name=f"mindmerger-{llm}", base=cfg.merge.method if llm == "maet" else llm,
+                                kind="mindmerger", source=Source.of(parts.augmentation)))
     return models

@@ -91,12 +91,12 @@ def benchmark_languages(ctx: RunContext, spec: BenchmarkSpec, world: ArtifactRef
     return [lang for lang in wanted if lang in present]
 
 
-@stage_task(name="evaluate_unit", task_run_name="eval-{model.name}-{spec.name}-{language}", retries=1)
 def unit_params(model: EvalModel, spec: BenchmarkSpec, language: str) -> dict:
     return {"model": model.name, "base": model.base, "kind": model.kind, "language": language,
             "benchmark": key_params(spec, UNIT_IGNORES)}
 
 
+@stage_task(name="evaluate_unit", task_run_name="eval-{model.name}-{spec.name}-{language}", retries=1)
 def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalModel, language: str,
              world: ArtifactRef | None) -> ArtifactRef:
     store = open_store(ctx.store)

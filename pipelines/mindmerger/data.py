@@ -144,7 +144,8 @@ def tokenize(texts: list[TextExample], encoder_tokenizer, llm_tokenizer, max_sou
         raise InputError("the LLM tokenizer has no EOS token: MindMerger appends one to every target")
     sources = encoder_tokenizer([t.source for t in texts], add_special_tokens=True)["input_ids"]
     prompts = llm_tokenizer([t.prompt for t in texts], add_special_tokens=False)["input_ids"]
-    targets = llm_tokenizer([t.target for t in texts], add_special_tokens=False)["input_ids"]
+    own_space = marks_text_start(llm_tokenizer)
+    targets = llm_tokenizer([target_text(t.target, own_space) for t in texts], add_special_tokens=False)["input_ids"]
     out = TokenizedSet([])
     for text, src, prm, tgt in zip(texts, sources, prompts, targets, strict=True):
         if len(src) > max_source_len:
@@ -159,6 +160,26 @@ def tokenize(texts: list[TextExample], encoder_tokenizer, llm_tokenizer, max_sou
         raise InputError(f"every example was skipped ({out.report()}); raise the length limits "
                          f"(max_source_len={max_source_len}, max_target_len={max_target_len})")
     return out
+
+
+def marks_text_start(tokenizer) -> bool:
+    """Whether the tokenizer writes a word boundary at the start of every text itself (SentencePiece's dummy
+    prefix, a legacy `Prepend("▁")` normaliser, Metaspace: Llama 2, MetaMath, Mistral): then "answer" alone
+    gives the ids that "answer" has after a space inside a text. A byte-level BPE (Llama 3, the demo's LLM)
+    adds nothing: there the space must be written."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    head, whole = ids("the"), ids("the answer")
+    return whole[: len(head)] == head and whole[len(head):] == ids("answer")
+
+
+def target_text(target: str, own_space: bool) -> str:
+    """A task target reads after its prompt, so it is written with the space that separates them (" 42",
+    " B"). A tokenizer that marks the text start itself would turn that space into a second, extra `▁`
+    token: there the target goes without it, which gives exactly the official code's ids
+    (`tokenizer(response)` with EOS, no BOS)."""
+    return target[1:] if own_space and target.startswith(" ") else target
 
 
 def split_dev(examples: list[Example], dev_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:

@@ -36,6 +36,15 @@ def _kill_flow_run_mid_stage(store: ArtifactStore, stage: str, timeout: float = 
     raise AssertionError(f"stage {stage} did not start and checkpoint in {timeout}s; stages seen: {seen}")
 
 
+def _why(base: str, run_id: str, store: ArtifactStore) -> str:
+    """What a failed run says: its state message, its error logs, the stages that failed."""
+    state = api(base, "GET", f"/flow_runs/{run_id}")["state"]
+    logs = api(base, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}, "level": {"ge_": 40}},
+                                              "limit": 20})
+    return "\n".join([f"state: {state.get('message')}", *(log["message"][-2000:] for log in logs),
+                      *(f"stage failed: {e.get('error')}" for e in store.events(event="failed"))])
+
+
 def _executions(store: ArtifactStore) -> Counter:
     return Counter((e["kind"], e["key"]) for e in store.events(event="started"))
 
@@ -68,7 +77,8 @@ def test_kill_mid_stage_then_retry_reruns_only_that_stage(deployed, retry_with, 
                                env=deployed["env"], cwd=repo_root, capture_output=True, text=True, timeout=120)
         assert retry.returncode == 0, retry.stdout + retry.stderr
     wait_for_state(base, run["id"], {"RUNNING", "COMPLETED"}, timeout=120)  # the worker took it again
-    assert wait_for_state(base, run["id"], {"COMPLETED", "FAILED", "CRASHED"}) == "COMPLETED"
+    final = wait_for_state(base, run["id"], {"COMPLETED", "FAILED", "CRASHED"})
+    assert final == "COMPLETED", _why(base, run["id"], store)
 
     executions = _executions(store) - before
     full_cpt = [m for m in store.list("delta") if m.stage == "full_cpt"]

@@ -74,7 +74,7 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     languages = {m.params.get("language") for m in committed if m.stage == "corpus_prep"}
     assert languages == {"en", "de", "sw"}
     units = [m for m in committed if m.kind == "eval"]
-    assert sorted((m.params["model"], m.params["benchmark"], m.params["language"]) for m in units) == sorted(
+    assert sorted((m.params["model"], m.params["benchmark"]["name"], m.params["language"]) for m in units) == sorted(
         (model, b, lang) for model in ("base", "full_cpt", "task_vector", "maet", "mindmerger-base", "mindmerger-maet",
                                   "mindmerger-full_cpt")
         for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))

@@ -148,3 +148,18 @@ def test_the_variant_walk_changes_what_it_says():
             for part in path.split("."):
                 a, b = getattr(a, part), getattr(b, part)
             assert a != b, path
+
+
+def test_key_functions_are_plain_and_stages_are_tasks():
+    """A key function is called to compute a key, never run as a Prefect task (a misplaced decorator once
+    made `unit_params` the task and left the stage a plain function)."""
+    from prefect import Task
+
+    modules = (corpus, demo, evaluate, maet, merge, mindmerger)
+    params = [getattr(m, n) for m in modules for n in dir(m) if n.endswith("_params") and callable(getattr(m, n))]
+    assert params and not [p for p in params if isinstance(p, Task)]
+    stages = [corpus.corpus_prep, corpus.corpus_mixture, demo.demo_world, demo.tiny_models, demo.bootstrap,
+              evaluate.evaluate, evaluate.benchmark_languages, evaluate.comparison_report, maet.importance_probe,
+              maet.masked_cpt, maet.full_cpt, merge.decompose, merge.merge_models, mindmerger.mindmerger_mapping,
+              mindmerger.mindmerger_augmentation]
+    assert all(isinstance(stage, Task) for stage in stages)
