@@ -73,30 +73,23 @@ def _open_store(cfg, create: bool = False):
 
 
 def cmd_run(args) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     cfg = _load(args)  # the whole configuration is checked before torch, Prefect and transformers load
     check_prefect_api()
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     _open_store(cfg, create=True)
+    from linguaforge.flows.live import RunDisplay
     from linguaforge.flows.pipeline import pipeline
     from linguaforge.tasks.progress import attach_console
 
     if not _debugging(args):
         _drop_tracebacks_of_expected_errors()
+    display = RunDisplay(console, cfg, verbose=args.verbose)
     console.print(f"[bold]linguaforge[/] run [cyan]{cfg.name}[/]: pivot {cfg.pivot_language}, "
                   f"targets {', '.join(cfg.languages)}, store {cfg.store.url}")
+    console.print(f"log: {display.log_path}" + ("" if args.verbose else "  (-v streams it here)"))
     began = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        attach_console(progress)
+    with display:
+        attach_console(display)
         try:
             outputs = pipeline(cfg)
         finally:
@@ -308,7 +301,27 @@ def cmd_eval(args) -> int:
     _print_rows(json.loads((Path(args.out) / "rows.json").read_text()) if (Path(args.out) / "rows.json").exists()
                 else _rows(scores))
     console.print(f"records and scores: {args.out}/{args.benchmark}/<language>/   report: {args.out}/report.md")
+    if args.output_format == "lm-eval":
+        console.print(f"lm-eval results: {_write_lmeval_results(args, scores)}")
     return 0
+
+
+def _write_lmeval_results(args, scores: list[dict]) -> Path:
+    """All languages' scores as one lm-eval results file, where lm-eval puts it: <out>/<model>/results_<date>.json."""
+    from datetime import datetime
+
+    from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results, sanitize_model_name
+
+    name = scores[0]["model"]  # as the report names it (--name, or the last part of --model)
+    doc = lmeval_results(scores, name, {"batch_size": args.batch_size, "limit": args.limit,
+                                        "gen_kwargs": {"max_gen_toks": args.max_new_tokens}, "dtype": args.dtype})
+    started = datetime.now()
+    doc |= {"date": started.timestamp(), "total_evaluation_time_seconds": str(sum(s.get("seconds", 0) for s in scores))}
+    folder = Path(args.out) / sanitize_model_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"results_{started.isoformat().replace(':', '-')}.json"
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def _languages_flag(value: str) -> list[str]:
@@ -474,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline (embedded demo by default)")
     run.add_argument("config", nargs="?", help="YAML run configuration (default: configs/demo.yaml)")
     run.add_argument("--store", help="artifact store URL (overrides store.url)")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="stream the full Prefect log here too (it always goes to the run's log file)")
     run.set_defaults(func=cmd_run)
     arts = _store_command(sub, "artifacts", "list committed artifacts")
     arts.add_argument("--kind", help="only this kind (corpus, base_llm, ...)")
@@ -492,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--exemplars", help="few-shot exemplar file for native_cot presets")
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ev.add_argument("--name", help="model name in the report (default: the last part of --model)")
+    ev.add_argument("--output-format", choices=["linguaforge", "lm-eval"], default="linguaforge",
+                    help="lm-eval: also write <out>/<model>/results_<date>.json in lm-eval's results layout "
+                         "(every unit writes results_lmeval.json beside its scores either way)")
     ev.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="rebuild the per-language comparison report")
     rep.add_argument("source", help="a run configuration (.yaml: reads its store) or a folder of scores.json files")

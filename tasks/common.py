@@ -25,6 +25,7 @@ from linguaforge.pipelines.models import resolve_model_dir
 from linguaforge.pipelines.settings import DEMO_PREFIX
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
 from linguaforge.storage.settings import StoreConfig
+from linguaforge.tasks.progress import stage_finished
 
 
 @lru_cache(maxsize=8)
@@ -147,23 +148,35 @@ class VerifiedCache(CachePolicy):
         if key is None or ctx is None or results is None:
             return key
         store = open_store(ctx.store)
+        key, gone = self._follow(key, results, store)
+        if gone and key not in _WARNED:  # one warning per task, however long the chain and however often
+            _WARNED.add(key)              # Prefect asks for the key
+            get_run_logger().warning("%s: the cached result is no longer in the store (%s); re-making it",
+                                     task_ctx.task.name, gone)
+        return key
+
+    @staticmethod
+    def _follow(key: str, results, store: ArtifactStore) -> tuple[str, str | None]:
+        """The first key of the chain whose record is missing, unreadable or intact, and the damage of the
+        first record that pointed at a gone artifact (None when the first one is intact or missing)."""
+        gone = None
         for _ in range(_MAX_REMAKES):
             if not results.exists(key):
-                return key
+                return key, gone
             try:
                 cached = results.read(key).result
             except Exception:  # noqa: BLE001 - an unreadable record is a miss, whatever the reason
-                return _successor(key)
+                return _successor(key), gone
             damage = next(filter(None, (store.damage(ref) for ref in refs_in(cached))), None)
             if damage is None:
-                return key
-            get_run_logger().warning("%s: the cached result is no longer in the store (%s); re-making it",
-                                     task_ctx.task.name, damage)
+                return key, gone
+            gone = gone or damage
             key = _successor(key)
-        return key
+        return key, gone
 
 
 _MAX_REMAKES = 16
+_WARNED: set[str] = set()
 
 
 def _successor(key: str) -> str:
@@ -211,6 +224,7 @@ def run_stage(
         ref = store.ref(kind, key, reused=True)
         if (damage := store.damage(ref)) is None:
             logger.info("%s: skipped, %s/%s is already committed", stage, kind, key)
+            stage_finished(stage, reused=True)
             return ref
         logger.warning("%s: %s; removing it and making it again", stage, damage)
         store.delete(kind, key)
@@ -228,10 +242,12 @@ def run_stage(
     if w.ref.reused:  # another process committed the same key while this one built it: theirs stands
         store.record_event(kind, key, "superseded", stage=stage, **ids)
         logger.info("%s: %s/%s was committed by another run meanwhile; using that one", stage, kind, key)
+        stage_finished(stage, reused=True)
         return w.ref
     store.record_event(kind, key, "committed", stage=stage, seconds=w.metrics["seconds"], **ids)
     logger.info("%s: committed %s in %.1fs", stage, w.ref.uri, w.metrics["seconds"])
     _publish(stage, kind, w, description)
+    stage_finished(stage, reused=False)
     return w.ref
 
 

@@ -11,13 +11,32 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 _console_lock = threading.Lock()
-_console_progress = None  # a rich.progress.Progress set by the CLI while it runs a flow
+_console_progress = None  # the CLI's live display (flows/live.py: RunDisplay) while it runs a flow
 
 
 def attach_console(progress) -> None:
+    """`progress` has rich.progress.Progress's add_task / update / remove_task, and may have
+    stage_finished(stage, reused) to count the run's stages."""
     global _console_progress
     with _console_lock:
         _console_progress = progress
+
+
+def stage_finished(stage: str, reused: bool) -> None:
+    """A stage committed its artifact or found it committed: one more done on the live display."""
+    with _console_lock:
+        if _console_progress is not None and hasattr(_console_progress, "stage_finished"):
+            _console_progress.stage_finished(stage, reused)
+
+
+# what the terminal's bar shows of a stage's metrics, and how (the Prefect log and UI get them all)
+TERMINAL_METRICS = {"loss": "loss {:.3f}", "dev_ppl": "ppl {:.2f}", "accuracy": "acc {:.2f}",
+                    "tokens_per_s": "{:.0f} tok/s"}
+
+
+def _terminal(metrics: dict[str, Any]) -> str:
+    return "  ".join(form.format(metrics[k]) for k, form in TERMINAL_METRICS.items()
+                     if isinstance(metrics.get(k), int | float))
 
 
 def _fmt(metrics: dict[str, Any]) -> str:
@@ -50,8 +69,9 @@ class StageProgress:
         self.logger.info("%s: %d/%s %s", self.label, done, total or "?", text)
         with _console_lock:
             if _console_progress is not None and self._console_task is not None:
+                shown = _terminal(metrics or {})
                 _console_progress.update(self._console_task, completed=done, total=total or None,
-                                         description=f"{self.label} {text}"[:90])
+                                         description=f"{self.label} {shown}".strip())
 
     def close(self) -> None:
         if self.total:

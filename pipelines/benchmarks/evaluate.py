@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results
 from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_exemplars, load_preset, stop_strings
 from linguaforge.pipelines.benchmarks.registry import get_benchmark
@@ -33,6 +34,7 @@ from linguaforge.pipelines.reproducible import content_only
 
 Progress = Callable[[int, int, dict], None]
 RECORDS_FILE, SCORES_FILE = "records.parquet", "scores.json"
+LMEVAL_FILE = "results_lmeval.json"  # the unit's scores in lm-eval's results layout (lmeval_format.py)
 
 
 def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_source: str,
@@ -61,7 +63,8 @@ def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_
 
     prompt_preset = load_preset(preset)
     shots = load_exemplars(exemplars, storage_options) if exemplars else None
-    rows = load_raw(bench, data_source, language, storage_options)[:limit]
+    every_row = load_raw(bench, data_source, language, storage_options)
+    rows = every_row[:limit]
     items = build_items(bench, rows, language, prompt_preset, shots)
     budget = max_new_tokens or bench.max_new_tokens
     stop = stop_strings(bench, prompt_preset, language, shots)
@@ -81,6 +84,7 @@ def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_
         "max_new_tokens": budget if scoring == "generate" else None, "stop": stop,
         "data_source": data_label or data_source, "limit": limit, "exemplars": exemplars,
         "seconds": round(elapsed, 3), "items_per_second": round(len(items) / elapsed, 3) if elapsed > 0 else None,
+        "items_total": len(every_row), "shots": len(shots[language]["exemplars"]) if shots else 0,
     }
     _write_unit(Path(out_dir), records, content_only(scores))
     return scores
@@ -150,14 +154,18 @@ def _write_unit(out_dir: Path, records: list[dict], scores: dict) -> None:
             fields.append(pa.field(name, pa.string()))
     table = pa.Table.from_pylist(records, schema=pa.schema(fields))
     tmp_records, tmp_scores = out_dir / f".{RECORDS_FILE}.tmp", out_dir / f".{SCORES_FILE}.tmp"
+    tmp_lmeval = out_dir / f".{LMEVAL_FILE}.tmp"
+    lmeval = lmeval_results([scores], scores.get("model") or "model")
     try:
         pq.write_table(table, tmp_records)
+        tmp_lmeval.write_text(json.dumps(lmeval, ensure_ascii=False, indent=1), encoding="utf-8")
         tmp_scores.write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
         os.replace(tmp_records, out_dir / RECORDS_FILE)
+        os.replace(tmp_lmeval, out_dir / LMEVAL_FILE)
         os.replace(tmp_scores, out_dir / SCORES_FILE)  # scores last: its presence means the unit is whole
     finally:
-        tmp_records.unlink(missing_ok=True)
-        tmp_scores.unlink(missing_ok=True)
+        for tmp in (tmp_records, tmp_lmeval, tmp_scores):
+            tmp.unlink(missing_ok=True)
 
 
 def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,

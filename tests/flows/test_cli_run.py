@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from linguaforge.flows.config import load_config
+from linguaforge.flows.live import expected_stages
 from linguaforge.storage import ArtifactStore
 
 TINY = {
@@ -64,6 +66,12 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     assert "stage(s) ran, 0 skipped" in first.stdout
     store = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache")
     committed = store.list()
+    assert expected_stages(load_config(config)) == len(committed)  # the live display's total is the real one
+    # the terminal shows the display and the summary; the per-step Prefect log goes to the run's log file
+    (log,) = (tmp_path / "runs" / "tiny").glob("*.log")
+    assert f"log: {log}" in first.stdout
+    assert "| INFO" not in first.stdout + first.stderr
+    assert log.read_text().count("importance_probe") > 0 and "| INFO" in log.read_text()
     assert {m.kind for m in committed} >= {"demo_world", "tiny_models", "base_llm", "corpus", "mask", "delta"}
     by_stage = {}
     for m in committed:
@@ -86,9 +94,10 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     for model in ("mindmerger-maet", "mindmerger-full_cpt", "mindmerger-base"):  # every evaluated model
         assert f"| {model} |" in md
 
-    second = _cli("run", str(config), cwd=repo_root)
+    second = _cli("run", str(config), "-v", cwd=repo_root)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "nothing re-executed" in second.stdout
+    assert "already committed" in second.stdout + second.stderr  # -v streams the log as well
     assert len(store.list()) == len(committed)
     assert len(store.events(event="committed")) == len(committed)  # nothing executed twice
 
@@ -140,12 +149,18 @@ def test_eval_and_report_commands(tmp_path, repo_root, demo_assets):
     out = tmp_path / "eval"
     result = _cli("eval", "--model", str(demo_assets["llm"]), "--benchmark", "xnli", "--data", str(bench),
                   "--languages", "en,sw", "--scoring", "loglik", "--limit", "5", "--out", str(out), "--name", "tiny",
-                  cwd=repo_root)
+                  "--output-format", "lm-eval", cwd=repo_root)
     assert result.returncode == 0, result.stdout + result.stderr
     for lang in ("en", "sw"):
         scores = json.loads((out / "xnli" / lang / "scores.json").read_text())
         assert (scores["model"], scores["language"], scores["n"]) == ("tiny", lang, 5)
     assert (out / "report.md").exists() and "tiny" in result.stdout
+    (lmeval,) = (out / "tiny").glob("results_*.json")  # where lm-eval puts it: <out>/<model>/results_<date>.json
+    doc = json.loads(lmeval.read_text())
+    assert {"results", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config"} <= doc.keys()
+    assert doc["results"]["xnli_sw"]["acc,loglik"] == json.loads((out / "xnli" / "sw" / "scores.json").read_text())["accuracy"]
+    assert doc["n-samples"]["xnli_en"]["effective"] == 5 and doc["n-samples"]["xnli_en"]["original"] >= 5
+    assert (out / "xnli" / "en" / "results_lmeval.json").is_file()  # every unit writes its own, too
 
     rebuilt = _cli("report", str(out / "xnli"), "--out", str(tmp_path / "again"), cwd=repo_root)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr

@@ -58,7 +58,7 @@ def test_tiny_model_end_to_end(tiny, tmp_path, bench, folder, lang):
     for rule, summary in scores["rules"].items():
         assert summary["correct"] == sum(r[f"correct_{rule}"] for r in table)
     assert {"id", "prompt", "source_text", "output", "extracted", "gold", "correct"} <= set(table[0])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["records.parquet", "scores.json"]  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["records.parquet", "results_lmeval.json", "scores.json"]  # no temp files
 
 
 def test_math_records_and_scores_by_hand(tmp_path):
