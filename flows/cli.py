@@ -66,10 +66,9 @@ def _load(args) -> RunConfig:  # noqa: F821 - imported lazily below
 
 def _open_store(cfg, create: bool = False):
     """The run's store. Read-only commands leave `create` off: a mistyped path must not become an empty store."""
-    from linguaforge.storage import ArtifactStore
+    from linguaforge.storage.settings import open_store
 
-    return ArtifactStore(cfg.store.url, cache_dir=cfg.store.cache_dir, storage_options=cfg.store.storage_options,
-                         create=create)
+    return open_store(cfg.store, create=create)
 
 
 def cmd_run(args) -> int:
@@ -325,15 +324,9 @@ def _write_lmeval_results(args, scores: list[dict]) -> Path:
 
 
 def _languages_flag(value: str) -> list[str]:
-    from linguaforge.flows.config import ConfigError
-    from linguaforge.pipelines.languages import check_language
+    from linguaforge.pipelines.languages import check_languages
 
-    codes = [c.strip() for c in value.split(",")]
-    for code in codes:
-        check_language(code, "--languages")
-    if dupes := sorted({c for c in codes if codes.count(c) > 1}):
-        raise ConfigError(f"--languages lists {', '.join(dupes)} more than once")
-    return codes
+    return check_languages([c.strip() for c in value.split(",")], "--languages")  # the config's own check
 
 
 def _at_least_one(value: str) -> int:

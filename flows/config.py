@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from linguaforge.pipelines.benchmarks.settings import BenchmarkName, BenchmarkSpec, EvaluationConfig
 from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig
-from linguaforge.pipelines.languages import check_language
+from linguaforge.pipelines.languages import check_language, check_languages
 from linguaforge.pipelines.maet.settings import (
     DecomposeConfig,
     FullCPTConfig,
@@ -94,11 +94,7 @@ class RunConfig(Settings):
     @field_validator("languages")
     @classmethod
     def _targets_iso(cls, v: list[str]) -> list[str]:
-        for i, code in enumerate(v):
-            check_language(code, f"languages[{i}]")
-        if dupes := sorted({c for c in v if v.count(c) > 1}):
-            raise ValueError(f"languages lists {', '.join(dupes)} more than once")
-        return v
+        return check_languages(v, "languages")
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

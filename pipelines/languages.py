@@ -60,5 +60,14 @@ def check_language(code: str, where: str = "language") -> str:
     raise UnknownLanguageError(f"{where}: {shown} is not an ISO 639-1 language code{hint}")
 
 
+def check_languages(codes: list[str], where: str = "languages") -> list[str]:
+    """A list of ISO 639-1 codes, each checked, none twice (a language scored twice would be counted twice)."""
+    for i, code in enumerate(codes):
+        check_language(code, f"{where}[{i}]")
+    if dupes := sorted({c for c in codes if codes.count(c) > 1}):
+        raise InputError(f"{where} lists {', '.join(dupes)} more than once")
+    return codes
+
+
 def language_name(code: str) -> str:
     return ISO_639_1[check_language(code)]

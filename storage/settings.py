@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from linguaforge.storage.store import ArtifactStore
 
 
 class StoreConfig(BaseModel):
@@ -21,3 +24,16 @@ class StoreConfig(BaseModel):
         default_factory=dict,
         description="Extra fsspec options, e.g. {endpoint_url: http://minio:9000}. No credentials.",
     )
+
+
+def open_store(cfg: StoreConfig, create: bool = True) -> ArtifactStore:
+    """The store these settings name: one object per (settings, create) per process, so that its verified-file
+    memo is shared by every stage. `create=False` for read-only commands: a mistyped path must not become an
+    empty store. Keyed by the settings as JSON, since storage options nest (client_kwargs: {...})."""
+    return _open(cfg.model_dump_json(), create)
+
+
+@lru_cache(maxsize=8)
+def _open(settings_json: str, create: bool) -> ArtifactStore:
+    cfg = StoreConfig.model_validate_json(settings_json)
+    return ArtifactStore(cfg.url, cache_dir=cfg.cache_dir, storage_options=cfg.storage_options, create=create)

@@ -11,7 +11,6 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -24,18 +23,8 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.models import resolve_model_dir
 from linguaforge.pipelines.settings import DEMO_PREFIX
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
-from linguaforge.storage.settings import StoreConfig
+from linguaforge.storage.settings import StoreConfig, open_store  # noqa: F401 - tasks open stores from here
 from linguaforge.tasks.progress import stage_finished
-
-
-@lru_cache(maxsize=8)
-def _store(url: str, cache_dir: str, options: tuple) -> ArtifactStore:
-    return ArtifactStore(url, cache_dir=cache_dir, storage_options=dict(options))
-
-
-def open_store(cfg: StoreConfig) -> ArtifactStore:
-    """One store object per (url, cache, options) per process: its verified-file memo is then shared."""
-    return _store(cfg.url, cfg.cache_dir, tuple(sorted(cfg.storage_options.items())))
 
 
 class RunContext(BaseModel):

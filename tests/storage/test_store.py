@@ -345,3 +345,17 @@ def test_a_full_disk_is_a_clear_error_and_commits_nothing(tmp_path):
         assert store.list() == [] and list((disk / "store" / ".staging").iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_open_store_shares_one_store_and_takes_nested_options(tmp_path):
+    """Storage options nest (client_kwargs: {endpoint_url: ...}); the per-process store cache must take them
+    (a tuple of items once made them unhashable), and hand every caller the same store object."""
+    from linguaforge.storage.settings import StoreConfig, open_store
+
+    cfg = StoreConfig(url=str(tmp_path / "store"), cache_dir=str(tmp_path / "cache"),
+                      storage_options={"client_kwargs": {"region_name": "x"}})
+    assert open_store(cfg) is open_store(StoreConfig(**cfg.model_dump()))
+    missing = StoreConfig(url=str(tmp_path / "typo"), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(StoreError):
+        open_store(missing, create=False)
+    assert not (tmp_path / "typo").exists()
