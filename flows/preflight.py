@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from linguaforge.flows.config import DEMO_PREFIX, ConfigError, RunConfig
+from linguaforge.pipelines.benchmarks.registry import Benchmark
 from linguaforge.pipelines.corpus import CorpusSpec, check_readable
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.locations import check_local_file_or_folder, check_model_location, is_local
@@ -30,7 +31,6 @@ def check_run(cfg: RunConfig, source: str) -> None:
 
 def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
     from linguaforge.pipelines.benchmarks.prompts import load_exemplars, load_preset
-    from linguaforge.pipelines.benchmarks.registry import get_benchmark
 
     models = cfg.models
     for where, uri in [("models.base_llm", models.base_llm), ("models.encoder", models.encoder),
@@ -55,21 +55,21 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
         return
     for i, spec in enumerate(cfg.evaluation.benchmarks):
         where = f"evaluation.benchmarks[{i}] ({spec.name})"
-        yield where, lambda spec=spec: load_preset(spec.prompt).for_benchmark(get_benchmark(spec.name).name)
+        yield where, lambda spec=spec: load_preset(spec.prompt).for_benchmark(spec.name)
         if spec.exemplars:
             yield f"{where}.exemplars", lambda spec=spec: load_exemplars(spec.exemplars, cfg.store.storage_options)
         if not spec.data.startswith(DEMO_PREFIX) and is_local(spec.data):
             languages = spec.languages or cfg.all_languages
             yield f"{where}.data", lambda spec=spec, languages=languages: _check_benchmark_files(
-                spec.name, spec.data, languages)
+                spec.benchmark, spec.data, languages)
 
 
-def _check_benchmark_files(name: str, data: str, languages: list[str]) -> None:
+def _check_benchmark_files(bench: Benchmark, data: str, languages: list[str]) -> None:
     """Local benchmark files are parsed now (they are small): a malformed row is found before training."""
     from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
 
     check_local_file_or_folder(data, "benchmark data")
-    present = set(available_languages(name, data))
+    present = set(available_languages(bench, data))
     for language in languages:
         if language in present:
-            load_raw(name, data, language)
+            load_raw(bench, data, language)

@@ -19,7 +19,6 @@ from linguaforge.pipelines.benchmarks import (
     available_languages,
     build_comparison,
     evaluate_unit,
-    get_benchmark,
     headline_rows,
 )
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
@@ -82,7 +81,7 @@ def benchmark_languages(ctx: RunContext, spec: BenchmarkSpec, world: ArtifactRef
     from prefect import get_run_logger
 
     wanted = spec.languages or ctx.all_languages
-    present = set(available_languages(get_benchmark(spec.name), _data_location(benchmark_data(spec, world),
+    present = set(available_languages(spec.benchmark, _data_location(benchmark_data(spec, world),
                                                                               open_store(ctx.store)),
                                       ctx.store.storage_options))
     if missing := [lang for lang in wanted if lang not in present]:
@@ -107,7 +106,7 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
         generator = _GENERATORS[model.kind](model, store, ctx, batch_size)
         with StageProgress(f"eval {model.name} {spec.name} {language}") as progress:
             scores = evaluate_unit(
-                generator, spec.name, language, _data_location(data, store), w.path, preset=spec.prompt,
+                generator, spec.benchmark, language, _data_location(data, store), w.path, preset=spec.prompt,
                 limit=spec.limit, progress=progress, scoring=spec.scoring, max_new_tokens=spec.max_new_tokens,
                 exemplars=spec.exemplars, model_name=model.name, base_name=model.base,
                 storage_options=ctx.store.storage_options, data_label=data.label)

@@ -26,7 +26,7 @@ from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results
 from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_exemplars, load_preset, stop_strings
-from linguaforge.pipelines.benchmarks.registry import get_benchmark
+from linguaforge.pipelines.benchmarks.registry import Benchmark, get_benchmark
 from linguaforge.pipelines.benchmarks.scoring import score_classification, score_math, summarise
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language
@@ -37,7 +37,7 @@ RECORDS_FILE, SCORES_FILE = "records.parquet", "scores.json"
 LMEVAL_FILE = "results_lmeval.json"  # the unit's scores in lm-eval's results layout (lmeval_format.py)
 
 
-def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_source: str,
+def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language: str, data_source: str,
                   out_dir: str | Path, preset: str = "mindmerger", limit: int | None = None,
                   progress: Progress | None = None, *, scoring: str = "generate",
                   max_new_tokens: int | None = None, exemplars: str | None = None,
@@ -50,7 +50,7 @@ def evaluate_unit(generator: TextGenerator, benchmark: str, language: str, data_
     comparison report (base_name None: this model is a base). `data_label`: how the data is recorded in
     scores.json when `data_source` is a machine-local copy (default: `data_source` itself).
     """
-    bench = get_benchmark(benchmark)
+    bench = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)  # resolved by the caller
     language = check_language(language, f"{bench.name} language")
     if scoring not in ("generate", "loglik"):
         raise InputError(f"scoring must be 'generate' or 'loglik', got {scoring!r}")
@@ -190,7 +190,7 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
         if progress is not None:
             def unit_progress(done, total, metrics, _lang=lang, _i=i):
                 progress(_i * total + done, len(langs) * total, {"language": _lang, **metrics})
-        results.append(evaluate_unit(generator, bench.name, lang, data, Path(out_dir) / bench.name / lang,
+        results.append(evaluate_unit(generator, bench, lang, data, Path(out_dir) / bench.name / lang,
                                      preset=preset, limit=limit, progress=unit_progress, scoring=scoring,
                                      max_new_tokens=max_new_tokens, exemplars=exemplars, model_name=name,
                                      storage_options=storage_options))

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from linguaforge.pipelines.benchmarks.registry import BENCHMARKS
+from linguaforge.pipelines.benchmarks.registry import BENCHMARKS, Benchmark
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.settings import Settings
 
@@ -14,7 +14,7 @@ BenchmarkName = Literal[tuple(BENCHMARKS)]  # the registry is the one list of na
 
 
 class BenchmarkSpec(Settings):
-    name: BenchmarkName
+    name: BenchmarkName  # checked against the registry by the enum: the lookup below cannot miss
     data: str = Field(..., description="HF dataset id, a folder or URL with the official files, or demo:bench/<name>.")
     languages: list[str] | None = Field(None, description="Languages to score; null = the run's pivot + targets.")
     prompt: str = Field("mindmerger", description="Prompt preset (mindmerger, native_cot, ...).")
@@ -22,6 +22,11 @@ class BenchmarkSpec(Settings):
     limit: int | None = Field(None, ge=1, description="Score at most this many items per language.")
     scoring: Literal["generate", "loglik"] = Field("generate", description="Classification: generate, or option log-likelihood.")
     exemplars: str | None = Field(None, description="Few-shot exemplar file (JSON) for the native_cot presets.")
+
+    @property
+    def benchmark(self) -> Benchmark:
+        """The registry's benchmark: the one place a configured name becomes the object the stages use."""
+        return BENCHMARKS[self.name]
 
     @field_validator("languages")
     @classmethod
