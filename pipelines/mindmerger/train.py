@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +44,9 @@ from linguaforge.pipelines.mindmerger.model import MindMergerModel, mindmerger_l
 from linguaforge.pipelines.mindmerger.settings import StageSettings
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.training.backends import TorchBackend, load_optimizer, save_optimizer
-from linguaforge.pipelines.training.loop import TrainResult, train
+from linguaforge.pipelines.training.loop import Progress, TrainResult, train
 
 log = logging.getLogger("linguaforge.mindmerger")
-Progress = Callable[[int, int, dict[str, Any]], None]
 
 
 # -- back ends that checkpoint the mapping only --------------------------------------------------------------

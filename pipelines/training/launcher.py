@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
-Progress = Callable[[int, int, dict[str, Any]], None]
+from linguaforge.pipelines.training.loop import Progress
+
+__all__ = ["PROGRESS_PREFIX", "Progress", "print_progress", "run_processes", "torchrun"]
 PROGRESS_PREFIX = "LINGUAFORGE_PROGRESS "
 
 

@@ -97,7 +97,6 @@ class BlockOrder:
 @dataclass
 class TrainResult:
     steps: int = 0
-    total_steps: int = 0
     samples: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -119,7 +118,7 @@ def train(backend: Backend, recipe: Recipe, checkpoints: CheckpointStore | None 
     recipe.check()
     order = BlockOrder(len(recipe), recipe.seed)
     torch.manual_seed(recipe.seed)
-    result = TrainResult(total_steps=recipe.steps)
+    result = TrainResult()
     start = 0
     if checkpoints is not None and (latest := checkpoints.latest()) is not None:
         start, folder = latest
