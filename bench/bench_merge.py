@@ -44,7 +44,7 @@ def build(root: Path, hidden: int, layers: int, vocab: int, granularity: str) ->
     import torch
     from transformers import LlamaConfig
 
-    from linguaforge.pipelines.maet.deltas import base_weights_digest, encode_delta, write_encoded
+    from linguaforge.pipelines.merging.deltas import base_weights_digest, encode_delta, write_encoded
     from linguaforge.pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
 
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=int(hidden * 2.75),
@@ -81,18 +81,18 @@ def build(root: Path, hidden: int, layers: int, vocab: int, granularity: str) ->
 
 def decompose_into(root: Path, parts_dir: Path) -> dict[str, Path]:
     from linguaforge.pipelines.maet.decompose import decompose
-    from linguaforge.pipelines.maet.deltas import SparseDelta
+    from linguaforge.pipelines.merging.deltas import SparseDelta
 
     deltas = {r: SparseDelta(root / f"{r}.delta.safetensors") for r in RUNS}
     return decompose(deltas["ability_pivot"], deltas["pivot"], {c: deltas[c] for c in LANGS}, parts_dir)
 
 
 def merge_parts(root: Path, parts: dict[str, Path], out: Path) -> None:
-    from linguaforge.pipelines.maet.deltas import SparseDelta
-    from linguaforge.pipelines.maet.merge import MergeSpec, merge
+    from linguaforge.pipelines.merging.deltas import SparseDelta
+    from linguaforge.pipelines.merging.engine import MergeSpec, merge
 
-    spec = MergeSpec(ability=SparseDelta(parts["ability"]), languages={c: SparseDelta(parts[c]) for c in LANGS},
-                     mu=MU, k2_percent=80)
+    spec = MergeSpec.pipeline("maet", ability=SparseDelta(parts["ability"]),
+                              languages={c: SparseDelta(parts[c]) for c in LANGS}, mu=MU, k2_percent=80)
     merge(root / "base", out, spec, shard_bytes=1 << 30)
 
 
@@ -137,7 +137,7 @@ def variant_naive(root: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from linguaforge.pipelines.maet.merge import family_of
+    from linguaforge.pipelines.merging.methods.maet import family_of
 
     def load(name):
         return AutoModelForCausalLM.from_pretrained(root / name, dtype=torch.bfloat16).state_dict()
@@ -165,7 +165,7 @@ def child(variant: str, root: Path, out: Path) -> None:
     import transformers  # noqa: F401
 
     import linguaforge.pipelines.maet.decompose  # noqa: F401
-    import linguaforge.pipelines.maet.merge  # noqa: F401
+    import linguaforge.pipelines.merging.engine  # noqa: F401
 
     began = time.perf_counter()
     variants = {"streaming": variant_streaming, "io_floor": variant_io_floor, "naive": variant_naive,

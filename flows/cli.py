@@ -440,7 +440,8 @@ def cmd_merge(args) -> int:
     from rich.progress import Progress
 
     from linguaforge.flows.merge_cli import load_job, run_merge_job
-    from linguaforge.pipelines.maet.merge import check_output_folder, selection_warning
+    from linguaforge.pipelines.merging.engine import check_output_folder
+    from linguaforge.pipelines.merging.methods.maet import selection_warning
 
     job = load_job(args.config)
     if args.out:
@@ -459,7 +460,8 @@ def cmd_merge(args) -> int:
         for name, s in sorted(report["similarity"].items(), key=lambda kv: -kv[1]):
             table.add_row(name, report["families"][name], f"{s:.4g}", "yes" if name in selected else "")
         console.print(table)
-    console.print(f"merged model ({report['method']}): {job.out}  ({len(report['files'])} shard(s))")
+    console.print(f"merged model ({report['method']}): {job.out}  ({len(report['files'])} shard(s), model card "
+                  "README.md)")
     return 0
 
 
@@ -518,8 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--config", help="YAML run configuration naming the store")
     rm.add_argument("--store", help="artifact store URL (overrides store.url)")
     rm.set_defaults(func=cmd_rm)
-    mrg = sub.add_parser("merge", help="decompose (Eq. 2) and merge (Eq. 3-5) given deltas, outside the pipeline")
-    mrg.add_argument("config", help="merge configuration (see configs/merge-example.yaml)")
+    mrg = sub.add_parser("merge", help="merge fine-tuned models or deltas (maet, task_arithmetic, ties, dare) outside "
+                         "the pipeline; reads mergekit YAML too")
+    mrg.add_argument("config", help="merge configuration (configs/merge-example.yaml, configs/merge-models-example.yaml,"
+                                    " or a mergekit YAML)")
     mrg.add_argument("--out", help="output folder (overrides `out`)")
     mrg.add_argument("--force", action="store_true", help="write into a non-empty output folder, replacing only "
                      "the files the merge writes")

@@ -21,14 +21,8 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from linguaforge.pipelines.benchmarks.settings import BenchmarkName, BenchmarkSpec, EvaluationConfig
 from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig
 from linguaforge.pipelines.languages import check_language, check_languages
-from linguaforge.pipelines.maet.settings import (
-    DecomposeConfig,
-    FullCPTConfig,
-    MaskedCPTConfig,
-    MergeConfig,
-    ProbeConfig,
-    TensorFamily,
-)
+from linguaforge.pipelines.maet.settings import DecomposeConfig, FullCPTConfig, MaskedCPTConfig, ProbeConfig
+from linguaforge.pipelines.merging.settings import MergeConfig, TensorFamily
 from linguaforge.pipelines.mindmerger.settings import MindMergerConfig, MindMergerStageConfig
 from linguaforge.pipelines.settings import (
     DEMO_PREFIX,

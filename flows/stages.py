@@ -84,7 +84,7 @@ def transfer(cfg: RunConfig, deltas: dict[str, ArtifactRef], base: Source) -> Ru
                       {code: deltas[code] for code in cfg.languages})
     merges = {"merged": merge_models.submit(ctx, m, m.method, base, parts, "ability.safetensors", parts)}
     if "task_vector" in m.baselines:
-        merges["task_vector"] = merge_models.submit(ctx, m, "task_vector", base, deltas["full_cpt"],
+        merges["task_vector"] = merge_models.submit(ctx, m, "task_arithmetic", base, deltas["full_cpt"],
                                                     "delta.safetensors")
     wait(list(merges.values()))
     return RunOutputs(decomposed=parts, **{name: future.result() for name, future in merges.items()})

@@ -40,3 +40,41 @@ def check_model_location(uri: str, what: str = "model") -> None:
 def check_local_file_or_folder(uri: str, what: str) -> None:
     if is_local(uri) and not Path(uri).expanduser().exists():
         raise InputError(f"{what} {uri}: no such file or folder")
+
+
+def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> str:
+    """A local folder for a model stored at a remote URL (copied once into the cache); other URIs pass through
+    unchanged (a local folder, or an HF hub id that transformers resolves itself)."""
+    if not is_remote(uri):
+        return uri
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    if not fs.exists(f"{root.rstrip('/')}/config.json"):
+        raise InputError(f"model {uri}: no config.json there (expected an HF save_pretrained folder)")
+    local = Path(cache_dir).resolve() / "models" / root.strip("/").replace("/", "__")
+    if not (local / ".complete").exists():
+        local.mkdir(parents=True, exist_ok=True)
+        fs.get(root.rstrip("/") + "/", str(local) + "/", recursive=True)
+        (local / ".complete").write_text(uri)
+    return str(local)
+
+
+def resolve_file(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> Path:
+    """A local path for a file that may live at a remote URL (downloaded once into the cache)."""
+    if not is_remote(uri):
+        if not Path(uri).is_file():
+            raise InputError(f"{uri}: no such file")
+        return Path(uri)
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    if not fs.exists(root):
+        raise InputError(f"{uri}: no such file")
+    local = Path(cache_dir).resolve() / "files" / root.strip("/").replace("/", "__")
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_suffix(local.suffix + ".partial")
+        fs.get_file(root, str(partial))
+        partial.rename(local)  # whole or absent
+    return local

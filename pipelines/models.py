@@ -10,7 +10,6 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-import fsspec
 import torch
 
 # Resolved here, at import, on one thread: transformers' lazy module attributes are not safe to resolve
@@ -33,7 +32,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.locations import check_model_location, is_remote
+from linguaforge.pipelines.locations import check_model_location, resolve_file, resolve_model_dir  # noqa: F401
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
            "LlamaForCausalLM", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration",
@@ -53,40 +52,6 @@ def torch_dtype(name: str) -> torch.dtype:
         return _DTYPES[name]
     except KeyError:
         raise InputError(f"dtype {name!r} is not one of {sorted(_DTYPES)}") from None
-
-
-def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> str:
-    """A local folder for a model stored at a remote URL (copied once into the cache); other URIs pass through
-    unchanged (a local folder, or an HF hub id that transformers resolves itself)."""
-    if not is_remote(uri):
-        return uri
-    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
-    if not fs.exists(f"{root.rstrip('/')}/config.json"):
-        raise InputError(f"model {uri}: no config.json there (expected an HF save_pretrained folder)")
-    local = Path(cache_dir).resolve() / "models" / root.strip("/").replace("/", "__")
-    if not (local / ".complete").exists():
-        local.mkdir(parents=True, exist_ok=True)
-        fs.get(root.rstrip("/") + "/", str(local) + "/", recursive=True)
-        (local / ".complete").write_text(uri)
-    return str(local)
-
-
-def resolve_file(uri: str, cache_dir: str | Path = "./.linguaforge/cache", storage_options: dict | None = None) -> Path:
-    """A local path for a file that may live at a remote URL (downloaded once into the cache)."""
-    if not is_remote(uri):
-        if not Path(uri).is_file():
-            raise InputError(f"{uri}: no such file")
-        return Path(uri)
-    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
-    if not fs.exists(root):
-        raise InputError(f"{uri}: no such file")
-    local = Path(cache_dir).resolve() / "files" / root.strip("/").replace("/", "__")
-    if not local.exists():
-        local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_suffix(local.suffix + ".partial")
-        fs.get_file(root, str(partial))
-        partial.rename(local)  # whole or absent
-    return local
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.models import resolve_model_dir
+from linguaforge.pipelines.locations import resolve_model_dir
 from linguaforge.pipelines.settings import DEMO_PREFIX
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
 from linguaforge.storage.settings import StoreConfig, open_store  # noqa: F401 - tasks open stores from here

@@ -6,29 +6,33 @@ from __future__ import annotations
 from prefect.artifacts import create_table_artifact
 
 from linguaforge.pipelines.maet.decompose import decompose as decompose_deltas
-from linguaforge.pipelines.maet.deltas import SparseDelta
-from linguaforge.pipelines.maet.merge import MergeSpec, merge, selection_warning
-from linguaforge.pipelines.maet.settings import MERGE_METHODS, DecomposeConfig, MergeConfig
+from linguaforge.pipelines.maet.settings import DecomposeConfig
+from linguaforge.pipelines.merging.deltas import SparseDelta
+from linguaforge.pipelines.merging.engine import MergeSpec, merge
+from linguaforge.pipelines.merging.methods import METHODS
+from linguaforge.pipelines.merging.methods.maet import selection_warning
+from linguaforge.pipelines.merging.settings import MergeConfig
 from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactWriter
 from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task, ui_key
 from linguaforge.tasks.progress import StageProgress
 
 DECOMPOSE_VERSION = 2  # 2: keys derived from the settings models
-MERGE_VERSION = 3  # 2: merge_report.json flags ties at the cut of T; 3: keys derived from the method's declaration
+MERGE_VERSION = 4  # 2: merge_report.json flags ties at the cut of T; 3: keys derived from the method's declaration;
+# 4: methods in their own files (task_vector is the task_arithmetic method), a model card in the folder
 
 
 def decompose_params(settings: DecomposeConfig) -> dict:
     return key_params(settings)
 
 
-def merge_params(ctx: RunContext, settings: MergeConfig, method: str, ability_file: str) -> dict:
-    """Only what this method declares it reads enters its key (a change to γ must not re-run the task-vector
-    baseline); the languages and the seed, when it reads them."""
-    declared = MERGE_METHODS[method]
-    return (settings.key_params(method) | {"ability_file": ability_file}
-            | ({"languages": ctx.languages} if declared.languages else {})
-            | ({"seed": ctx.seed} if declared.seeded else {}))
+def merge_params(ctx: RunContext, settings: MergeConfig, method: str, ability_file: str, languages: bool) -> dict:
+    """Only what this merge reads enters its key (a change to γ must not re-run the task-vector baseline): the
+    method's declared parameters, the languages and their weights when it is given language deltas, the seed
+    when the method draws."""
+    return (settings.key_params(method, languages) | {"ability_file": ability_file}
+            | ({"languages": ctx.languages} if languages else {})
+            | ({"seed": ctx.seed} if METHODS[method].seeded else {}))
 
 
 def _delta(store, ref: ArtifactRef, rel: str = "delta.safetensors") -> SparseDelta:
@@ -58,9 +62,9 @@ def decompose(ctx: RunContext, d: DecomposeConfig, ability_pivot: ArtifactRef, p
 @stage_task(name="merge", task_run_name="merge-{method}")
 def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, ability: ArtifactRef, ability_file: str,
                  languages: ArtifactRef | None = None) -> ArtifactRef:
-    """One method of the merge engine (maet, task_vector, ties, dare) into an HF folder `model/`."""
+    """One method of the merge engine (maet, task_arithmetic, ties, dare) into an HF folder `model/`."""
     store = open_store(ctx.store)
-    params = merge_params(ctx, m, method, ability_file)
+    params = merge_params(ctx, m, method, ability_file, languages is not None)
     sources = {"base": base, "ability": Source.of(ability)} | ({"language_deltas": Source.of(languages)} if languages else {})
 
     def build(w: ArtifactWriter) -> None:
@@ -69,7 +73,8 @@ def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, abi
         spec = MergeSpec.of(m, method, _delta(store, ability, ability_file), langs, ctx.seed)
         with StageProgress(f"merge ({method})") as progress:
             report = merge(base.local(store), w.path / "model", spec, shard_bytes=m.shard_size_mb * 2**20,
-                           expected_languages=ctx.languages if languages else None, progress=progress)
+                           expected_languages=ctx.languages if languages else None, progress=progress,
+                           base_label=base.label)
         w.write_json("merge_report.json", report)
         w.metrics.update({"method": method, "tensors": report["tensors"]})
         if method == "maet":

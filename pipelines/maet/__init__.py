@@ -6,8 +6,8 @@ masked.py      masked training: gradients and AdamW updates reach the selected n
 cpt.py         one CPT (probe, masked or full) on the training core, in-process or under torchrun;
                the key-neuron mask of a finished probe; a trained model as a sparse delta
 cpt_worker.py  the CPT training process that cpt.py launches for several processes / GPUs
-deltas.py      sparse deltas against one base: write, read, verify the base they belong to
 decompose.py   Eq. 2: R(A) = α(Θ_{A,L0} − Θ_o) − β(Θ_{L0} − Θ_o), and the language deltas R(L_i)
-merge.py       Eqs. 3–5 (R_Lang, S(τ) and T, the merged τ̃) and the baselines (task vector, TIES, DARE)
-settings.py    each stage's settings, and the merge methods' declarations (MERGE_METHODS)
+settings.py    each stage's settings
+
+Sparse deltas and the merge (Eqs. 3–5 and the baselines) are in pipelines/merging/.
 """

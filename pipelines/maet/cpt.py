@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from linguaforge.pipelines.maet.deltas import base_weights_digest, write_sparse_delta
 from linguaforge.pipelines.maet.importance import NeuronMask, check_k1, delta_score_source, select_top_k
 from linguaforge.pipelines.maet.masked import MaskedAdamW, apply_mask
+from linguaforge.pipelines.merging.deltas import base_weights_digest, write_sparse_delta
 from linguaforge.pipelines.models import load_causal_lm
 from linguaforge.pipelines.training.backends import TorchBackend
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks

@@ -19,24 +19,9 @@ from pathlib import Path
 import torch
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.maet.deltas import Compact, SparseDelta, encode_delta, write_encoded
+from linguaforge.pipelines.merging.deltas import Compact, SparseDelta, encode_delta, write_encoded
 
 FORMS = ("direct", "pivot_removed")
-
-
-def check_deltas(deltas: dict[str, SparseDelta], base_digest: str, base_shapes: dict[str, tuple[int, ...]]) -> None:
-    """Every delta must be against this base (digest), of this architecture (every shape), and finite."""
-    for label, delta in deltas.items():
-        if delta.base_digest != base_digest:
-            raise InputError(f"delta {label} ({delta.path}) was made against another base model "
-                             f"(digest {delta.base_digest[:12]}…, the given base is {base_digest[:12]}…)")
-        for name, shape in delta.shapes.items():
-            if name not in base_shapes:
-                raise InputError(f"delta {label} ({delta.path}) has tensor {name!r}, which the base model lacks")
-            if tuple(shape) != tuple(base_shapes[name]):
-                raise InputError(f"delta {label} ({delta.path}): tensor {name} is {tuple(shape)}, "
-                                 f"{tuple(base_shapes[name])} in the base model")
-        delta.check_finite()
 
 
 def ability_delta(ability_pivot: torch.Tensor, pivot: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from linguaforge.pipelines.maet.deltas import base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.merging.deltas import base_weights_digest, write_sparse_delta
 from linguaforge.pipelines.weights import WeightReader
 
 

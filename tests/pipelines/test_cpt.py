@@ -11,8 +11,8 @@ import torch
 
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt, write_cpt_delta
-from linguaforge.pipelines.maet.deltas import SparseDelta, base_weights_digest
 from linguaforge.pipelines.maet.importance import neuron_scores
+from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest
 from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.pipelines.weights import WeightReader

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.maet.deltas import SparseDelta, base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, write_sparse_delta
 
 
 def test_forms_and_exact_reconstruction(tmp_path):

@@ -13,8 +13,11 @@ from safetensors.torch import save_file
 
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.maet.decompose import decompose
-from linguaforge.pipelines.maet.deltas import SparseDelta, base_weights_digest, write_sparse_delta
-from linguaforge.pipelines.maet.merge import MergeSpec, dare_update, family_of, merge, select_t, ties_update
+from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.merging.engine import MergeSpec, merge
+from linguaforge.pipelines.merging.methods.dare import dare_update
+from linguaforge.pipelines.merging.methods.maet import family_of, select_t
+from linguaforge.pipelines.merging.methods.ties import ties_update
 from linguaforge.pipelines.weights import WeightReader
 
 L0 = "model.layers.0."
@@ -70,7 +73,7 @@ def test_eq3_to_5_by_hand_with_a_tie_at_the_cut(hand):
     ability = _delta(tmp / "a.safetensors", base, {q: [1, 0], k: [1, 1], v: [0, 1], up: [2, 0]})
     l1 = _delta(tmp / "l1.safetensors", base, {q: [1, 0], k: [0, 1], v: [1, 0], up: [1, 0], norm: [0.5, 0.5]})
     l2 = _delta(tmp / "l2.safetensors", base, {up: [1, 0]})
-    spec = MergeSpec(ability=ability, languages={"l1": l1, "l2": l2}, mu={"l1": 1.0, "l2": 0.5}, k2_percent=50,
+    spec = MergeSpec.pipeline(ability=ability, languages={"l1": l1, "l2": l2}, mu={"l1": 1.0, "l2": 0.5}, k2_percent=50,
                      gamma=0.2, eta=1.0)
     report = merge(base, tmp / "out", spec)
     # R_Lang: q [1,0], k [0,1], v [1,0], up [1.5,0]; S: q 1, k 1, v 0, up 3
@@ -99,7 +102,7 @@ def test_k2_cut_counts_and_ties():
 def test_task_vector_ties_and_dare_by_hand(hand):
     tmp, base = hand
     cpt = _delta(tmp / "cpt.safetensors", base, {NAMES[0]: [2.0, 4.0]})
-    merge(base, tmp / "tv", MergeSpec(method="task_vector", ability=cpt, task_vector_lambda=0.5))
+    merge(base, tmp / "tv", MergeSpec.pipeline("task_arithmetic", ability=cpt, task_vector_lambda=0.5))
     assert torch.equal(WeightReader(tmp / "tv").get(NAMES[0]), torch.tensor([2.0, 3.0]))  # 1 + 0.5·[2, 4]
 
     # TIES, density 0.5: keep the 2 largest of each; elect signs by total mass; disjoint mean
@@ -148,7 +151,7 @@ def test_streaming_merge_equals_a_dense_merge_and_generates(demo_assets, tmp_pat
     matrices = [n for n in ap.names() if len(ap.shapes[n]) == 2]
     assert {ap.form(n) for n in matrices} == {granularity}  # the sparse path under test, not a dense fallback
     parts = decompose(ap, p, langs, tmp_path / "decomposed", alpha=0.8, beta=0.2)
-    spec = MergeSpec(ability=SparseDelta(parts["ability"]), languages={c: SparseDelta(parts[c]) for c in langs},
+    spec = MergeSpec.pipeline(ability=SparseDelta(parts["ability"]), languages={c: SparseDelta(parts[c]) for c in langs},
                      mu={"de": 0.7, "sw": 1.3}, k2_percent=60, gamma=0.2, eta=1.0)
     report = merge(llm, tmp_path / "merged", spec, shard_bytes=40_000)
     assert len(report["files"]) > 1  # sharded, with an index
@@ -159,7 +162,7 @@ def test_streaming_merge_equals_a_dense_merge_and_generates(demo_assets, tmp_pat
     full = {n: base.get(n).float() for n in base.names()}
     r_a = {n: 0.8 * ap.dense(n) - 0.2 * p.dense(n) for n in full}
     r_lang = {n: 0.7 * langs["de"].dense(n) + 1.3 * langs["sw"].dense(n) for n in full}
-    eligible = [n for n in full if family_of(n) in spec.families]
+    eligible = [n for n in full if family_of(n) in spec.params["tensor_families"]]
     sims = {n: float(torch.dot(r_a[n].flatten().double(), r_lang[n].flatten().double())) for n in eligible}
     ordered = sorted(eligible, key=lambda n: (-sims[n], n))
     t_set = set(ordered[len(ordered) - round(len(ordered) * 0.6):])
@@ -189,21 +192,23 @@ def test_bad_inputs_fail_clearly_and_leave_no_output(hand, demo_assets):
         assert not out.exists() and not list(tmp.glob(".out-*"))
 
     foreign = _delta(tmp / "foreign.st", base, {q: [1.0, 1.0]}, digest="0" * 64)
-    fails(MergeSpec(ability=foreign, languages={"sw": good}), r"delta ability .* was made against another base")
+    fails(MergeSpec.pipeline(ability=foreign, languages={"sw": good}), r"delta ability .* was made against another base")
     other = _base(tmp / "other", {n: [1.0, 1.0, 1.0] for n in NAMES})
     wrong_shape = _delta(tmp / "shape.st", other, {q: [1.0, 1.0, 1.0]}, digest=base_weights_digest(base))
-    fails(MergeSpec(ability=good, languages={"sw": wrong_shape}), r"delta language sw .*: tensor .* is \(3,\), \(2,\) in the base model")
+    fails(MergeSpec.pipeline(ability=good, languages={"sw": wrong_shape}), r"delta language sw .*: tensor .* is \(3,\), \(2,\) in the base model")
     nan = _delta(tmp / "nan.st", base, {q: [float("nan"), 1.0]})
-    fails(MergeSpec(ability=good, languages={"sw": nan}), r"q_proj.weight has NaN or Inf")
-    fails(MergeSpec(ability=good, languages={"sw": good}, mu={"de": 1.0}), r"missing \['sw'\], extra \['de'\]")
-    fails(MergeSpec(ability=good, languages={"sw": good}, k2_percent=120), r"k2_percent must be in \[0, 100\]")
-    fails(MergeSpec(ability=good, languages={"sw": good}, families=["embed"]), "match no tensor of the base model")
-    fails(MergeSpec(ability=good, languages={"sw": good}), r"do not match the languages \['de', 'sw'\]",
+    fails(MergeSpec.pipeline(ability=good, languages={"sw": nan}), r"q_proj.weight has NaN or Inf")
+    with pytest.raises(InputError, match=r"missing \['sw'\], extra \['de'\]"):
+        MergeSpec.pipeline(ability=good, languages={"sw": good}, mu={"de": 1.0})
+    with pytest.raises(InputError, match=r"merge.k2_percent: Input should be less than or equal to 100"):
+        MergeSpec.pipeline(ability=good, languages={"sw": good}, k2_percent=120)
+    fails(MergeSpec.pipeline(ability=good, languages={"sw": good}, tensor_families=["embed"]), "match no tensor of the base model")
+    fails(MergeSpec.pipeline(ability=good, languages={"sw": good}), r"do not match the languages \['de', 'sw'\]",
           expected_languages=["de", "sw"])
 
 
 def test_selection_ties_flag_a_cut_the_data_did_not_decide():
-    from linguaforge.pipelines.maet.merge import select_t, selection_ties, selection_warning
+    from linguaforge.pipelines.merging.methods.maet import selection_ties, selection_warning
 
     decided = {"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.0}
     assert selection_ties(decided, set(select_t(decided, 50))) == 0  # T = {c, d}: 0.1 < 0.5, a clean cut

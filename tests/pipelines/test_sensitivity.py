@@ -23,8 +23,8 @@ from linguaforge.pipelines.benchmarks import (
     stop_strings,
 )
 from linguaforge.pipelines.benchmarks.registry import get_benchmark
-from linguaforge.pipelines.maet.deltas import SparseDelta, base_weights_digest, write_sparse_delta
-from linguaforge.pipelines.maet.merge import MergeSpec, merge
+from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, write_sparse_delta
+from linguaforge.pipelines.merging.engine import MergeSpec, merge
 from linguaforge.pipelines.weights import WeightReader
 
 LANGS = ["de", "zh", "sw", "bn"]
@@ -76,7 +76,7 @@ def test_a_merge_that_adds_nothing_is_the_base_and_the_default_merge_is_not(maet
     outputs, reports = {}, {}
     for name, gamma, eta, mu in (("noop", 0.0, 0.0, zero_mu), ("gamma_eta_zero", 0.0, 0.0, {}),
                                  ("default", 0.2, 1.0, {})):
-        spec = MergeSpec(method="maet", ability=ability, languages=languages, gamma=gamma, eta=eta, mu=mu)
+        spec = MergeSpec.pipeline("maet", ability=ability, languages=languages, gamma=gamma, eta=eta, mu=mu)
         reports[name] = merge(base, root / name, spec)
         outputs[name] = _generations(root / name, items)
     base_outputs = _generations(base, items)

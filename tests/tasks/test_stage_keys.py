@@ -17,13 +17,9 @@ from pydantic import BaseModel
 
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
 from linguaforge.pipelines.demo.settings import DemoConfig
-from linguaforge.pipelines.maet.settings import (
-    MERGE_METHODS,
-    DecomposeConfig,
-    FullCPTConfig,
-    MergeConfig,
-    ProbeConfig,
-)
+from linguaforge.pipelines.maet.settings import DecomposeConfig, FullCPTConfig, ProbeConfig
+from linguaforge.pipelines.merging.methods import METHODS
+from linguaforge.pipelines.merging.settings import MergeConfig
 from linguaforge.pipelines.mindmerger.settings import MindMergerConfig
 from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource
 from linguaforge.pipelines.training.settings import TrainConfig
@@ -99,10 +95,11 @@ STAGES = {
                       lambda s: evaluate.unit_params(evaluate.EvalModel(name="m", source={"uri": "m"}), s, "de"),
                       set(evaluate.UNIT_IGNORES)),
 }
-for _method, _declared in MERGE_METHODS.items():
-    STAGES[f"merge ({_method})"] = (
-        MergeConfig(), lambda s, m=_method: merge.merge_params(CTX, s, m, "ability.safetensors"),
-        set(MergeConfig.model_fields) - set(_declared.parameters) - {"shard_size_mb"})
+for _method, _declared in METHODS.items():
+    for _languages in (True, False):  # a merge with language deltas reads μ; the task-vector baseline does not
+        STAGES[f"merge ({_method}, languages {_languages})"] = (
+            MergeConfig(), lambda s, m=_method, lang=_languages: merge.merge_params(CTX, s, m, "ability.safetensors", lang),
+            set(MergeConfig.model_fields) - set(_declared.parameters) - {"shard_size_mb"} - ({"mu"} if _languages else set()))
 for _stage in ("mapping", "augmentation"):
     STAGES[f"mindmerger_{_stage}"] = (
         MindMergerConfig(), lambda s, st=_stage: mindmerger.stage_params(CTX, s, st, "base", ["de"]),

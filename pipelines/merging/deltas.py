@@ -194,6 +194,21 @@ class SparseDelta:
                 raise InputError(f"sparse delta {self.path}: tensor {key.rsplit('::', 1)[0]} has NaN or Inf values")
 
 
+def check_deltas(deltas: dict[str, SparseDelta], base_digest: str, base_shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every delta must be against this base (digest), of this architecture (every shape), and finite."""
+    for label, delta in deltas.items():
+        if delta.base_digest != base_digest:
+            raise InputError(f"delta {label} ({delta.path}) was made against another base model "
+                             f"(digest {delta.base_digest[:12]}…, the given base is {base_digest[:12]}…)")
+        for name, shape in delta.shapes.items():
+            if name not in base_shapes:
+                raise InputError(f"delta {label} ({delta.path}) has tensor {name!r}, which the base model lacks")
+            if tuple(shape) != tuple(base_shapes[name]):
+                raise InputError(f"delta {label} ({delta.path}): tensor {name} is {tuple(shape)}, "
+                                 f"{tuple(base_shapes[name])} in the base model")
+        delta.check_finite()
+
+
 def model_weight_files(model_dir: str | Path) -> list[Path]:
     model_dir = Path(model_dir)
     files = sorted(model_dir.glob("*.safetensors"))
@@ -208,15 +223,26 @@ def base_weights_digest(model_dir: str | Path) -> str:
     apart without hashing gigabytes; the store's per-file sha256 guards content integrity separately."""
     h = hashlib.sha256()
     for path in model_weight_files(model_dir):
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            header = f.read(header_len)
-            head = f.read(1 << 20)
-            f.seek(max(8 + header_len, size - (1 << 20)))
-            tail = f.read()
-        h.update(f"{path.name}\0{size}\0".encode() + header + head + tail)
+        _update_identity(h, path)
     return h.hexdigest()
+
+
+def file_identity_digest(path: str | Path) -> str:
+    """The same identity for one safetensors file (a delta file): name, size, header, first and last MiB."""
+    h = hashlib.sha256()
+    _update_identity(h, Path(path))
+    return h.hexdigest()
+
+
+def _update_identity(h, path: Path) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = f.read(header_len)
+        head = f.read(1 << 20)
+        f.seek(max(8 + header_len, size - (1 << 20)))
+        tail = f.read()
+    h.update(f"{path.name}\0{size}\0".encode() + header + head + tail)
 
 
 class Compact:

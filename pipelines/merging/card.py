@@ -1,0 +1,60 @@
+"""The model card (README.md) every merged folder gets: how it was made, from what, and what the method chose.
+
+Inputs are identified by a digest of their weight files' names, sizes, headers and first and last MiB
+(`base_weights_digest`): cheap on a 70 B model, and different for any two models or deltas."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, file_identity_digest
+from linguaforge.pipelines.merging.methods import METHODS
+
+
+def write_model_card(path: Path, spec: Any, base_dir: str | Path, report: dict[str, Any],
+                     base_label: str | None = None) -> None:
+    """`spec`: the engine's MergeSpec (method, inputs, params, seed, dtype)."""
+    path.write_text(model_card(spec, base_dir, report, base_label), encoding="utf-8")
+
+
+def model_card(spec: Any, base_dir: str | Path, report: dict[str, Any], base_label: str | None = None) -> str:
+    method = METHODS[spec.method]
+    base_label = base_label or str(base_dir)
+    lines = ["---", "library_name: transformers", "tags: [merge, linguaforge, " + spec.method + "]",
+             f"base_model: {base_label}", "---", "", f"# Merged with linguaforge: {spec.method}", "",
+             f"{method.summary}.", "", "## Inputs", "", "| role | input | weight | density | digest |",
+             "|---|---|---|---|---|",
+             f"| base | `{base_label}` |  |  | `{base_weights_digest(base_dir)[:16]}` |"]
+    for item in spec.inputs:
+        digest = (file_identity_digest(item.delta.path) if isinstance(item.delta, SparseDelta)
+                  else base_weights_digest(item.delta.path))
+        where = "" if str(item.delta.path) == item.label else f" (`{item.delta.path}`)"
+        density = "" if item.density is None else item.density
+        lines.append(f"| {item.role} | `{item.label}`{where} | {item.weight} | {density} | `{digest[:16]}` |")
+    params = spec.params | ({"seed": spec.seed} if method.seeded else {}) | {"dtype": spec.dtype or "as the base"}
+    lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|",
+              *(f"| {name} | {value} |" for name, value in params.items()), "", "## What the method chose", "", *_selection(report), "", "## Load", "", "```python",
+              "from transformers import AutoModelForCausalLM", "",
+              "model = AutoModelForCausalLM.from_pretrained(\"path/to/this/folder\")", "```", ""]
+    return "\n".join(lines)
+
+
+def _selection(report: dict[str, Any]) -> list[str]:
+    """MAET: T per tensor family and the spread of S(τ); other methods change every tensor their deltas touch."""
+    if "selected" not in report:
+        return [f"{report['tensors']} tensors, each τ_o plus the method's update wherever an input changed it; "
+                f"written as {', '.join(report.get('files', []))}."]
+    families, chosen = Counter(report["families"].values()), Counter(report["families"][n] for n in report["selected"])
+    sims = list(report["similarity"].values())
+    lines = [f"T (the tensors that get γ R(A)): {len(report['selected'])} of {report['eligible']} eligible "
+             f"(k2 = {report['k2_percent']} %), by family:", "", "| family | in T | eligible |", "|---|---|---|",
+             *(f"| {family} | {chosen[family]} | {count} |" for family, count in sorted(families.items())), "",
+             f"S(τ) over the eligible tensors: min {min(sims):.4g}, median {statistics.median(sims):.4g}, "
+             f"max {max(sims):.4g}; {report['zero_similarity']} are exactly 0."]
+    if report.get("ties_at_cut"):
+        lines.append(f"**Degenerate cut:** {report['ties_at_cut']} tensors tie at the boundary of T, so the name "
+                     "order, not the data, chose part of T.")
+    return lines

@@ -1,0 +1,179 @@
+"""The streaming merge engine: any registered method (pipelines/merging/methods/) over deltas against one base,
+into an HF folder.
+
+The method's plan runs first (MAET computes Eq. 4's similarities there, one tensor at a time); then each base
+tensor is read, the method's rule turns it into τ̃, and a shard writer writes it, so memory holds a few
+tensors and one output shard, never a model. The output (sharded safetensors + index, config, tokenizer,
+generation config, and a model card README.md) is written into a temporary folder next to the target and
+moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.merging.card import write_model_card
+from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, check_deltas
+from linguaforge.pipelines.merging.inputs import MergeInput
+from linguaforge.pipelines.merging.methods import METHODS, PlanContext
+from linguaforge.pipelines.merging.settings import MergeConfig
+from linguaforge.pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class MergeSpec:
+    """What to merge and how: a registered method, its parameters, the deltas with their weights, the seed, and
+    the output dtype (None: each tensor keeps the base's)."""
+
+    method: str
+    inputs: list[MergeInput]
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    dtype: str | None = None
+
+    @classmethod
+    def of(cls, config: MergeConfig, method: str, ability: SparseDelta, languages: dict[str, SparseDelta],
+           seed: int) -> MergeSpec:
+        """A MAET run's merge: R(A) (or the full-CPT delta) and the language deltas R(L_i), weighted by μ_i."""
+        if config.mu and languages and set(config.mu) != set(languages):
+            missing, extra = set(languages) - set(config.mu), set(config.mu) - set(languages)
+            raise InputError(f"merge.mu must name exactly the target languages {sorted(languages)}: "
+                             f"missing {sorted(missing)}, extra {sorted(extra)}")
+        inputs = [MergeInput("ability", ability, "ability")] + [
+            MergeInput(f"language {code}", delta, "language", config.mu.get(code, 1.0))
+            for code, delta in languages.items()]
+        return cls(method, inputs, config.method_params(method), seed)
+
+    @classmethod
+    def pipeline(cls, method: str = "maet", ability: SparseDelta | None = None,
+                 languages: dict[str, SparseDelta] | None = None, seed: int = 0, **settings: Any) -> MergeSpec:
+        """`of` from keyword settings (checked as MergeConfig fields), for callers without a run configuration."""
+        try:
+            config = MergeConfig(method=method, **settings)
+        except ValidationError as exc:
+            raise InputError("; ".join(f"merge.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                             ) from None
+        if ability is None:
+            raise InputError(f"merge ({method}) needs an ability delta")
+        return cls.of(config, method, ability, languages or {}, seed)
+
+    @property
+    def languages(self) -> list[str]:
+        return [i.label.removeprefix("language ") for i in self.inputs if i.role == "language"]
+
+
+def check_spec(spec: MergeSpec, base_shapes: dict[str, tuple[int, ...]], expected_languages: list[str] | None) -> None:
+    if spec.method not in METHODS:
+        raise InputError(f"merge method {spec.method!r} is not one of {', '.join(METHODS)}")
+    method = METHODS[spec.method]
+    if not spec.inputs:
+        raise InputError(f"merge ({spec.method}) needs at least one delta or model")
+    roles = [i.role for i in spec.inputs]
+    if method.roles and roles.count("ability") != 1:
+        raise InputError(f"merge ({spec.method}) needs one ability delta, got {roles.count('ability')}")
+    if method.roles and "language" not in roles:
+        raise InputError(f"merge ({spec.method}) needs at least one language delta")
+    if expected_languages is not None and set(spec.languages) != set(expected_languages):
+        raise InputError(f"language deltas {sorted(spec.languages)} do not match the languages "
+                         f"{sorted(expected_languages)}")
+    if spec.dtype is not None and spec.dtype not in DTYPES:
+        raise InputError(f"merge dtype {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    if "density" not in method.input_parameters:
+        dense_only = [i.label for i in spec.inputs if i.density is not None]
+        if dense_only:
+            raise InputError(f"merge ({spec.method}) has no per-input density, but {dense_only[0]} sets one")
+
+
+def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_bytes: int = 2 * 1024**3,
+          expected_languages: list[str] | None = None,
+          progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+          replace: bool = False, base_label: str | None = None) -> dict[str, Any]:
+    """Merge into an HF folder at `out_dir` (created only on success), with a model card naming `base_label` (the
+    hub id or URL the base came from; default its folder). Returns the report: method, counts, and what the
+    method chose (MAET: per-tensor similarity and family, the selected set T).
+
+    An `out_dir` that holds files is refused, unless `replace`: then the files the merge writes replace
+    those of the same name, and nothing else in the folder is touched."""
+    check_output_folder(Path(out_dir), replace)
+    base = WeightReader(base_dir)
+    shapes = base.shapes()
+    check_spec(spec, shapes, expected_languages)
+    files = {i.label: i.delta for i in spec.inputs if isinstance(i.delta, SparseDelta)}
+    if files:  # a model folder's delta is taken against this base by construction; a file's must match it
+        check_deltas(files, base_weights_digest(base_dir), shapes)
+
+    context = PlanContext(base=base, seed=spec.seed, report={"method": spec.method, "tensors": len(shapes)})
+    merged = METHODS[spec.method].plan(spec.inputs, spec.params, context)
+    dtype = DTYPES[spec.dtype] if spec.dtype else None
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        writer = ShardedWriter(staging, shard_bytes)
+        names = base.names()
+        changed = set().union(*(set(i.delta.names()) for i in spec.inputs))
+        for done, name in enumerate(names, 1):
+            original = base.get(name)
+            tensor = merged(name, original) if name in changed else original  # untouched: as is
+            writer.add(name, tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype))
+            if progress is not None:
+                progress(done, len(names), {})
+        context.report["files"] = writer.close()
+        copy_non_weight_files(base_dir, staging)
+        if spec.dtype:
+            _set_config_dtype(staging / "config.json", spec.dtype)
+        write_model_card(staging / "README.md", spec, base_dir, context.report, base_label)
+        _publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return context.report
+
+
+def _set_config_dtype(path: Path, dtype: str) -> None:
+    """The config's dtype follows the weights (transformers loads `torch_dtype: auto` by it)."""
+    if path.is_file():
+        config = json.loads(path.read_text())
+        config["torch_dtype"] = dtype
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def check_output_folder(out_dir: Path, replace: bool) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"output {out_dir}: exists and is not a folder")
+    present = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    if present and not replace:
+        raise InputError(f"output folder {out_dir} is not empty ({len(present)} files, e.g. {present[0]}); choose "
+                         "another output, or --force to replace the files the merge writes (others are kept)")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """The finished folder into place: renamed whole when `out_dir` is new, else file by file (replace)."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    written = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
+    stale = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
+                   if p.is_file() and (p.suffix == ".safetensors" or p.name == INDEX_NAME))
+    if stale := [f for f in stale if f not in written]:  # other weights beside ours would load as a mixture
+        raise InputError(f"output folder {out_dir} holds weight files this merge does not write "
+                         f"({', '.join(stale[:3])}); remove them first (linguaforge never deletes files it did "
+                         "not write)")
+    for rel in sorted(written):
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, target)

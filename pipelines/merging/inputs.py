@@ -1,0 +1,115 @@
+"""What a merge takes: deltas against one base, each with its weight (and density, for the methods that sparsify).
+
+A delta comes from a sparse delta file (what masked CPT and decompose write) or from a fine-tuned model folder
+(an HF hub id, a local or s3:// folder): then θ_model − θ_base is computed on the fly, one tensor at a time,
+when the engine asks for it. No model is held in memory and no intermediate file is written.
+
+A weight or density is a number or one of mergekit's per-tensor forms (pipelines/merging/parameters.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.locations import (
+    check_model_location,
+    is_local,
+    is_remote,
+    resolve_file,
+    resolve_model_dir,
+)
+from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest
+from linguaforge.pipelines.merging.parameters import Setting, setting_value
+from linguaforge.pipelines.weights import WeightReader
+
+Role = Literal["ability", "language", "model"]
+
+
+class ModelDelta:
+    """θ_model − θ_base of a fine-tuned HF folder, tensor by tensor, read when asked (the same surface as
+    SparseDelta for the engine and for decompose: every tensor is "dense")."""
+
+    def __init__(self, model_dir: str | Path, base: WeightReader, label: str, base_label: str = ""):
+        self.path, self.label, self.base = Path(model_dir), label, base
+        self.model = WeightReader(model_dir)
+        self.base_id, self.base_digest = base_label or str(base.dir), base_weights_digest(base.dir)
+        self.dtypes = {name: base.dtype(name) for name in base.names()}
+        base_shapes = base.shapes()
+        self.shapes = self.model.shapes()
+        missing = [n for n in base_shapes if n not in self.shapes]
+        if missing:
+            raise InputError(f"model {label}: lacks tensor {missing[0]!r} of the base ({len(missing)} missing); "
+                             "is it a fine-tune of this base?")
+        for name, shape in base_shapes.items():
+            if self.shapes[name] != shape:
+                raise InputError(f"model {label}: tensor {name} is {self.shapes[name]}, {shape} in the base; "
+                                 "is it a fine-tune of this base?")
+        self.shapes = base_shapes  # extra tensors of the fine-tune (none in a fine-tune) are not merged
+
+    def names(self) -> list[str]:
+        return list(self.shapes)
+
+    def form(self, name: str) -> str:
+        return "dense"
+
+    def sparse(self, name: str) -> None:
+        return None
+
+    def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        tuned = self.model.get(name).to(torch.float32)
+        if not torch.isfinite(tuned.sum(dtype=torch.float64)) and not torch.isfinite(tuned).all():
+            raise InputError(f"model {self.label}: tensor {name} has NaN or Inf values")
+        return tuned.sub_(self.base.get(name).to(torch.float32)).to(dtype)
+
+    def check_finite(self) -> None:
+        """Checked tensor by tensor as the merge reads them (a full pass here would read the model twice)."""
+
+
+def weights_folder(uri: str, cache_dir: str | Path, storage_options: dict | None = None, what: str = "model") -> str:
+    """A local folder holding a model's safetensors: the folder itself, a remote folder copied once into the cache,
+    or an HF hub repository's weights and configs (snapshot_download, which uses the hub's own cache)."""
+    if is_remote(uri):
+        return resolve_model_dir(uri, cache_dir, storage_options)
+    check_model_location(uri, what)
+    if is_local(uri):
+        return str(Path(uri).expanduser())
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(uri, allow_patterns=["*.safetensors", "*.json", "*.model", "*.txt", "*.tiktoken"])
+    except Exception as exc:  # the hub client's errors: no network, no such repo, gated
+        raise InputError(f"{what} {uri}: could not fetch it from the HF hub ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
+
+
+def open_delta(uri: str, base: WeightReader, cache_dir: str | Path, storage_options: dict | None = None,
+               base_label: str = "") -> SparseDelta | ModelDelta:
+    """A `.safetensors` file is a sparse delta (as masked CPT writes them); anything else names a fine-tuned model
+    (folder, s3:// folder or hub id) whose delta against `base` is computed as the merge reads it."""
+    if uri.endswith(".safetensors"):
+        return SparseDelta(resolve_file(uri, cache_dir, storage_options))
+    return ModelDelta(weights_folder(uri, cache_dir, storage_options), base, uri, base_label)
+
+
+@dataclass
+class MergeInput:
+    """One delta of a merge, with its per-input settings (mergekit's tensor parameters)."""
+
+    label: str
+    delta: SparseDelta | ModelDelta
+    role: Role = "model"
+    weight: Setting = 1.0
+    density: Setting | None = None
+
+    def weight_of(self, name: str, t: float) -> float:
+        return setting_value(self.weight, name, t, f"{self.label}: weight")
+
+    def density_of(self, name: str, t: float, default: float) -> float:
+        if self.density is None:
+            return default
+        return setting_value(self.density, name, t, f"{self.label}: density")
