@@ -8,7 +8,7 @@ export DS_ACCELERATOR ?= cpu
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser demo test test-fast test-under-load faults reliability-doc bench science sweep-maet lint clean
+.PHONY: setup browser demo test test-fast test-under-load faults reliability-doc bench bench-anchors science sweep-maet lint clean
 
 setup: $(STAMP)
 
@@ -52,9 +52,18 @@ reliability-doc: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# bench_transfer runs the whole demo per seed (about half an hour): it is `make science`, not part of `make bench`
+# bench_transfer runs the whole demo per seed (about half an hour): it is `make science`, not part of `make bench`;
+# the side-by-side benches against mergekit and lm-eval are `make bench-anchors`
 bench: setup
-	@for b in bench/bench_*.py; do [ $$b = bench/bench_transfer.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/bench_*.py; do case $$b in bench/bench_transfer.py|bench/bench_vs_*) continue;; esac; \
+	  echo "== $$b"; $(PY) $$b || exit 1; done
+
+# mergekit and lm-evaluation-harness, each in a venv of its own under bench/.anchors/ (first use), then both
+# side-by-side benches on the same inputs
+bench-anchors: setup
+	$(PY) bench/anchors.py
+	$(PY) bench/bench_vs_mergekit.py
+	$(PY) bench/bench_vs_lmeval.py
 
 science: setup
 	$(PY) bench/bench_transfer.py --seeds 0 1 2

@@ -1,22 +1,64 @@
 """Streaming access to HF safetensors model folders: read one tensor at a time, write shards as you go.
 
-Memory stays bounded by the tensors in hand (and one output shard), never the whole model.
+Memory stays bounded by the tensors in hand, never the whole model. Tensors are read with plain positioned
+reads, not through a memory map: the pages of a mapped file count as the process's memory for as long as it
+stays mapped, so a merge that reads three 2 GB models through maps holds 6 GB of resident pages; read into
+owned buffers it holds the tensors it works on. Writing, a shard's header is computed from the tensors it
+will hold (names, dtypes and shapes are known before any value is), so each tensor goes to disk as soon as
+it is made, instead of a whole shard waiting in memory. Both speak the safetensors format as its library
+writes it (header length, JSON header, contiguous data) and the library reads what they write.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from linguaforge.pipelines.errors import InputError
 
 INDEX_NAME = "model.safetensors.index.json"
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
+class SafetensorsFile:
+    """One safetensors file: its header parsed once, each tensor read into a buffer of its own on request."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                length = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(length))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"weights {self.path}: not a readable safetensors file ({exc})") from None
+        self.metadata: dict[str, str] = header.pop("__metadata__", {}) or {}
+        self.entries: dict[str, dict] = header
+        self.data_start = 8 + length
+        unknown = {e["dtype"] for e in header.values()} - set(DTYPES)
+        if unknown:
+            raise InputError(f"weights {self.path}: tensor dtype {sorted(unknown)[0]} is not supported")
+
+    def read(self, name: str) -> torch.Tensor:
+        entry = self.entries[name]
+        start, end = entry["data_offsets"]
+        buffer = torch.empty(end - start, dtype=torch.uint8)
+        view, done = memoryview(buffer.numpy()), 0
+        with open(self.path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            while done < len(view):  # one read returns at most ~2 GiB
+                got = os.preadv(fd, [view[done:]], self.data_start + start + done)
+                if got == 0:
+                    raise InputError(f"weights {self.path}: truncated in tensor {name}")
+                done += got
+        return buffer.view(DTYPES[entry["dtype"]]).reshape(entry["shape"])
 
 
 class WeightReader:
@@ -31,36 +73,39 @@ class WeightReader:
             files = sorted(self.dir.glob("*.safetensors"))
             if not files:
                 raise InputError(f"model {self.dir}: no .safetensors weights (an HF save_pretrained folder is expected)")
-            weight_map = {}
-            for f in files:
-                with safe_open(str(f), framework="pt") as handle:
-                    weight_map |= dict.fromkeys(handle.keys(), f.name)
+            weight_map = {name: f.name for f in files for name in SafetensorsFile(f).entries}
         self.weight_map: dict[str, str] = weight_map
-        self._handles: dict[str, object] = {}
+        self._files: dict[str, SafetensorsFile] = {}
+        self._float: tuple[str, torch.Tensor] | None = None
 
-    def _handle(self, name: str):
-        # one shard mapped at a time: the pages of a memory-mapped file count as this process's memory
-        # for as long as it stays open, so a reader going through a model in order holds one shard, not all
-        file = self.weight_map[name]
-        if file not in self._handles:
-            self._handles.clear()
-            self._handles[file] = safe_open(str(self.dir / file), framework="pt")
-        return self._handles[file]
+    def _file(self, name: str) -> SafetensorsFile:
+        try:
+            file = self.weight_map[name]
+        except KeyError:
+            raise InputError(f"model {self.dir}: no tensor {name!r}") from None
+        if file not in self._files:
+            self._files[file] = SafetensorsFile(self.dir / file)
+        return self._files[file]
 
     def names(self) -> list[str]:
         return list(self.weight_map)
 
     def get(self, name: str) -> torch.Tensor:
-        try:
-            return self._handle(name).get_tensor(name)
-        except KeyError:
-            raise InputError(f"model {self.dir}: no tensor {name!r}") from None
+        return self._file(name).read(name)
+
+    def float32(self, name: str) -> torch.Tensor:
+        """The tensor in float32, kept for the next call with the same name (several deltas taken against one
+        base tensor read and convert it once). Callers must not modify it."""
+        if self._float is None or self._float[0] != name:
+            self._float = None  # drop the previous tensor before making the next
+            self._float = (name, self.get(name).to(torch.float32))
+        return self._float[1]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handle(name).get_slice(name).get_shape())
+        return tuple(self._file(name).entries[name]["shape"])
 
     def dtype(self, name: str) -> str:
-        return self._handle(name).get_slice(name).get_dtype()
+        return self._file(name).entries[name]["dtype"]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {n: self.shape(n) for n in self.names()}
@@ -76,9 +121,12 @@ def copy_non_weight_files(src: str | Path, dst: str | Path) -> None:
 
 
 class ShardedWriter:
-    """Writes tensors into HF-style shards of at most `shard_bytes`, flushing each shard as it fills."""
+    """Writes tensors into HF-style shards of at most `shard_bytes` (a tensor larger than that gets a shard of its
+    own). With the `layout` (name, dtype, shape of every tensor, in the order they will come) each tensor is
+    written as it arrives; without it, a shard is kept in memory until it fills."""
 
-    def __init__(self, out_dir: str | Path, shard_bytes: int = 2 * 1024**3):
+    def __init__(self, out_dir: str | Path, shard_bytes: int = 2 * 1024**3,
+                 layout: list[tuple[str, torch.dtype, tuple[int, ...]]] | None = None):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.shard_bytes = shard_bytes
@@ -86,23 +134,54 @@ class ShardedWriter:
         self._pending_bytes = 0
         self._shards: list[list[str]] = []
         self.total_bytes = 0
+        self._layout = None if layout is None else _plan_shards(layout, shard_bytes)
+        self._expected = iter([]) if layout is None else iter(layout)
+        self._open: tuple[int, object] | None = None  # (shard index, file) being streamed
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         size = tensor.numel() * tensor.element_size()
+        self.total_bytes += size
+        if self._layout is not None:
+            self._stream(name, tensor)
+            return
         if self._pending and self._pending_bytes + size > self.shard_bytes:
             self._flush()
         self._pending[name] = tensor.contiguous()
         self._pending_bytes += size
-        self.total_bytes += size
+
+    def _stream(self, name: str, tensor: torch.Tensor) -> None:
+        expected = next(self._expected, None)
+        if expected is None or expected[0] != name or expected[1] != tensor.dtype or tuple(expected[2]) != tuple(tensor.shape):
+            raise RuntimeError(f"shard writer: got {name} {tensor.dtype} {tuple(tensor.shape)}, the layout says {expected}")
+        shard = next(i for i, names in enumerate(self._layout) if name in names)
+        if self._open is None or self._open[0] != shard:
+            self._close_open()
+            f = open(self.dir / f".shard-{shard:05d}.safetensors", "wb")
+            f.write(_header(self._layout[shard]))
+            self._open = (shard, f)
+            self._shards.append(list(self._layout[shard]))
+        data = tensor.contiguous().reshape(-1).view(torch.uint8)
+        self._open[1].write(memoryview(data.numpy()))
+
+    def _close_open(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
 
     def _flush(self) -> None:
+        from safetensors.torch import save_file
+
         save_file(self._pending, str(self.dir / f".shard-{len(self._shards):05d}.safetensors"), metadata={"format": "pt"})
         self._shards.append(list(self._pending))
         self._pending, self._pending_bytes = {}, 0
 
     def close(self) -> list[str]:
         """Name the shards as transformers expects and write the index; returns the file names."""
-        if self._pending:
+        if self._layout is not None:
+            self._close_open()
+            if next(self._expected, None) is not None:
+                raise RuntimeError("shard writer: closed before every tensor of the layout was written")
+        elif self._pending:
             self._flush()
         n = len(self._shards)
         names = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
@@ -114,3 +193,30 @@ class ShardedWriter:
             (self.dir / INDEX_NAME).write_text(json.dumps(
                 {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}, indent=2))
         return names
+
+
+def _plan_shards(layout, shard_bytes: int) -> list[dict[str, tuple[torch.dtype, tuple[int, ...]]]]:
+    """Group the tensors, in order, into shards of at most `shard_bytes` (as the in-memory writer does)."""
+    shards: list[dict] = [{}]
+    filled = 0
+    for name, dtype, shape in layout:
+        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        if shards[-1] and filled + size > shard_bytes:
+            shards.append({})
+            filled = 0
+        shards[-1][name] = (dtype, tuple(shape))
+        filled += size
+    return shards
+
+
+def _header(tensors: dict[str, tuple[torch.dtype, tuple[int, ...]]]) -> bytes:
+    """The safetensors header of a shard holding `tensors` in this order, padded to 8 bytes as the library does."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape) in tensors.items():
+        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text

@@ -6,9 +6,11 @@ both for any HF causal LM; a MindMerger model (encoder + mapping + LLM, generati
 implements the same two methods and is scored by the same code.
 
 Greedy generation runs in batches of prompts sorted by token length (little padding), left-padded, with
-the KV cache, per-benchmark `max_new_tokens` and stop strings; outputs are cut at EOS and at the first
-stop string. Results do not depend on the batch size: padding is masked and positions come from the
-mask, so a padded row computes what it computes alone (up to float rounding, which greedy argmax absorbs).
+the KV cache, per-benchmark `max_new_tokens` and stop strings; a row leaves its batch as soon as it has
+finished (EOS or a stop string), so the remaining steps compute the rows still going only; outputs are cut at
+EOS and at the first stop string. Results do not depend on the batch size: padding is masked and positions
+come from the mask, so a padded row computes what it computes alone (up to float rounding, which greedy
+argmax absorbs; the tests compare with one prompt at a time).
 
 Log-likelihood scoring is one forward pass per option set: a row holds the prompt followed by all its
 options, and a 4D attention mask lets each option see the prompt and itself only (positions restart after
@@ -92,23 +94,57 @@ class HFCausalLMGenerator:
     # -- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, items: Sequence[BenchmarkItem], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        from transformers import GenerationConfig
-
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         stop = [s for s in stop if s]
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                  eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id,
-                                  stop_strings=stop or None)
         prompts = self._encode([it.prompt for it in items], "prompt", items)
         outputs: list[str | None] = [None] * len(items)
         for batch in self._batches([len(p) for p in prompts]):
-            input_ids, mask = self._left_pad([prompts[i] for i in batch])
-            generated = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
-                                            tokenizer=self.tokenizer if stop else None)
-            for i, row in zip(batch, generated[:, input_ids.shape[1]:].tolist(), strict=True):
-                outputs[i] = self._finish(row, stop)
+            for i, tokens in zip(batch, self._greedy([prompts[i] for i in batch], max_new_tokens, stop), strict=True):
+                outputs[i] = self._finish(tokens, stop)
         return outputs  # type: ignore[return-value]
+
+    def _greedy(self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
+        """Greedy decoding of a batch with the KV cache, where a row leaves the batch as soon as it is done (EOS,
+        or a stop string in its text): later steps compute only the rows still going. A row computes what it
+        computes alone (its padding masked, positions from its mask), so leaving changes no other row."""
+        from transformers import DynamicCache
+
+        ids, mask = self._left_pad(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self._cache_kwarg: cache}, **self._keep_kwarg(1))
+        rows = list(range(len(prompts)))  # batch position → prompt index
+        generated: list[list[int]] = [[] for _ in prompts]
+        eos = torch.tensor(self.eos_ids or [-1], device=self.device)
+        following = positions[:, -1]
+        for step in range(max_new_tokens):
+            chosen = out.logits[:, -1].argmax(-1)
+            done = torch.isin(chosen, eos).tolist()
+            for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):
+                generated[row].append(token)
+                if stop and not done[j]:
+                    done[j] = self._stopped(generated[row], stop)
+            if step + 1 == max_new_tokens or all(done):
+                break
+            if any(done):  # the finished rows leave the batch, cache included
+                keep = [j for j, d in enumerate(done) if not d]
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                rows, chosen, mask, following = [rows[j] for j in keep], chosen[index], mask[index], following[index]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            following = following + 1
+            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=following[:, None],
+                             use_cache=True, **{self._cache_kwarg: cache})
+        return generated
+
+    def _stopped(self, tokens: list[int], stop: Sequence[str]) -> bool:
+        """A stop string in the text so far (only the tail can hold a new one: the last tokens are decoded)."""
+        longest = max(len(s) for s in stop)
+        tail = self.tokenizer.decode(tokens[-(4 * longest + 8):], skip_special_tokens=True,  # ≤ 4 bytes a char
+                                     clean_up_tokenization_spaces=False)
+        return any(s in tail for s in stop)
 
     def _finish(self, tokens: list[int], stop: Sequence[str]) -> str:
         for j, t in enumerate(tokens):

@@ -28,6 +28,7 @@ from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_diges
 from linguaforge.pipelines.merging.inputs import MergeInput
 from linguaforge.pipelines.merging.methods import METHODS, PlanContext
 from linguaforge.pipelines.merging.settings import MergeConfig
+from linguaforge.pipelines.weights import DTYPES as DTYPES_BY_NAME
 from linguaforge.pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -118,17 +119,18 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
     context = PlanContext(base=base, seed=spec.seed, report={"method": spec.method, "tensors": len(shapes)})
     merged = METHODS[spec.method].plan(spec.inputs, spec.params, context)
     dtype = DTYPES[spec.dtype] if spec.dtype else None
+    names = base.names()
+    layout = [(n, _out_dtype(base, n, dtype), shapes[n]) for n in names]  # known before any value is
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        writer = ShardedWriter(staging, shard_bytes)
-        names = base.names()
+        writer = ShardedWriter(staging, shard_bytes, layout=layout)
         changed = set().union(*(set(i.delta.names()) for i in spec.inputs))
-        for done, name in enumerate(names, 1):
+        for done, (name, out_dtype, _) in enumerate(layout, 1):
             original = base.get(name)
             tensor = merged(name, original) if name in changed else original  # untouched: as is
-            writer.add(name, tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype))
+            writer.add(name, tensor.to(out_dtype))
             if progress is not None:
                 progress(done, len(names), {})
         context.report["files"] = writer.close()
@@ -140,6 +142,11 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return context.report
+
+
+def _out_dtype(base: WeightReader, name: str, dtype: torch.dtype | None) -> torch.dtype:
+    stored = DTYPES_BY_NAME[base.dtype(name)]
+    return dtype if dtype is not None and stored.is_floating_point else stored
 
 
 def _set_config_dtype(path: Path, dtype: str) -> None:

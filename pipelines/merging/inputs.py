@@ -62,9 +62,10 @@ class ModelDelta:
 
     def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         tuned = self.model.get(name).to(torch.float32)
-        if not torch.isfinite(tuned.sum(dtype=torch.float64)) and not torch.isfinite(tuned).all():
+        # a sum is NaN/Inf if any value is (one pass); only then look closer (it may just have overflowed)
+        if not torch.isfinite(tuned.sum()) and not torch.isfinite(tuned).all():
             raise InputError(f"model {self.label}: tensor {name} has NaN or Inf values")
-        return tuned.sub_(self.base.get(name).to(torch.float32)).to(dtype)
+        return tuned.sub_(self.base.float32(name)).to(dtype)
 
     def check_finite(self) -> None:
         """Checked tensor by tensor as the merge reads them (a full pass here would read the model twice)."""

@@ -70,6 +70,24 @@ def test_outputs_match_hf_generate_on_one_unpadded_prompt(generators):
     assert g.generate([item], 12, []) == [g.tokenizer.decode(ref, skip_special_tokens=True)]
 
 
+def test_batched_generation_equals_a_one_item_greedy_loop_without_cache(generators):
+    """The plainest reference: one prompt at a time, a full forward pass per new token, argmax, stop at EOS."""
+    g = generators[8]
+    items = _items(MIXED)
+    expected = []
+    with torch.inference_mode():
+        for item in items:
+            ids = g.tokenizer(item.prompt)["input_ids"]
+            new = []
+            for _ in range(16):
+                token = int(g.model(torch.tensor([ids + new])).logits[0, -1].argmax())
+                if token in g.eos_ids:
+                    break
+                new.append(token)
+            expected.append(g.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+    assert g.generate(items, 16, []) == expected
+
+
 def test_max_new_tokens_and_stop_strings(generators):
     g = generators[8]
     items = _items(MIXED)

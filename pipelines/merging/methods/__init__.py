@@ -49,7 +49,7 @@ class PlanContext:
 class MergeMethod:
     name: str
     summary: str
-    plan: Callable[[list[MergeInput], Mapping[str, Any], PlanContext], TensorRule]
+    plan: Callable[[list[MergeInput], Mapping[str, Any], PlanContext], TensorRule]  # rule: τ̃ in float32 or τ_o's dtype
     parameters: dict[str, tuple[Any, FieldInfo]] = field(default_factory=dict)  # MergeConfig fields it owns
     roles: bool = False  # needs exactly one "ability" input and ≥ 1 "language" inputs (MAET's R(A), R(L_i))
     seeded: bool = False  # reads the run's seed
@@ -58,8 +58,9 @@ class MergeMethod:
 
 
 def dense_rule(update: Callable[[str], torch.Tensor]) -> TensorRule:
-    """τ̃ = τ_o + update(τ), computed in float32 on the full tensor and stored in τ_o's dtype."""
-    return lambda name, original: (original.float() + update(name)).to(original.dtype)
+    """τ̃ = τ_o + update(τ) on the full tensor, in float32 (`update` returns a fresh float32 tensor, τ_o is added
+    into it exactly); the engine rounds once, to the output dtype."""
+    return lambda name, original: update(name).add_(original)
 
 
 def _discover() -> dict[str, MergeMethod]:

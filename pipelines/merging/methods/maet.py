@@ -135,7 +135,7 @@ def plan(inputs: list[MergeInput], params: Mapping[str, Any], context: PlanConte
         compact, ability_delta, lang = parts(name)
         update = maet_update(ability_delta, lang, name in selected, params["gamma"], params["eta"])
         if compact is None:
-            return (original.float() + update).to(original.dtype)
+            return update.add_(original)  # float32; the engine rounds it to the output dtype
         return compact.apply(original, update)
     return merged
 
