@@ -1,7 +1,7 @@
 """docs/reliability.md from the tables the tests wrote (`make reliability-doc`).
 
-Reads build/reliability/faults.json (tests/faults), build/reliability/bad_inputs.json (tests/bad_inputs)
-and writes the fault matrix, the bad-input table and what is and is not promised. Run the suites first
+Reads build/reliability/faults.json and s3_outage.json (tests/faults), build/reliability/bad_inputs.json
+(tests/bad_inputs) and load.json (tests/load), and writes the fault matrix, the bad-input table and what is and is not promised. Run the suites first
 (`make faults`, `pytest tests/bad_inputs`); a table whose suite did not run is reported as missing.
 """
 
@@ -40,8 +40,11 @@ PROMISES = """## What is promised
   the network); their errors are clear there too.
 - Remote stores: the cheap check on a cache hit compares sizes, not hashes (a flipped byte in an S3 object
   is found when a stage reads it, or by `linguaforge verify`).
-- Not covered by the fault suite yet: the S3 endpoint going away in the middle of an upload. (A full disk,
-  and two processes committing one key at once, are covered by tests/storage/test_store.py.)
+- An S3 endpoint that stays away: a commit tries its uploads `upload_attempts` times (4 by default, the client's
+  own retries inside each, the wait doubling from 2 s) and then fails with a StoreError; the parts of an
+  unfinished multipart upload stay in the bucket until its lifecycle rule removes them (they are not an
+  artifact: no manifest). A full disk, and two processes committing one key at once, are covered by
+  tests/storage/test_store.py.
 """
 
 
@@ -84,6 +87,13 @@ def _bad_inputs() -> list[str]:
     return lines
 
 
+def _s3_outage() -> list[str]:
+    if (rows := _recorded("s3_outage.json")) is None:
+        return [_not_run("S3 outage test", "pytest tests/faults/test_s3_outage.py")]
+    lines = ["| fault | outcome | connection attempts while away |", "|---|---|---|"]
+    return lines + [f"| {r['case']} | {r['outcome']} | {r['attempts_while_down']} |" for r in rows]
+
+
 def _load() -> list[str]:
     if (figure := _recorded("load.json")) is None:
         return [_not_run("load test", "pytest tests/load")]
@@ -97,7 +107,9 @@ def main() -> None:
             "## Fault injection (tests/faults)", "",
             "The whole `linguaforge run` process group is SIGKILLed a set delay after a stage of each kind "
             "started, then run again; the final store is compared with an uninterrupted run's.", "",
-            *_faults(), "", "## Bad inputs (tests/bad_inputs)", "", *_bad_inputs(), "",
+            *_faults(), "", "The S3 endpoint goes away in the middle of a commit's multipart upload (a TCP proxy in "
+            "front of the real moto server resets every connection, and every new one while it is away):", "",
+            *_s3_outage(), "", "## Bad inputs (tests/bad_inputs)", "", *_bad_inputs(), "",
             "## Load (tests/load, make test-under-load)", "", *_load(), "", PROMISES]
     (ROOT / "docs" / "reliability.md").write_text("\n".join(text))
     print(f"wrote {ROOT / 'docs' / 'reliability.md'}")

@@ -60,6 +60,19 @@ DEFAULT_CACHE_DIR = "./.linguaforge/cache"
 EVENTS_DIR = "_events"
 STAGING_DIR = ".staging"
 _CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+# errors of an object store that has gone away for a while (connection refused or reset, timeouts): worth
+# another attempt; anything else (no credentials, access denied, no bucket) is not
+_TRANSIENT_NAMES = {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
+                    "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
+                    "FSTimeoutError", "IncompleteReadError", "ResponseStreamingError"}
+
+
+def _transient(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, ConnectionError | TimeoutError) or type(exc).__name__ in _TRANSIENT_NAMES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @cache
@@ -117,9 +130,12 @@ class ArtifactStore:
         storage_options: dict[str, Any] | None = None,
         multipart_chunksize: int | None = None,
         create: bool = True,
+        upload_attempts: int = 4,
+        upload_backoff_s: float = 2.0,
     ):
         """`create=False`: the store must exist already (commands that only read one must not make one at a
-        mistyped path)."""
+        mistyped path). A remote commit whose endpoint goes away is tried `upload_attempts` times (the client's
+        own retries inside each), `upload_backoff_s` doubling between them."""
         if not isinstance(url, str) or not url.strip():
             raise StoreError(f"store URL {url!r} is empty")
         options = dict(storage_options or {})
@@ -143,6 +159,7 @@ class ArtifactStore:
         self.url = self.root if self.is_local else self.fs.unstrip_protocol(self.root)
         self.cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR).resolve()
         self.multipart_chunksize = multipart_chunksize
+        self.upload_attempts, self.upload_backoff_s = max(1, upload_attempts), upload_backoff_s
         self._verified: dict[tuple[str, int, int], str] = {}
         self._check_access(create)
         self.sweep_staging()
@@ -430,12 +447,33 @@ class ArtifactStore:
                 self._move_into_place(staging, Path(final), files)
                 self._write_manifest(final, manifest)
         else:
+            kwargs = {"chunksize": self.multipart_chunksize} if self.multipart_chunksize else {}
             for rel in files:
-                kwargs = {"chunksize": self.multipart_chunksize} if self.multipart_chunksize else {}
-                self.fs.put_file(str(staging / rel), f"{final}/{rel}", **kwargs)
-            self._write_manifest(final, manifest)
+                self._upload(kind, key, rel, lambda rel=rel: self.fs.put_file(str(staging / rel), f"{final}/{rel}",
+                                                                              **kwargs))
+            self._upload(kind, key, MANIFEST_NAME, lambda: self._write_manifest(final, manifest))
         log.info("committed %s/%s (%d files, %d bytes)", kind, key, len(files), manifest.total_bytes)
         return ArtifactRef(kind=kind, key=key, uri=self.uri(kind, key), digest=manifest.digest)
+
+    def _upload(self, kind: str, key: str, rel: str, action) -> None:
+        """One upload of a commit, tried again while the endpoint is away; a clear StoreError if it stays away
+        (the manifest goes last, so nothing is committed until every file is up)."""
+        began = time.monotonic()
+        for attempt in range(1, self.upload_attempts + 1):
+            try:
+                return action()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if attempt == self.upload_attempts:
+                    raise StoreError(
+                        f"could not upload {kind}/{key}/{rel} to {self.url}: the endpoint is unreachable "
+                        f"({type(exc).__name__}: {str(exc)[:160]}) after {attempt} attempts over "
+                        f"{time.monotonic() - began:.0f} s; nothing was committed, run again to resume") from None
+                wait = self.upload_backoff_s * 2 ** (attempt - 1)
+                log.warning("uploading %s/%s/%s: %s; trying again in %.1f s (attempt %d of %d)", kind, key, rel,
+                            type(exc).__name__, wait, attempt + 1, self.upload_attempts)
+                time.sleep(wait)
 
     @contextmanager
     def _commit_lock(self, kind: str, key: str) -> Iterator[None]:
