@@ -22,7 +22,7 @@ the options as a batch on its repeated KV cache.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -54,6 +54,46 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
             if pos != -1:
                 cut = min(cut, pos)
     return text[:cut]
+
+
+def stop_in_tail(tokenizer, tokens: list[int], stop: Sequence[str]) -> bool:
+    """A stop string in the text so far: checked after every token, so only the tail can hold a new one, and only
+    the last tokens are decoded (enough for the longest stop string at up to 4 bytes a character)."""
+    tail = tokenizer.decode(tokens[-(4 * max(len(s) for s in stop) + 8):], skip_special_tokens=True,
+                            clean_up_tokenization_spaces=False)
+    return any(s in tail for s in stop)
+
+
+def continue_greedy(model, logits: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor,
+                    max_new_tokens: int, eos_ids: Sequence[int], stopped: Callable[[list[int]], bool] | None,
+                    cache_kwarg: str = "cache") -> list[list[int]]:
+    """Greedy decoding after a prefill (`logits` of each row's last position, its KV `cache`, `mask` and the
+    last `positions`), where a row leaves the batch as soon as it is done (EOS, or `stopped` on its tokens so
+    far): later steps compute only the rows still going. A row computes what it computes alone (its padding is
+    masked, its positions come from its mask), so a row leaving changes no other row. Returns each row's new
+    tokens, EOS excluded."""
+    rows = list(range(logits.shape[0]))  # batch position → row
+    generated: list[list[int]] = [[] for _ in rows]
+    eos = torch.tensor(list(eos_ids) or [-1], device=logits.device)
+    for step in range(max_new_tokens):
+        chosen = logits.argmax(-1)
+        done = torch.isin(chosen, eos).tolist()
+        for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):
+            if not done[j]:
+                generated[row].append(token)
+                done[j] = stopped is not None and stopped(generated[row])
+        if step + 1 == max_new_tokens or all(done):
+            break
+        if any(done):  # the finished rows leave the batch, their cache with them
+            keep = [j for j, d in enumerate(done) if not d]
+            index = torch.tensor(keep, device=logits.device)
+            cache.batch_select_indices(index)
+            rows, chosen, mask, positions = [rows[j] for j in keep], chosen[index], mask[index], positions[index]
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        positions = positions + 1
+        logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions[:, None], use_cache=True,
+                       **{cache_kwarg: cache}).logits[:, -1]
+    return generated
 
 
 class HFCausalLMGenerator:
@@ -105,9 +145,6 @@ class HFCausalLMGenerator:
         return outputs  # type: ignore[return-value]
 
     def _greedy(self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
-        """Greedy decoding of a batch with the KV cache, where a row leaves the batch as soon as it is done (EOS,
-        or a stop string in its text): later steps compute only the rows still going. A row computes what it
-        computes alone (its padding masked, positions from its mask), so leaving changes no other row."""
         from transformers import DynamicCache
 
         ids, mask = self._left_pad(prompts)
@@ -115,36 +152,12 @@ class HFCausalLMGenerator:
         cache = DynamicCache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          **{self._cache_kwarg: cache}, **self._keep_kwarg(1))
-        rows = list(range(len(prompts)))  # batch position → prompt index
-        generated: list[list[int]] = [[] for _ in prompts]
-        eos = torch.tensor(self.eos_ids or [-1], device=self.device)
-        following = positions[:, -1]
-        for step in range(max_new_tokens):
-            chosen = out.logits[:, -1].argmax(-1)
-            done = torch.isin(chosen, eos).tolist()
-            for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):
-                generated[row].append(token)
-                if stop and not done[j]:
-                    done[j] = self._stopped(generated[row], stop)
-            if step + 1 == max_new_tokens or all(done):
-                break
-            if any(done):  # the finished rows leave the batch, cache included
-                keep = [j for j, d in enumerate(done) if not d]
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                rows, chosen, mask, following = [rows[j] for j in keep], chosen[index], mask[index], following[index]
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            following = following + 1
-            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=following[:, None],
-                             use_cache=True, **{self._cache_kwarg: cache})
-        return generated
+        return continue_greedy(self.model, out.logits[:, -1], cache, mask, positions[:, -1], max_new_tokens,
+                               self.eos_ids, (lambda tokens: self._stopped(tokens, stop)) if stop else None,
+                               self._cache_kwarg)
 
     def _stopped(self, tokens: list[int], stop: Sequence[str]) -> bool:
-        """A stop string in the text so far (only the tail can hold a new one: the last tokens are decoded)."""
-        longest = max(len(s) for s in stop)
-        tail = self.tokenizer.decode(tokens[-(4 * longest + 8):], skip_special_tokens=True,  # ≤ 4 bytes a char
-                                     clean_up_tokenization_spaces=False)
-        return any(s in tail for s in stop)
+        return stop_in_tail(self.tokenizer, tokens, stop)
 
     def _finish(self, tokens: list[int], stop: Sequence[str]) -> str:
         for j, t in enumerate(tokens):

@@ -6,9 +6,9 @@ prompts, stop strings, answer extraction and scoring rules. The encoder reads `i
 the raw question; classification: the templated one), the LLM reads `item.prompt` after
 [BOS][mapped source][boundary].
 
-Generation is greedy with the KV cache, from `inputs_embeds`, in batches of items sorted by length and
-left-padded (positions come from the mask, so a padded row computes what it computes alone), cut at EOS
-and at the first stop string. No autograd anywhere (inference mode).
+Generation is greedy with the KV cache, prefilled from `inputs_embeds`, in batches of items sorted by length
+and left-padded (positions come from the mask, so a padded row computes what it computes alone), each row
+leaving its batch once it has finished (the loop plain LLMs use), cut at EOS and at the first stop string. No autograd anywhere (inference mode).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from linguaforge.pipelines.benchmarks.decoding import cut_at_stop
+from linguaforge.pipelines.benchmarks.decoding import continue_greedy, cut_at_stop, stop_in_tail
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.mindmerger.data import Example, collate
@@ -87,31 +87,17 @@ class MindMergerGenerator:
         return outputs  # type: ignore[return-value]
 
     def _greedy(self, examples: list[Example], max_new_tokens: int, stop: list[str]) -> list[str]:
-        llm = self.model.llm
+        """Prefill from the mapped embeddings, then the shared greedy loop (rows leave as they finish)."""
+        from transformers import DynamicCache
+
         packed = self.model.pack_batch(self._to_device(collate(examples, with_targets=False)), padding_side="left")
-        mask, positions = packed.attention_mask, packed.position_ids[:, -1:]
-        out = llm(inputs_embeds=packed.inputs_embeds, attention_mask=mask, position_ids=packed.position_ids,
-                  use_cache=True, **self._keep)
-        tokens: list[list[int]] = [[] for _ in examples]
-        done = [False] * len(examples)
-        for t in range(max_new_tokens):
-            next_ids = out.logits[:, -1].argmax(-1)
-            for b, token in enumerate(next_ids.tolist()):
-                if done[b]:
-                    continue
-                if token in self.eos_ids:
-                    done[b] = True
-                    continue
-                tokens[b].append(token)
-                if stop and any(s in self._decode(tokens[b]) for s in stop):
-                    done[b] = True
-            if all(done) or t + 1 == max_new_tokens:
-                break
-            cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-            mask = torch.cat([mask, mask.new_ones(len(examples), 1)], dim=1)
-            positions = positions + 1
-            out = llm(inputs_embeds=llm.get_input_embeddings()(next_ids[:, None]), attention_mask=mask,
-                      position_ids=positions, use_cache=True, **{self._cache_kwarg: cache}, **self._keep)
+        cache = DynamicCache()
+        out = self.model.llm(inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask,
+                             position_ids=packed.position_ids, use_cache=True, **{self._cache_kwarg: cache},
+                             **self._keep)
+        stopped = (lambda tokens: stop_in_tail(self.tokenizer, tokens, stop)) if stop else None
+        tokens = continue_greedy(self.model.llm, out.logits[:, -1], cache, packed.attention_mask,
+                                 packed.position_ids[:, -1], max_new_tokens, self.eos_ids, stopped, self._cache_kwarg)
         return [cut_at_stop(self._decode(t), stop) for t in tokens]
 
     def _decode(self, tokens: list[int]) -> str:
