@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from io_floor import io_floor  # noqa: E402
 from llama_shapes import llama_shapes  # noqa: E402
 
 RUNS = ["ability_pivot", "pivot", "de", "sw"]
@@ -111,25 +112,12 @@ def variant_prepare(root: Path, out: Path) -> None:
     decompose_into(root, root / "parts")
 
 
-def read_inputs_write_output(root: Path, out: Path, inputs: list[Path]) -> None:
-    """Read each input file once, write as many output bytes as the base once."""
-    out.mkdir(parents=True)
-    inputs = sorted((root / "base").glob("*.safetensors")) + inputs
-    for path in inputs:
-        with open(path, "rb") as f:
-            while f.read(64 << 20):
-                pass
-    for path in sorted((root / "base").glob("*.safetensors")):
-        with open(path, "rb") as src, open(out / path.name, "wb") as dst:
-            shutil.copyfileobj(src, dst, 64 << 20)
-
-
 def variant_io_floor(root: Path, out: Path) -> None:
-    read_inputs_write_output(root, out, [root / f"{r}.delta.safetensors" for r in RUNS])
+    io_floor(out, root / "base", [root / f"{r}.delta.safetensors" for r in RUNS])
 
 
 def variant_merge_io_floor(root: Path, out: Path) -> None:
-    read_inputs_write_output(root, out, sorted((root / "parts").glob("*.safetensors")))
+    io_floor(out, root / "base", sorted((root / "parts").glob("*.safetensors")))
 
 
 def variant_naive(root: Path, out: Path) -> None:

@@ -101,22 +101,6 @@ def run(command: list[str], env: dict | None = None) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 2**20
 
 
-FLOOR = """
-import sys, shutil
-from pathlib import Path
-root, out = Path(sys.argv[1]), Path(sys.argv[2])
-out.mkdir(parents=True)
-for name in ("base", "tune_a", "tune_b"):
-    for path in sorted((root / name).glob("*.safetensors")):
-        with open(path, "rb") as f:
-            while f.read(64 << 20):
-                pass
-for path in sorted((root / "base").glob("*.safetensors")):
-    with open(path, "rb") as src, open(out / path.name, "wb") as dst:
-        shutil.copyfileobj(src, dst, 64 << 20)
-"""
-
-
 def ulps(root: Path, outputs: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
     """Per output: (entries ≥ 1 bf16 ulp from the fp32 reference rounded to bf16, largest distance in ulps, entries)."""
     import torch
@@ -156,7 +140,8 @@ def main() -> None:
     variants = {
         "mergekit": lambda out: [str(mergekit), str(config), str(out)],
         "linguaforge": lambda out: [str(linguaforge), "merge", str(config), "--out", str(out)],
-        "io floor": lambda out: [sys.executable, "-c", FLOOR, str(root), str(out)],
+        "io floor": lambda out: [sys.executable, str(HERE / "io_floor.py"), str(out), str(root / "base"),
+                                 *(str(root / tune) for tune in WEIGHTS)],
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for turn in range(o.turns):
