@@ -2,8 +2,8 @@
 into an HF folder.
 
 The method's plan runs first (MAET computes Eq. 4's similarities there, one tensor at a time); then each base
-tensor is read, the method's rule turns it into τ̃, and a shard writer writes it, so memory holds a few
-tensors and one output shard, never a model. The output (sharded safetensors + index, config, tokenizer,
+tensor is read, the method's rule turns it into τ̃ (in float32, rounded once to the output dtype), and the
+shard writer streams it to disk, so memory holds the few tensors in hand, never a model or a shard. The output (sharded safetensors + index, config, tokenizer,
 generation config, and a model card README.md) is written into a temporary folder next to the target and
 moved into place only when complete.
 """
