@@ -110,7 +110,8 @@ def ours_outputs(out: Path) -> tuple[dict[str, str], float]:
 
     unit = out / "mgsm" / "en"
     table = pq.read_table(unit / "records.parquet").to_pylist()
-    return {str(r["id"]): r["output"] for r in table}, json.loads((unit / "scores.json").read_text())["seconds"]
+    results = json.loads(next(out.glob("*/results_*.json")).read_text())  # lm-eval's layout, as --output-format writes
+    return {str(r["id"]): r["output"] for r in table}, float(results["total_evaluation_time_seconds"])
 
 
 def lmeval_outputs(out: Path) -> tuple[dict[str, str], float]:
@@ -155,7 +156,8 @@ def main() -> None:
     variants = {
         "linguaforge": lambda out: [str(linguaforge), "eval", "--model", str(root / "model"), "--benchmark", "mgsm",
                                     "--data", str(root / "data"), "--languages", "en", "--batch-size", str(o.batch),
-                                    "--max-new-tokens", str(o.new_tokens), "--out", str(out)],
+                                    "--max-new-tokens", str(o.new_tokens), "--out", str(out),
+                                    "--output-format", "lm-eval"],
         "lm-eval": lambda out: [str(lm_eval), "--model", "hf", "--model_args", f"pretrained={root / 'model'},dtype=float32",
                                 "--tasks", TASK, "--include_path", str(root / "task"), "--batch_size", str(o.batch),
                                 "--device", "cpu", "--output_path", str(out), "--log_samples"],
