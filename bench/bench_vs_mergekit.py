@@ -19,6 +19,7 @@ Goals (issue 14): linguaforge ≤ 0.5x mergekit's wall time, ≤ 2 GiB peak RSS,
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import statistics
@@ -51,10 +52,8 @@ def build(root: Path, o) -> None:
     shutil.rmtree(root, ignore_errors=True)
     config = LlamaConfig(vocab_size=o.vocab, hidden_size=o.hidden, intermediate_size=o.intermediate,
                          num_hidden_layers=o.layers, num_attention_heads=o.heads, num_key_value_heads=o.kv_heads,
-                         tie_word_embeddings=False, dtype="bfloat16")
-    shapes = llama_shapes(o.hidden, o.layers, o.vocab, o.intermediate)
-    shapes = {n: ((s[0] * o.kv_heads // o.heads, s[1]) if n.endswith(("k_proj.weight", "v_proj.weight")) else s)
-              for n, s in shapes.items()}
+                         tie_word_embeddings=False, dtype="bfloat16", architectures=["LlamaForCausalLM"])
+    shapes = model_shapes(o)
     layout = [(n, torch.bfloat16, s) for n, s in shapes.items()]
     writers = {name: ShardedWriter(root / name, 2 * 10**9, layout) for name in ("base", *WEIGHTS)}
     g = torch.Generator().manual_seed(0)
@@ -69,6 +68,13 @@ def build(root: Path, o) -> None:
         config.save_pretrained(root / name)
         _tokenizer(o.vocab).save_pretrained(root / name)
     (root / ".complete").write_text("")
+
+
+def model_shapes(o) -> dict[str, tuple[int, ...]]:
+    """Llama's tensors with grouped-query attention (k and v have kv_heads / heads of q's rows)."""
+    shapes = llama_shapes(o.hidden, o.layers, o.vocab, o.intermediate)
+    return {n: ((s[0] * o.kv_heads // o.heads, s[1]) if n.endswith(("k_proj.weight", "v_proj.weight")) else s)
+            for n, s in shapes.items()}
 
 
 def _tokenizer(vocab: int):
@@ -154,7 +160,7 @@ def main() -> None:
 
     wall = {name: statistics.median(s for s, _ in runs) for name, runs in results.items()}
     rss = {name: max(r for _, r in runs) for name, runs in results.items()}
-    params = sum(__import__("math").prod(s) for s in llama_shapes(o.hidden, o.layers, o.vocab, o.intermediate).values())
+    params = sum(math.prod(s) for s in model_shapes(o).values())
     print(f"\n{o.layers} layers, hidden {o.hidden}: about {params / 1e9:.2f} B parameters, bf16; fine-tunes change "
           f"{o.share:.0%} of each tensor; task_arithmetic, weights {list(WEIGHTS.values())}; median of {o.turns}")
     print(f"{'':14s}{'wall s':>8s}{'vs mergekit':>13s}{'vs floor':>10s}{'peak RSS GiB':>14s}{'entries ≥1 ulp off':>21s}"
