@@ -31,9 +31,9 @@ def model_card(spec: Any, base_dir: str | Path, report: dict[str, Any], base_lab
     for item in spec.inputs:
         digest = (file_identity_digest(item.delta.path) if isinstance(item.delta, SparseDelta)
                   else base_weights_digest(item.delta.path))
-        where = "" if str(item.delta.path) == item.label else f" (`{item.delta.path}`)"
         density = "" if item.density is None else item.density
-        lines.append(f"| {item.role} | `{item.label}`{where} | {item.weight} | {density} | `{digest[:16]}` |")
+        # the input as the user named it, never a local path (a card is the same wherever the merge ran)
+        lines.append(f"| {item.role} | `{item.label}` | {item.weight} | {density} | `{digest[:16]}` |")
     params = spec.params | ({"seed": spec.seed} if method.seeded else {}) | {"dtype": spec.dtype or "as the base"}
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|",
               *(f"| {name} | {value} |" for name, value in params.items()), "", "## What the method chose", "", *_selection(report), "", "## Load", "", "```python",

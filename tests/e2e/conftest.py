@@ -20,8 +20,8 @@ from tests.flows.test_cli_run import TINY
 
 
 def api(base: str, method: str, path: str, body: dict | None = None, attempts: int = 6):
-    """One call of the Prefect REST API. A 503 (the server busy on a loaded machine) is retried with a
-    growing pause; every other status is the caller's to judge."""
+    """One call of the Prefect REST API. A 503 or no answer within 30 s (the server busy on a loaded machine) is
+    retried with a growing pause; every other status is the caller's to judge."""
     for attempt in range(attempts):
         request = urllib.request.Request(f"{base}{path}", method=method, data=json.dumps(body).encode()
                                          if body is not None else None, headers={"content-type": "application/json"})
@@ -33,6 +33,9 @@ def api(base: str, method: str, path: str, body: dict | None = None, attempts: i
             if exc.code != 503 or attempt + 1 == attempts:
                 raise
             time.sleep(0.5 * 2 ** attempt)  # back-off before the next try, not a wait for an event
+        except TimeoutError:
+            if attempt + 1 == attempts:
+                raise
 
 
 def wait_for_state(base: str, run_id: str, wanted: set[str], timeout: float = 300) -> str:

@@ -29,7 +29,7 @@ def test_run_form_in_the_ui_submits_and_the_run_completes(deployed):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{ui}/deployments/deployment/{deployment}/run")
+            page.goto(f"{ui}/deployments/deployment/{deployment}/run", timeout=120_000)  # a loaded server is slow
             page.wait_for_load_state("networkidle")
             # the form is the run configuration: edit the store URL field, as a user would
             store_field = page.locator("textarea").nth(_index_of_value(page, deployed["config"]["store"]["url"]))

@@ -23,7 +23,9 @@ import yaml
 from linguaforge.storage import ArtifactStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = [p for folder in ("flows", "tasks", "pipelines", "storage", "bench") for p in (ROOT / folder).rglob("*.py")]
+# the project's own code: not what lives in hidden folders under it (the benches' anchor venvs, bench/.anchors)
+PROJECT = [p for folder in ("flows", "tasks", "pipelines", "storage", "bench") for p in (ROOT / folder).rglob("*.py")
+           if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
 
 
 def _calls(path: Path):
