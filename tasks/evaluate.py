@@ -35,8 +35,8 @@ from linguaforge.tasks.common import (
 )
 from linguaforge.tasks.progress import StageProgress
 
-EVAL_UNIT_VERSION = 3  # 3: keys derived from the settings models
-REPORT_VERSION = 2
+EVAL_UNIT_VERSION = 4  # 3: keys derived from the settings models; 4: math units count outputs holding a number
+REPORT_VERSION = 3  # 3: the share of math outputs holding a number, per model and language
 # the data enter by their source, the language is the unit's own; a spec's other fields all shape the scores
 UNIT_IGNORES = frozenset({"data", "languages"})
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,6 +87,8 @@ def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language
         "seconds": round(elapsed, 3), "items_per_second": round(len(items) / elapsed, 3) if elapsed > 0 else None,
         "items_total": len(every_row), "shots": len(shots[language]["exemplars"]) if shots else 0,
     }
+    if scoring == "generate" and bench.task == "math":  # well-formed answers: how many outputs hold a number
+        scores["with_number"] = sum(bool(re.search(r"\d", r["output"])) for r in records) / len(records)
     _write_unit(Path(out_dir), records, content_only(scores))
     return scores
 

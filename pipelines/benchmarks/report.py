@@ -302,8 +302,22 @@ class _Table:
             missing = [lang for lang in self.languages(bench) if lang not in self.common_languages(bench)]
             if missing:
                 lines += [f"Not every model was scored on {', '.join(missing)}: the average leaves them out.", ""]
+            lines += self._well_formed(bench, models)
         lines += [f"![comparison]({PLOT_FILE})", ""]
         return "\n".join(lines)
+
+    def _well_formed(self, bench: str, models: list[str]) -> list[str]:
+        """Math: the share of outputs that hold a number at all (a model that answers with no number cannot be
+        right, whatever it knows)."""
+        if not any("with_number" in c for (b, _, _), c in self.cells.items() if b == bench):
+            return []
+        langs = self.languages(bench)
+        lines = [f"Outputs holding a number, % ({bench}):", "", "| model | " + " | ".join(langs) + " |",
+                 "|---|" + "---|" * len(langs)]
+        for m in models:
+            cells = [self.cells.get((bench, lang, m), {}).get("with_number") for lang in langs]
+            lines.append(f"| {m} | " + " | ".join("—" if v is None else f"{100 * v:.0f}" for v in cells) + " |")
+        return lines + [""]
 
     def _delta_label(self, model: str) -> str:
         refs = [ref for ref, _ in self.references(model)]

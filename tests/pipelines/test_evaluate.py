@@ -79,6 +79,10 @@ def test_math_records_and_scores_by_hand(tmp_path):
     assert records[0]["source_text"].startswith("Janets Enten") and "### Instruction" in records[0]["prompt"]
     assert progress[-1][:2] == (3, 3) and progress[-1][2]["accuracy"] == 1.0
     assert [p[0] for p in progress] == [3]  # one chunk of 4 x batch_size=2 items
+    assert scores["with_number"] == 1.0  # every output holds a number
+    wordy = evaluate_unit(Scripted({"0": "Sie verkauft Eier.", "1": "Es sind 3 Ballen.", "2": "Keine Ahnung."}),
+                          "mgsm", "de", str(F / "mgsm"), tmp_path / "wordy")
+    assert wordy["with_number"] == 1 / 3
 
 
 def test_native_cot_counts_the_localized_phrase(tmp_path):

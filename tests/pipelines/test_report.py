@@ -87,6 +87,16 @@ def test_bad_scores(tmp_path):
         comparison_rows([])
 
 
+def test_the_share_of_math_outputs_holding_a_number_is_reported(tmp_path):
+    scores = [s | {"with_number": 0.95 if s["model"] == "llama" else 1.0} for s in SCORES if s["benchmark"] == "mgsm"]
+    build_comparison(scores, tmp_path, title="t")
+    text = (tmp_path / "report.md").read_text()
+    assert "Outputs holding a number, % (mgsm):" in text
+    assert "| llama | 95 | 95 |" in text and "| maet | 100 | 100 |" in text
+    build_comparison(SCORES, tmp_path / "none", title="t")
+    assert "Outputs holding a number" not in (tmp_path / "none" / "report.md").read_text()  # none recorded
+
+
 def test_model_whose_base_was_not_evaluated_has_no_delta():
     rows = comparison_rows([_score("maet", "llama", "mgsm", "de", 14, 40)])
     assert list(rows[0]) == ["benchmark", "metric", "language", "n", "maet"]
