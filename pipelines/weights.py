@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -26,6 +27,8 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
           "BOOL": torch.bool}
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+READ_AHEAD_BYTES = 64 << 20  # a reader reads ahead at most this much (memory held for the next tensor)
+_READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="weights-read")  # positioned reads release the GIL
 
 
 class SafetensorsFile:
@@ -77,6 +80,8 @@ class WeightReader:
         self.weight_map: dict[str, str] = weight_map
         self._files: dict[str, SafetensorsFile] = {}
         self._float: tuple[str, torch.Tensor] | None = None
+        self._ahead: dict[str, Future] = {}
+        self._last: tuple[str, torch.Tensor] | None = None  # the last tensor `get` returned (for float32)
 
     def _file(self, name: str) -> SafetensorsFile:
         try:
@@ -91,14 +96,28 @@ class WeightReader:
         return list(self.weight_map)
 
     def get(self, name: str) -> torch.Tensor:
-        return self._file(name).read(name)
+        ahead = self._ahead.pop(name, None)
+        tensor = ahead.result() if ahead is not None else self._file(name).read(name)
+        self._last = (name, tensor)
+        return tensor
+
+    def prefetch(self, name: str) -> None:
+        """Start reading `name` in a background thread, so that a streaming merge reads the next tensor while it
+        computes this one; the next `get(name)` takes it. Only tensors up to READ_AHEAD_BYTES, and one at a time
+        (memory stays a few tensors)."""
+        entry = self._file(name).entries[name]
+        start, end = entry["data_offsets"]
+        if name not in self._ahead and not self._ahead and end - start <= READ_AHEAD_BYTES:
+            self._ahead[name] = _READS.submit(self._file(name).read, name)
 
     def float32(self, name: str) -> torch.Tensor:
         """The tensor in float32, kept for the next call with the same name (several deltas taken against one
-        base tensor read and convert it once). Callers must not modify it."""
+        base tensor read and convert it once), made from the last `get` when that was this tensor (a merge reads
+        each base tensor once). Callers must not modify it (nor, for a float32 model, what `get` returned)."""
         if self._float is None or self._float[0] != name:
             self._float = None  # drop the previous tensor before making the next
-            self._float = (name, self.get(name).to(torch.float32))
+            raw = self._last[1] if self._last is not None and self._last[0] == name else self.get(name)
+            self._float = (name, raw.to(torch.float32))
         return self._float[1]
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -137,6 +156,8 @@ class ShardedWriter:
         self._layout = None if layout is None else _plan_shards(layout, shard_bytes)
         self._expected = iter([]) if layout is None else iter(layout)
         self._open: tuple[int, object] | None = None  # (shard index, file) being streamed
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-write")  # in order, one at a time
+        self._pending_writes: list[Future] = []
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         size = tensor.numel() * tensor.element_size()
@@ -154,19 +175,34 @@ class ShardedWriter:
         if expected is None or expected[0] != name or expected[1] != tensor.dtype or tuple(expected[2]) != tuple(tensor.shape):
             raise RuntimeError(f"shard writer: got {name} {tensor.dtype} {tuple(tensor.shape)}, the layout says {expected}")
         shard = next(i for i, names in enumerate(self._layout) if name in names)
+        data = tensor.contiguous().reshape(-1).view(torch.uint8)
+        # written by one background thread, in order, while the caller makes the next tensor; at most two wait
+        self._pending_writes.append(self._writes.submit(self._write, shard, data))
+        while len(self._pending_writes) > 2:
+            self._pending_writes.pop(0).result()
+
+    def _write(self, shard: int, data: torch.Tensor) -> None:
         if self._open is None or self._open[0] != shard:
             self._close_open()
             f = open(self.dir / f".shard-{shard:05d}.safetensors", "wb")
             f.write(_header(self._layout[shard]))
             self._open = (shard, f)
             self._shards.append(list(self._layout[shard]))
-        data = tensor.contiguous().reshape(-1).view(torch.uint8)
         self._open[1].write(memoryview(data.numpy()))
 
     def _close_open(self) -> None:
         if self._open is not None:
             self._open[1].close()
             self._open = None
+
+    def _drain(self) -> None:
+        """Wait for every queued write (raising the first failure), then close the open shard."""
+        try:
+            while self._pending_writes:
+                self._pending_writes.pop(0).result()
+        finally:
+            self._writes.submit(self._close_open).result()
+            self._writes.shutdown()
 
     def _flush(self) -> None:
         from safetensors.torch import save_file
@@ -178,7 +214,7 @@ class ShardedWriter:
     def close(self) -> list[str]:
         """Name the shards as transformers expects and write the index; returns the file names."""
         if self._layout is not None:
-            self._close_open()
+            self._drain()
             if next(self._expected, None) is not None:
                 raise RuntimeError("shard writer: closed before every tensor of the layout was written")
         elif self._pending:

@@ -127,8 +127,11 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
     try:
         writer = ShardedWriter(staging, shard_bytes, layout=layout)
         changed = set().union(*(set(i.delta.names()) for i in spec.inputs))
+        readers = [base] + [i.delta for i in spec.inputs if hasattr(i.delta, "prefetch")]
         for done, (name, out_dtype, _) in enumerate(layout, 1):
             original = base.get(name)
+            for reader in readers if done < len(layout) else []:  # read the next tensor while this one is made
+                reader.prefetch(layout[done][0])
             tensor = merged(name, original) if name in changed else original  # untouched: as is
             writer.add(name, tensor.to(out_dtype))
             if progress is not None:

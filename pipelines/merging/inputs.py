@@ -54,6 +54,9 @@ class ModelDelta:
     def names(self) -> list[str]:
         return list(self.shapes)
 
+    def prefetch(self, name: str) -> None:
+        self.model.prefetch(name)
+
     def form(self, name: str) -> str:
         return "dense"
 
