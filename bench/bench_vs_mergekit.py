@@ -163,12 +163,12 @@ def main() -> None:
     params = sum(math.prod(s) for s in model_shapes(o).values())
     print(f"\n{o.layers} layers, hidden {o.hidden}: about {params / 1e9:.2f} B parameters, bf16; fine-tunes change "
           f"{o.share:.0%} of each tensor; task_arithmetic, weights {list(WEIGHTS.values())}; median of {o.turns}")
-    print(f"{'':14s}{'wall s':>8s}{'vs mergekit':>13s}{'vs floor':>10s}{'peak RSS GiB':>14s}{'entries ≥1 ulp off':>21s}"
+    print(f"{'':14s}{'wall s':>8s}{'vs mergekit':>13s}{'vs floor':>10s}{'peak RSS GiB':>14s}{'entries ≥1 ulp off':>29s}"
           f"{'max ulps':>10s}")
     for name in variants:
         changed = f"{off[name][0]:,} of {off[name][2]:,}" if name in off else ""
         print(f"{name:14s}{wall[name]:8.1f}{wall[name] / wall['mergekit']:12.2f}x{wall[name] / wall['io floor']:9.2f}x"
-              f"{rss[name]:14.2f}{changed:>21s}{(str(off[name][1]) if name in off else ''):>10s}")
+              f"{rss[name]:14.2f}  {changed:>27s}{(str(off[name][1]) if name in off else ''):>10s}")
     ratio = wall["linguaforge"] / wall["mergekit"]
     print(f"\ngoals: time <= 0.5x mergekit: {ratio:.2f}x {'met' if ratio <= 0.5 else 'NOT met'}; peak RSS <= 2 GiB: "
           f"{rss['linguaforge']:.2f} {'met' if rss['linguaforge'] <= 2 else 'NOT met'}; closer to fp32 than mergekit: "
