@@ -13,6 +13,12 @@ once to bf16: the number of entries off by one or more bf16 ulps, and the larges
 
 Goals (issue 14): linguaforge ≤ 0.5x mergekit's wall time, ≤ 2 GiB peak RSS, and closer to the reference.
 
+Measured here (2 cores, 24 GiB, 2026-12-03, two runs of 3 turns): mergekit 0.1.5 25.2 / 33.0 s and 5.1 / 5.5 GiB;
+linguaforge 20.4 / 23.6 s (0.81x / 0.72x mergekit, 1.54x / 1.49x the floor) and 1.50 / 1.75 GiB; the I/O floor
+13.2 / 15.9 s, which is itself 0.52x / 0.48x mergekit's time: the 0.5x goal is not met, and on this machine it
+lies at the floor. linguaforge's output is the fp32 reference rounded once (0 entries off); mergekit's has 13.2 M
+of 1.1 G entries one or more bf16 ulps off (it subtracts and sums in bf16).
+
     make bench-anchors                     # installs mergekit into bench/.anchors/ (first use), then runs this
     python bench/bench_vs_mergekit.py [--layers 22] [--turns 3] [--root bench/.cache/vs-mergekit]
 """
