@@ -12,6 +12,12 @@ The generated texts of both are compared with a one-item greedy loop (HF generat
 
 Goal (issue 14): linguaforge >= 2x lm-eval's whole-process items/s, with texts identical to the one-item loop.
 
+Measured here (2 cores, quiet, 2026-12-03, median of 3): linguaforge 28.1 s (8.88 items/s; evaluation 19.9 s,
+the rest 8.3 s), lm-eval 39.3 s (6.36 items/s; evaluation 36.3 s, the rest 2.9 s): 1.40x, goal not met. The
+evaluation itself is 1.8x faster; the start-up is where linguaforge loses (importing every model class the
+pipeline uses, `pipelines/models.py`, about 2.7 s of it). Both tools' texts equal the one-item loop's (0 of 250
+differ). With a demo training beside it (an earlier run): 106.0 s against 175.9 s, 1.66x.
+
     make bench-anchors                     # installs lm-eval into bench/.anchors/ (first use), then runs this
     python bench/bench_vs_lmeval.py [--items 250] [--batch 64] [--turns 3]
 """
