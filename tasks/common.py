@@ -176,12 +176,27 @@ def _successor(key: str) -> str:
 # run with the same configuration reuses every result; each hit is checked against the store first.
 # Results are artifact refs, serialised as JSON (no pickle). On a miss the task still skips committed
 # artifacts (run_stage).
+@dataclass
+class StageVersion(CachePolicy):
+    """The stage's declared version in Prefect's cache key, as it is in the store's: a version bump (the artifact's
+    content or meaning changed) re-runs the stage even where Prefect remembers a result. Without it, a bump that
+    left the task function's source unchanged was served the old artifact from Prefect's cache."""
+
+    version: str = ""
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str:
+        return hashlib.sha256(self.version.encode()).hexdigest()
+
+
 STAGE_CACHE_POLICY = VerifiedCache(inner=INPUTS + TASK_SOURCE)
 
 
-def stage_task(*, name: str, retries: int = 2, **options):
-    """The decorator of every stage task: cached as above, retried on transient faults only."""
-    return task(name=name, retries=retries, retry_condition_fn=retry_transient, cache_policy=STAGE_CACHE_POLICY,
+def stage_task(*, name: str, version: int | None = None, retries: int = 2, **options):
+    """The decorator of every stage task: cached as above (with the stage's version, for the stages that commit a
+    versioned artifact), retried on transient faults only."""
+    policy = STAGE_CACHE_POLICY if version is None else VerifiedCache(
+        inner=INPUTS + TASK_SOURCE + StageVersion(version=f"{name}/{version}"))
+    return task(name=name, retries=retries, retry_condition_fn=retry_transient, cache_policy=policy,
                 persist_result=True, result_serializer="json", **options)
 
 

@@ -31,7 +31,7 @@ def mixture_params(ctx: RunContext, prep: CorpusPrepConfig) -> dict:
     return {"ability_share": prep.ability_mix_ratio, "seed": ctx.seed}
 
 
-@stage_task(name="corpus_prep", task_run_name="corpus_prep-{name}", retries=2)
+@stage_task(name="corpus_prep", version=CORPUS_PREP_VERSION, task_run_name="corpus_prep-{name}", retries=2)
 def corpus_prep(ctx: RunContext, prep: CorpusPrepConfig, name: str, language: str, corpus: CorpusSource,
                 world: ArtifactRef | None, base: Source) -> ArtifactRef:
     """Read, normalise, filter, tokenize (with the base model's tokenizer) and pack one corpus."""
@@ -57,7 +57,7 @@ def corpus_prep(ctx: RunContext, prep: CorpusPrepConfig, name: str, language: st
                      sources={"corpus": source, "tokenizer": tokenizer_src}, build=build)
 
 
-@stage_task(name="corpus_mixture", retries=2)
+@stage_task(name="corpus_mixture", version=MIXTURE_VERSION, retries=2)
 def corpus_mixture(ctx: RunContext, prep: CorpusPrepConfig, ability: ArtifactRef, general: ArtifactRef) -> ArtifactRef:
     """The ability + pivot-language mixture that LLM_{A,L0} is trained on, by token share."""
     store = open_store(ctx.store)

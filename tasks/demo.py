@@ -53,7 +53,7 @@ def bootstrap_params(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig) 
             "seed": ctx.seed}
 
 
-@stage_task(name="demo_world", retries=1)
+@stage_task(name="demo_world", version=DEMO_WORLD_VERSION, retries=1)
 def demo_world(ctx: RunContext, demo: DemoConfig) -> ArtifactRef:
     params = world_params(ctx, demo)
     spec = WorldSpec(languages=ctx.all_languages, **_only(demo, WORLD_FIELDS))
@@ -67,7 +67,7 @@ def demo_world(ctx: RunContext, demo: DemoConfig) -> ArtifactRef:
                      params=params, build=build)
 
 
-@stage_task(name="tiny_models", retries=1)
+@stage_task(name="tiny_models", version=TINY_MODELS_VERSION, retries=1)
 def tiny_models(ctx: RunContext, demo: DemoConfig, world: ArtifactRef) -> ArtifactRef:
     store = open_store(ctx.store)
     params = tiny_model_params(ctx, demo)
@@ -88,7 +88,7 @@ def tiny_models(ctx: RunContext, demo: DemoConfig, world: ArtifactRef) -> Artifa
                      sources={"world": world_src}, build=build)
 
 
-@stage_task(name="bootstrap", retries=1)
+@stage_task(name="bootstrap", version=BOOTSTRAP_VERSION, retries=1)
 def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: ArtifactRef,
               models: ArtifactRef) -> ArtifactRef:
     """Briefly pre-train the tiny LLM on the general text of every language: the demo's 'base model'."""

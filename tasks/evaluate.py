@@ -95,7 +95,8 @@ def unit_params(model: EvalModel, spec: BenchmarkSpec, language: str) -> dict:
             "benchmark": key_params(spec, UNIT_IGNORES)}
 
 
-@stage_task(name="evaluate_unit", task_run_name="eval-{model.name}-{spec.name}-{language}", retries=1)
+@stage_task(name="evaluate_unit", version=EVAL_UNIT_VERSION, task_run_name="eval-{model.name}-{spec.name}-{language}",
+            retries=1)
 def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalModel, language: str,
              world: ArtifactRef | None) -> ArtifactRef:
     store = open_store(ctx.store)
@@ -116,7 +117,7 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
                      sources={"weights": model.source, "data": data}, build=build)
 
 
-@stage_task(name="comparison_report", retries=1)
+@stage_task(name="comparison_report", version=REPORT_VERSION, retries=1)
 def comparison_report(ctx: RunContext, units: list[ArtifactRef]) -> ArtifactRef:
     """Per-language accuracy of every model next to its base: report.md, comparison.png, rows.json."""
     store = open_store(ctx.store)

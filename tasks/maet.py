@@ -40,7 +40,7 @@ def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: 
     return weights
 
 
-@stage_task(name="importance_probe", task_run_name="probe-{name}", retries=2)
+@stage_task(name="importance_probe", version=PROBE_VERSION, task_run_name="probe-{name}", retries=2)
 def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """Eq. 1: a short CPT on the corpus, then the top k1 % neurons by |θ' − θ| become the key neurons."""
     store = open_store(ctx.store)
@@ -64,7 +64,7 @@ def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: Art
                                         f"{w.metrics['neurons']} ({probe.granularity} granularity)")
 
 
-@stage_task(name="masked_cpt", task_run_name="masked_cpt-{name}", retries=2)
+@stage_task(name="masked_cpt", version=MASKED_CPT_VERSION, task_run_name="masked_cpt-{name}", retries=2)
 def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef],
                base: Source) -> ArtifactRef:
     """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base.
@@ -86,7 +86,7 @@ def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactR
                      sources=sources, build=build)
 
 
-@stage_task(name="full_cpt", retries=2)
+@stage_task(name="full_cpt", version=FULL_CPT_VERSION, retries=2)
 def full_cpt(ctx: RunContext, full: FullCPTConfig, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """The baseline: CPT of every weight on the ability corpus; kept as a model and as a (dense) delta."""
     store = open_store(ctx.store)

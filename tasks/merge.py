@@ -39,7 +39,7 @@ def _delta(store, ref: ArtifactRef, rel: str = "delta.safetensors") -> SparseDel
     return SparseDelta(store.open(ref).path(rel))
 
 
-@stage_task(name="decompose")
+@stage_task(name="decompose", version=DECOMPOSE_VERSION)
 def decompose(ctx: RunContext, d: DecomposeConfig, ability_pivot: ArtifactRef, pivot: ArtifactRef,
               languages: dict[str, ArtifactRef]) -> ArtifactRef:
     """R(A) and every R(L_i) from the masked-CPT deltas, as sparse deltas against the same base."""
@@ -59,7 +59,7 @@ def decompose(ctx: RunContext, d: DecomposeConfig, ability_pivot: ArtifactRef, p
                      sources=sources, build=build)
 
 
-@stage_task(name="merge", task_run_name="merge-{method}")
+@stage_task(name="merge", version=MERGE_VERSION, task_run_name="merge-{method}")
 def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, ability: ArtifactRef, ability_file: str,
                  languages: ArtifactRef | None = None) -> ArtifactRef:
     """One method of the merge engine (maet, task_arithmetic, ties, dare) into an HF folder `model/`."""

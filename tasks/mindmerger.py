@@ -91,7 +91,7 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: Mi
                       "skipped": sum(tokenized.skipped.values())})
 
 
-@stage_task(name="mindmerger_mapping", task_run_name="mindmerger_mapping-{llm_name}", retries=2)
+@stage_task(name="mindmerger_mapping", version=MAPPING_VERSION, task_run_name="mindmerger_mapping-{llm_name}", retries=2)
 def mindmerger_mapping(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm: Source, encoder: Source,
                        world: ArtifactRef | None) -> ArtifactRef:
     """Stage 1: train the mapping on X→English translation pairs of every configured language (no prompt)."""
@@ -111,7 +111,8 @@ def mindmerger_mapping(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm
                      describe=_describe)
 
 
-@stage_task(name="mindmerger_augmentation", task_run_name="mindmerger_augmentation-{llm_name}", retries=2)
+@stage_task(name="mindmerger_augmentation", version=AUGMENTATION_VERSION,
+            task_run_name="mindmerger_augmentation-{llm_name}", retries=2)
 def mindmerger_augmentation(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm: Source, encoder: Source,
                             mapping: ArtifactRef, world: ArtifactRef | None) -> ArtifactRef:
     """Stage 2: translated task queries with the task prompt, starting from the mapping stage's best mapping."""

@@ -160,3 +160,22 @@ def test_key_functions_are_plain_and_stages_are_tasks():
               maet.masked_cpt, maet.full_cpt, merge.decompose, merge.merge_models, mindmerger.mindmerger_mapping,
               mindmerger.mindmerger_augmentation]
     assert all(isinstance(stage, Task) for stage in stages)
+
+
+def test_a_stage_version_is_in_prefects_cache_key_too():
+    """A version bump re-runs a stage even where Prefect remembers a result (it once served the old artifact:
+    the task's source had not changed, only the module's version constant)."""
+    from linguaforge.tasks.common import StageVersion
+
+    assert StageVersion(version="merge/4").compute_key(None, {}, {}) != StageVersion(version="merge/5").compute_key(
+        None, {}, {})
+    versioned = {corpus.corpus_prep: corpus.CORPUS_PREP_VERSION, corpus.corpus_mixture: corpus.MIXTURE_VERSION,
+                 demo.demo_world: demo.DEMO_WORLD_VERSION, demo.tiny_models: demo.TINY_MODELS_VERSION,
+                 demo.bootstrap: demo.BOOTSTRAP_VERSION, maet.importance_probe: maet.PROBE_VERSION,
+                 maet.masked_cpt: maet.MASKED_CPT_VERSION, maet.full_cpt: maet.FULL_CPT_VERSION,
+                 merge.decompose: merge.DECOMPOSE_VERSION, merge.merge_models: merge.MERGE_VERSION,
+                 evaluate.evaluate: evaluate.EVAL_UNIT_VERSION, evaluate.comparison_report: evaluate.REPORT_VERSION,
+                 mindmerger.mindmerger_mapping: mindmerger.MAPPING_VERSION,
+                 mindmerger.mindmerger_augmentation: mindmerger.AUGMENTATION_VERSION}
+    for stage, version in versioned.items():
+        assert StageVersion(version=f"{stage.name}/{version}") in stage.cache_policy.inner.policies, stage.name
