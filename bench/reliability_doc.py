@@ -99,7 +99,9 @@ def _load() -> list[str]:
         return [_not_run("load test", "pytest tests/load")]
     return [f"{figure['runs']} flow runs started at once from {figure['processes']} processes on one Prefect server "
             f"and one store: states {figure['states']}, {figure['artifacts']} distinct artifacts (each asked for "
-            f"twice), at most {figure['max_commits_per_key']} commit per key, 0 lost; {figure['seconds']} s in all."]
+            f"twice), at most {figure['max_commits_per_key']} commit per key, 0 lost; {figure['seconds']} s in all. "
+            f"Runs left behind by Prefect's client retrying a timed-out create (never started): "
+            f"{figure.get('orphan_runs_from_client_retries', 0)}."]
 
 
 def main() -> None:
