@@ -5,7 +5,8 @@ For each seed, the whole demo (configs/demo.yaml with `seed` and `demo.seed` set
 overrides) runs into a store of its own (`<out>/seed-N`; committed stages are reused on a second call),
 then the headline
 — every derived model's average Δ over the non-pivot languages, with its 95 % interval — is read from
-that store's evaluation units. Prints a table per seed, then the mean and spread of every Δ.
+the scores of that run's report (`linguaforge run --outputs` names it; a store may also hold units of
+older runs). Prints a table per seed, then the mean and spread of every Δ.
 
     python bench/bench_transfer.py [--seeds 0 1 2] [--config configs/demo.yaml] [--set KEY=VALUE ...]
 
@@ -24,7 +25,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from linguaforge.pipelines.benchmarks import headline_rows, read_scores  # noqa: E402
+from linguaforge.flows.outputs import RunOutputs  # noqa: E402
+from linguaforge.pipelines.benchmarks import headline_rows  # noqa: E402
+from linguaforge.storage import ArtifactStore  # noqa: E402
 
 
 def override(cfg: dict, assignments: list[str]) -> None:
@@ -47,9 +50,10 @@ def run_seed(config: Path, seed: int, assignments: list[str], root: Path) -> lis
     cfg["store"] = {"url": str(store / "store"), "cache_dir": str(store / "cache")}
     store.mkdir(parents=True, exist_ok=True)
     (store / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(store / "config.yaml")], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
-    scores = read_scores(store / "store" / "eval")
+    subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(store / "config.yaml"),
+                    "--outputs", str(store / "outputs.json")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    report = RunOutputs.model_validate_json((store / "outputs.json").read_text()).report
+    scores = ArtifactStore(cfg["store"]["url"], cache_dir=cfg["store"]["cache_dir"]).open(report).read_json("scores.json")
     print(f"\nseed {seed}: accuracy % per language")
     for bench in sorted({s["benchmark"] for s in scores}):
         for model in sorted({s["model"] for s in scores if s["benchmark"] == bench}):

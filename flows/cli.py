@@ -73,6 +73,10 @@ def _open_store(cfg, create: bool = False):
 
 def cmd_run(args) -> int:
     cfg = _load(args)  # the whole configuration is checked before torch, Prefect and transformers load
+    if args.outputs and not Path(args.outputs).resolve().parent.is_dir():
+        from linguaforge.flows.config import ConfigError
+
+        raise ConfigError(f"--outputs {args.outputs}: no such folder {Path(args.outputs).resolve().parent}")
     check_prefect_api()
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     _open_store(cfg, create=True)
@@ -94,6 +98,8 @@ def cmd_run(args) -> int:
         finally:
             attach_console(None)
     _print_summary(outputs, cfg, time.perf_counter() - began)
+    if args.outputs:  # for scripts and schedulers: every artifact the run made or reused, by role
+        Path(args.outputs).write_text(outputs.model_dump_json(indent=1), encoding="utf-8")
     return 0
 
 
@@ -364,7 +370,13 @@ def cmd_report(args) -> int:
         cfg = _load(args)
         store = _open_store(cfg)
         units = [m for m in store.list("eval") if not args.models or m.params.get("model") in args.models]
-        scores = [store.open((m.kind, m.key)).read_json("scores.json") for m in units]
+        newest = {}  # a store keeps the units of older runs too (another preset, an older evaluator): newest wins
+        for m in units:  # oldest first
+            score = store.open((m.kind, m.key)).read_json("scores.json")
+            newest[score["model"], score["benchmark"], score["language"]] = score
+        scores = list(newest.values())
+        if len(scores) < len(units):
+            console.print(f"[dim]{len(units) - len(scores)} older evaluation unit(s) superseded by newer ones[/]")
         title = f"linguaforge run {cfg.name}"
     else:
         scores = read_scores(args.source)
@@ -484,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--store", help="artifact store URL (overrides store.url)")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="stream the full Prefect log here too (it always goes to the run's log file)")
+    run.add_argument("--outputs", metavar="FILE", help="write what the run made, by role (artifact refs), as JSON")
     run.set_defaults(func=cmd_run)
     arts = _store_command(sub, "artifacts", "list committed artifacts")
     arts.add_argument("--kind", help="only this kind (corpus, base_llm, ...)")

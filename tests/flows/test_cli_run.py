@@ -13,6 +13,7 @@ import yaml
 
 from linguaforge.flows.config import load_config
 from linguaforge.flows.live import expected_stages
+from linguaforge.flows.outputs import RunOutputs
 from linguaforge.storage import ArtifactStore
 
 TINY = {
@@ -94,15 +95,29 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
     for model in ("mindmerger-maet", "mindmerger-full_cpt", "mindmerger-base"):  # every evaluated model
         assert f"| {model} |" in md
 
-    second = _cli("run", str(config), "-v", cwd=repo_root)
+    second = _cli("run", str(config), "-v", "--outputs", str(tmp_path / "outputs.json"), cwd=repo_root)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "nothing re-executed" in second.stdout
     assert "already committed" in second.stdout + second.stderr  # -v streams the log as well
     assert len(store.list()) == len(committed)
     assert len(store.events(event="committed")) == len(committed)  # nothing executed twice
+    outputs = RunOutputs.model_validate_json((tmp_path / "outputs.json").read_text())
+    assert outputs.report.key == report.key and {u.ref.key for u in outputs.evaluations} == {m.key for m in units}
 
     listing = _cli("artifacts", str(config), cwd=repo_root)
     assert listing.returncode == 0 and f"{len(committed)} artifact(s)" in listing.stdout
+
+    # a store keeps older units beside newer ones (another evaluator version): the rebuilt report takes the newest
+    old = next(m for m in units if (m.params["model"], m.params["benchmark"]["name"], m.params["language"])
+               == ("base", "mgsm", "de"))
+    newer = {**store.open((old.kind, old.key)).read_json("scores.json"), "accuracy": 1.0}
+    with store.writer("eval", "f" * 24, stage="evaluate", stage_version="newer", params=old.params) as w:
+        w.write_json("scores.json", newer)
+    rebuilt = _cli("report", str(config), "--out", str(tmp_path / "rebuilt"), cwd=repo_root)
+    assert rebuilt.returncode == 0 and "1 older evaluation unit(s) superseded" in rebuilt.stdout, rebuilt.stdout
+    mgsm = (tmp_path / "rebuilt" / "report.md").read_text().split("## mgsm")[1].split("## ")[0]
+    de_row = next(line for line in mgsm.splitlines() if line.startswith("| de |"))
+    assert de_row.split("|")[3].strip().startswith("100.0 ["), de_row  # language | n | base | ...
 
 
 def test_bad_config_exits_2_naming_each_field(tmp_path, repo_root):
