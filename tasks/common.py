@@ -24,7 +24,7 @@ from linguaforge.pipelines.locations import resolve_model_dir
 from linguaforge.pipelines.settings import DEMO_PREFIX
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
 from linguaforge.storage.settings import StoreConfig, open_store  # noqa: F401 - tasks open stores from here
-from linguaforge.tasks.progress import stage_finished
+from linguaforge.tasks.progress import stage_finished, ui_artifact
 
 
 class RunContext(BaseModel):
@@ -263,8 +263,8 @@ def _publish(stage: str, kind: str, writer: ArtifactWriter, description: str | N
     scalars = {k: v for k, v in writer.metrics.items() if isinstance(v, int | float | str | bool)}
     if scalars:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scalars.items()]
-    create_markdown_artifact("\n".join(lines), key=ui_key(f"{kind}-{writer.ref.key[:12]}"),
-                             description=f"{stage} output")
+    ui_artifact(create_markdown_artifact, "\n".join(lines), key=ui_key(f"{kind}-{writer.ref.key[:12]}"),
+                description=f"{stage} output")
 
 
 def ui_key(text: str) -> str:

@@ -33,7 +33,7 @@ from linguaforge.tasks.common import (
     stage_task,
     ui_key,
 )
-from linguaforge.tasks.progress import StageProgress
+from linguaforge.tasks.progress import StageProgress, ui_artifact
 
 EVAL_UNIT_VERSION = 4  # 3: keys derived from the settings models; 4: math units count outputs holding a number
 REPORT_VERSION = 3  # 3: the share of math outputs holding a number, per model and language
@@ -130,8 +130,8 @@ def comparison_report(ctx: RunContext, units: list[ArtifactRef]) -> ArtifactRef:
         w.write_json("headline.json", headline_rows(scores, ctx.pivot_language))
         w.write_json("scores.json", scores)
         w.metrics.update({"units": len(units), "models": len({s["model"] for s in scores})})
-        create_table_artifact(rows, key=ui_key(f"comparison-{ctx.name}"),
-                              description=f"linguaforge run {ctx.name}: accuracy per language, every model vs its base")
+        ui_artifact(create_table_artifact, rows, key=ui_key(f"comparison-{ctx.name}"),
+                    description=f"linguaforge run {ctx.name}: accuracy per language, every model vs its base")
 
     return run_stage(store, kind="report", stage="comparison_report", version=REPORT_VERSION,
                      params={"run": ctx.name}, sources=sources, build=build,

@@ -15,7 +15,7 @@ from linguaforge.pipelines.merging.settings import MergeConfig
 from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactWriter
 from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task, ui_key
-from linguaforge.tasks.progress import StageProgress
+from linguaforge.tasks.progress import StageProgress, ui_artifact
 
 DECOMPOSE_VERSION = 2  # 2: keys derived from the settings models
 MERGE_VERSION = 4  # 2: merge_report.json flags ties at the cut of T; 3: keys derived from the method's declaration;
@@ -91,7 +91,7 @@ def _publish_selection(run_name: str, report: dict) -> None:
     selected = set(report["selected"])
     rows = [{"tensor": name, "family": report["families"][name], "similarity": f"{s:.4g}",
              "gets R(A)": name in selected} for name, s in report["similarity"].items()]
-    create_table_artifact(rows, key=ui_key(f"maet-selection-{run_name}"),
-                          description=f"MAET merge: S(τ) per tensor, {len(selected)} of {len(rows)} get γR(A)"
-                                      + selection_warning(report))
+    ui_artifact(create_table_artifact, rows, key=ui_key(f"maet-selection-{run_name}"),
+                description=f"MAET merge: S(τ) per tensor, {len(selected)} of {len(rows)} get γR(A)"
+                            + selection_warning(report))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger
@@ -43,6 +44,18 @@ def _fmt(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
 
 
+def ui_artifact(publish: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call one of Prefect's artifact functions, best effort. The UI's artifacts show what the store already
+    holds; a Prefect server that cannot take one (seen: HTTP 500, "database is locked", on a loaded SQLite
+    server) must not fail, and so re-run, the stage that computed it. Returns None when it did not publish."""
+    try:
+        return publish(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - whatever the API raised, the stage's result stands
+        get_run_logger().warning("Prefect UI artifact not published (%s: %s); the stage goes on",
+                                 type(exc).__name__, str(exc)[:200])
+        return None
+
+
 class StageProgress:
     """A `progress(done, total, metrics)` callback for pipelines functions; throttled to ~1 update/s."""
 
@@ -50,7 +63,7 @@ class StageProgress:
         self.label, self.total, self.every = label, total, every_seconds
         self.logger = get_run_logger()
         self._last = 0.0
-        self._artifact_id = create_progress_artifact(0.0, description=label)
+        self._artifact_id = ui_artifact(create_progress_artifact, 0.0, description=label)
         self._console_task = None
         with _console_lock:
             if _console_progress is not None:
@@ -63,8 +76,8 @@ class StageProgress:
             return
         self._last = now
         percent = 100.0 * done / total if total else 0.0
-        if total:
-            update_progress_artifact(self._artifact_id, percent)
+        if total and self._artifact_id is not None:
+            ui_artifact(update_progress_artifact, self._artifact_id, percent)
         text = _fmt(metrics or {})
         self.logger.info("%s: %d/%s %s", self.label, done, total or "?", text)
         with _console_lock:
@@ -74,8 +87,8 @@ class StageProgress:
                                          description=f"{self.label} {shown}".strip())
 
     def close(self) -> None:
-        if self.total:
-            update_progress_artifact(self._artifact_id, 100.0)
+        if self.total and self._artifact_id is not None:
+            ui_artifact(update_progress_artifact, self._artifact_id, 100.0)
         with _console_lock:
             if _console_progress is not None and self._console_task is not None:
                 _console_progress.remove_task(self._console_task)

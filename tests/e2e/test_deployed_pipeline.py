@@ -81,13 +81,16 @@ def test_kill_mid_stage_then_retry_reruns_only_that_stage(deployed, retry_with, 
     assert final == "COMPLETED", _why(base, run["id"], store)
 
     executions = _executions(store) - before
+    # a stage that failed on a transient fault (recorded in the store with its error) is retried by Prefect:
+    # those executions are explained by the failure, not by the kill
+    failures = Counter((e["kind"], e["key"]) for e in store.events(event="failed"))
     full_cpt = [m for m in store.list("delta") if m.stage == "full_cpt"]
     assert len(full_cpt) == 1
-    rerun = {k for k, n in executions.items() if n > 1}
+    rerun = {k for k, n in executions.items() if n - failures[k] > 1}
     assert ("delta", full_cpt[0].key) in interrupted
     assert rerun == interrupted, f"executed twice: {rerun}; interrupted by the kill: {interrupted}"
     # everything committed before the kill was reused, not recomputed
-    assert all(executions[k] == 1 for k in committed_before_retry)
+    assert all(executions[k] - failures[k] == 1 for k in committed_before_retry)
     resumed_from = full_cpt[0].metrics["resumed_from"]
     assert resumed_from and resumed_from >= 50  # continued from its checkpoint
     assert any(m.kind == "report" for m in store.list())

@@ -1,0 +1,54 @@
+"""Prefect UI artifacts are best effort: one the API refuses must not fail, and so re-run, the stage that
+computed the result (under load a SQLite Prefect server answered POST /artifacts/ with HTTP 500 and five
+evaluation units failed and ran again)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+
+@pytest.fixture
+def prefect_api(tmp_path, monkeypatch):
+    """A real (ephemeral) Prefect API with a database of its own."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _artifact_keys() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    async def keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts()}
+
+    return asyncio.run(keys())
+
+
+def test_a_refused_ui_artifact_is_a_warning_and_the_stage_goes_on(prefect_api, capfd):
+    from prefect import flow, task
+    from prefect.artifacts import create_markdown_artifact
+
+    from linguaforge.tasks.progress import StageProgress, ui_artifact
+
+    @task
+    def stage() -> int:
+        published = ui_artifact(create_markdown_artifact, "fine", key="a-good-key")
+        refused = ui_artifact(create_markdown_artifact, "refused", key="Not A Valid Key!")  # the API's own check
+        with StageProgress("work", total=2) as progress:
+            progress(1, 2, {"loss": 1.0})
+            progress(2, 2, {"loss": 0.5})
+        return (published is not None) + 10 * (refused is None)
+
+    @flow
+    def run() -> int:
+        return stage()
+
+    assert run() == 11  # the task completed: one published, one refused
+    assert "Prefect UI artifact not published (ValidationError" in capfd.readouterr().err  # Prefect's console log
+    assert "a-good-key" in _artifact_keys()
