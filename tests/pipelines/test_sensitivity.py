@@ -109,6 +109,7 @@ def test_mindmerger_generations_depend_on_the_mapped_encoder_states(demo_assets)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~4 min of training alone; beside a CPU hog (make test-under-load) it took > 15 min
 def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_path):
     """At the demo's model size, on its own fixed world: bootstrap, full CPT, English MGSM. The recipe is the
     demo's before the 10-minute budget (bootstrap 300 and full CPT 400 steps of 4 096 tokens): the demo's
