@@ -64,6 +64,18 @@ def s3_endpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def prefect_api(tmp_path, monkeypatch):
+    """A temporary Prefect API of our own (a database of its own), stopped while the test's output streams
+    are still open."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with prefect_test_harness(server_startup_timeout=120):  # a loaded machine starts it slowly
+        yield
+
+
+@pytest.fixture
 def s3_env(s3_endpoint, monkeypatch):
     """Credentials and endpoint in the environment, as a user on MinIO would set them."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

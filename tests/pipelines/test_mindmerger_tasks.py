@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 from prefect import flow
 
 from linguaforge.flows.config import RunConfig
@@ -30,18 +29,7 @@ def two_stages(cfg: RunConfig, llm: Source, encoder: Source, world):
     return mapping, mindmerger_augmentation(ctx, cfg.mindmerger, "base", llm, encoder, mapping, world)
 
 
-@pytest.fixture
-def prefect_home(tmp_path, monkeypatch):
-    """A temporary Prefect API of our own, stopped while the test's output streams are still open."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
-def test_stages_commit_skip_on_rerun_and_evaluate(tmp_path, demo_assets, prefect_home):
+def test_stages_commit_skip_on_rerun_and_evaluate(tmp_path, demo_assets, prefect_api):
     cfg = RunConfig.model_validate({
         "languages": ["de", "zh"], "store": {"url": str(tmp_path / "store"), "cache_dir": str(tmp_path / "cache")},
         "mindmerger": {"mapping": STAGE, "augmentation": STAGE | {"max_source_len": 512, "max_target_len": 512}},

@@ -7,19 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import pytest
-
-
-@pytest.fixture
-def prefect_api(tmp_path, monkeypatch):
-    """A real (ephemeral) Prefect API with a database of its own."""
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
 
 def _artifact_keys() -> set[str]:
     from prefect.client.orchestration import get_client
