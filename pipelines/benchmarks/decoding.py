@@ -10,7 +10,10 @@ the KV cache, per-benchmark `max_new_tokens` and stop strings; a row leaves its 
 finished (EOS or a stop string), so the remaining steps compute the rows still going only; outputs are cut at
 EOS and at the first stop string. Results do not depend on the batch size: padding is masked and positions
 come from the mask, so a padded row computes what it computes alone (up to float rounding, which greedy
-argmax absorbs; the tests compare with one prompt at a time).
+argmax absorbs; the tests compare with one prompt at a time). Two things keep a step cheap: the prompt tokens
+that every row of a batch shares (a preset's instruction) are computed once and their KV cache repeated, and
+the KV cache is written into a preallocated buffer (`growing_cache`) instead of being concatenated afresh at
+every step (which copies the whole cache of every layer, every token).
 
 Log-likelihood scoring is one forward pass per option set: a row holds the prompt followed by all its
 options, and a 4D attention mask lets each option see the prompt and itself only (positions restart after
@@ -21,6 +24,7 @@ the options as a batch on its repeated KV cache.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -96,6 +100,75 @@ def continue_greedy(model, logits: torch.Tensor, cache, mask: torch.Tensor, posi
     return generated
 
 
+class _GrowingLayer:
+    """One layer's KV cache in a buffer with spare room at the end: a new token is copied into place and the
+    layer hands out a view of the filled part, instead of concatenating a new tensor at every step (as
+    transformers' DynamicLayer does). The buffer doubles when full."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self._k = self._v = None
+            self._length = 0
+        new = key_states.shape[-2]
+        if self._k is None or self._length + new > self._k.shape[-2]:
+            self._reserve(max(2 * self._length, self._length + new + 64), key_states, value_states)
+        self._k[..., self._length:self._length + new, :].copy_(key_states)
+        self._v[..., self._length:self._length + new, :].copy_(value_states)
+        self._length += new
+        self.keys, self.values = self._k[..., :self._length, :], self._v[..., :self._length, :]
+        return self.keys, self.values
+
+    def _reserve(self, capacity: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        k = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
+        v = value_states.new_empty((*value_states.shape[:-2], capacity, value_states.shape[-1]))
+        if self._length:
+            k[..., :self._length, :], v[..., :self._length, :] = self.keys, self.values
+        self._k, self._v = k, v
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized and self._length:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self.keys, self.values = self._k[..., :self._length, :], self._v[..., :self._length, :]
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized and self._length:
+            self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
+            self.keys, self.values = self._k[..., :self._length, :], self._v[..., :self._length, :]
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if self.is_initialized and tokens_to_remove < 0:
+            self._length = max(0, self._length + tokens_to_remove)
+            self.keys, self.values = self._k[..., :self._length, :], self._v[..., :self._length, :]
+
+
+@functools.cache
+def _growing_layer_class() -> type:
+    from transformers.cache_utils import (
+        DynamicLayer,  # imported on first use: decoding is imported without it
+    )
+
+    return type("GrowingLayer", (_GrowingLayer, DynamicLayer), {})
+
+
+def growing_cache():
+    """A transformers KV cache whose layers write into preallocated buffers (`_GrowingLayer`); everything else
+    (mask sizes, sequence length) is transformers' DynamicLayer behaviour."""
+    from transformers.cache_utils import Cache
+
+    return Cache(layer_class_to_replicate=_growing_layer_class())
+
+
+def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row has in common, leaving each row at least one token of its own (the
+    prefill must end on a row's own last token)."""
+    limit = min(len(r) for r in rows) - 1
+    n = 0
+    while n < limit and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
 class HFCausalLMGenerator:
     """Any HF causal LM + its tokenizer, batched. A tokenizer without a pad token is fine: padded
     positions are masked, so any id serves (EOS, as MindMerger does, else 0)."""
@@ -145,12 +218,17 @@ class HFCausalLMGenerator:
         return outputs  # type: ignore[return-value]
 
     def _greedy(self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
-        from transformers import DynamicCache
-
-        ids, mask = self._left_pad(prompts)
+        cache = growing_cache()
+        shared = shared_prefix(prompts) if len(prompts) > 1 else 0
+        if shared:  # the tokens every prompt starts with, computed once, then their cache repeated per row
+            self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True,
+                       **{self._cache_kwarg: cache}, **self._keep_kwarg(1))
+            cache.batch_repeat_interleave(len(prompts))
+        # the rest of each prompt, left-padded after the shared part: [shared][padding][own tokens]
+        ids, own = self._left_pad([p[shared:] for p in prompts])
+        mask = torch.cat([own.new_ones((len(prompts), shared)), own], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions[:, shared:], use_cache=True,
                          **{self._cache_kwarg: cache}, **self._keep_kwarg(1))
         return continue_greedy(self.model, out.logits[:, -1], cache, mask, positions[:, -1], max_new_tokens,
                                self.eos_ids, (lambda tokens: self._stopped(tokens, stop)) if stop else None,

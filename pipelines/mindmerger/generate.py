@@ -18,7 +18,12 @@ from collections.abc import Sequence
 
 import torch
 
-from linguaforge.pipelines.benchmarks.decoding import continue_greedy, cut_at_stop, stop_in_tail
+from linguaforge.pipelines.benchmarks.decoding import (
+    continue_greedy,
+    cut_at_stop,
+    growing_cache,
+    stop_in_tail,
+)
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.mindmerger.data import Example, collate
@@ -88,10 +93,8 @@ class MindMergerGenerator:
 
     def _greedy(self, examples: list[Example], max_new_tokens: int, stop: list[str]) -> list[str]:
         """Prefill from the mapped embeddings, then the shared greedy loop (rows leave as they finish)."""
-        from transformers import DynamicCache
-
         packed = self.model.pack_batch(self._to_device(collate(examples, with_targets=False)), padding_side="left")
-        cache = DynamicCache()
+        cache = growing_cache()
         out = self.model.llm(inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask,
                              position_ids=packed.position_ids, use_cache=True, **{self._cache_kwarg: cache},
                              **self._keep)

@@ -13,6 +13,8 @@ from linguaforge.pipelines.benchmarks.decoding import (
     OptionScorer,
     TextGenerator,
     cut_at_stop,
+    growing_cache,
+    shared_prefix,
 )
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.loaders import load_raw
@@ -86,6 +88,51 @@ def test_batched_generation_equals_a_one_item_greedy_loop_without_cache(generato
                 new.append(token)
             expected.append(g.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False))
     assert g.generate(items, 16, []) == expected
+
+
+def test_shared_prefix_leaves_every_row_a_token_of_its_own():
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 3, 4, 5]]) == 3
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows: the last token stays each row's own
+    assert shared_prefix([[7, 2], [1, 2]]) == 0
+    assert shared_prefix([[5], [5, 6]]) == 0
+
+
+def test_a_preset_batch_shares_its_instruction(generators):
+    """The prompts of one benchmark start with the preset's instruction, so the batched path computes it once."""
+    g = generators[8]
+    items = _items([("mgsm", "mgsm", "en"), ("mgsm", "mgsm", "de")])
+    assert shared_prefix(g.tokenizer([it.prompt for it in items])["input_ids"]) >= 15
+    assert g.generate(items, 16, []) == generators[1].generate(items, 16, [])  # one prompt: nothing shared
+
+
+def test_growing_cache_equals_transformers_dynamic_cache(generators):
+    """Logits step by step with the preallocated cache and with DynamicCache, through a prefill, 80 single-token
+    steps (the buffer grows past its first size), rows leaving the batch and the batch repeated."""
+    from transformers import DynamicCache
+
+    model = generators[8].model
+    torch.manual_seed(1)
+    ids = torch.randint(3, model.config.vocab_size, (4, 7))
+    caches, logits = [growing_cache(), DynamicCache()], [[], []]
+    with torch.inference_mode():
+        for c, cache in enumerate(caches):
+            x, length = ids, 0
+            for step in range(82):
+                if step == 40:
+                    cache.batch_select_indices(torch.tensor([0, 2]))
+                    x = x[[0, 2]]
+                if step == 60:
+                    cache.batch_repeat_interleave(2)
+                    x = x.repeat_interleave(2, 0)
+                positions = torch.arange(length, length + x.shape[1])[None].expand(x.shape[0], -1)
+                out = model(input_ids=x, position_ids=positions, use_cache=True,
+                            **{generators[8]._cache_kwarg: cache}).logits[:, -1]
+                logits[c].append(out)
+                length += x.shape[1]
+                x = out.argmax(-1, keepdim=True)
+    assert caches[0].get_seq_length() == caches[1].get_seq_length() == 7 + 81
+    for a, b in zip(*logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_max_new_tokens_and_stop_strings(generators):
