@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -68,6 +69,61 @@ def stop_in_tail(tokenizer, tokens: list[int], stop: Sequence[str]) -> bool:
     return any(s in tail for s in stop)
 
 
+DECODE_ATTENTION = "linguaforge_sdpa_decode"
+
+
+def _one_query_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention for a step that adds one token per row: two small matmuls and a softmax. On CPU this is 2-4x
+    faster than `scaled_dot_product_attention`, whose kernels are built for many queries (bench: 0.84 against
+    2.0 ms for 64 rows x 8 heads over 100 cached tokens). Anything else (prefill, dropout, soft-capping,
+    position biases, attention weights asked for) goes to transformers' own SDPA function, unchanged."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    special = dropout or kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None \
+        or kwargs.get("s_aux") is not None or kwargs.get("output_attentions")
+    if query.shape[2] != 1 or special:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    # grouped-query attention: the query heads that share a KV head become that head's rows (no repeated KV)
+    q = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(q, key.transpose(2, 3)) * (scaling if scaling is not None else dim ** -0.5)
+    if attention_mask is not None:  # SDPA's mask: boolean (True = may attend) or additive, (B, 1|H, 1, L)
+        mask = attention_mask[:, :, -1:, :].reshape(batch, -1, 1, key.shape[2])
+        mask = mask if mask.shape[1] == 1 else mask.reshape(batch, kv_heads, heads // kv_heads, key.shape[2])
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool \
+            else scores + mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    out = torch.matmul(probs, value).reshape(batch, heads, 1, dim)
+    return out.transpose(1, 2), None  # (B, 1, H, D), as every transformers attention function returns
+
+
+@functools.cache
+def _register_decode_attention() -> str:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(DECODE_ATTENTION, _one_query_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)  # masks built exactly as for SDPA
+    return DECODE_ATTENTION
+
+
+@contextmanager
+def decode_attention(model):
+    """Within the block, a model that uses SDPA attention runs `_one_query_attention` instead (which hands every
+    call but one-token steps back to SDPA); other implementations (eager, flash) are left as they are."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation(_register_decode_attention())
+    try:
+        yield
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
 def continue_greedy(model, logits: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor,
                     max_new_tokens: int, eos_ids: Sequence[int], stopped: Callable[[list[int]], bool] | None,
                     cache_kwarg: str = "cache") -> list[list[int]]:
@@ -79,24 +135,25 @@ def continue_greedy(model, logits: torch.Tensor, cache, mask: torch.Tensor, posi
     rows = list(range(logits.shape[0]))  # batch position → row
     generated: list[list[int]] = [[] for _ in rows]
     eos = torch.tensor(list(eos_ids) or [-1], device=logits.device)
-    for step in range(max_new_tokens):
-        chosen = logits.argmax(-1)
-        done = torch.isin(chosen, eos).tolist()
-        for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):
-            if not done[j]:
-                generated[row].append(token)
-                done[j] = stopped is not None and stopped(generated[row])
-        if step + 1 == max_new_tokens or all(done):
-            break
-        if any(done):  # the finished rows leave the batch, their cache with them
-            keep = [j for j, d in enumerate(done) if not d]
-            index = torch.tensor(keep, device=logits.device)
-            cache.batch_select_indices(index)
-            rows, chosen, mask, positions = [rows[j] for j in keep], chosen[index], mask[index], positions[index]
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-        positions = positions + 1
-        logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions[:, None], use_cache=True,
-                       **{cache_kwarg: cache}).logits[:, -1]
+    with decode_attention(model):
+        for step in range(max_new_tokens):
+            chosen = logits.argmax(-1)
+            done = torch.isin(chosen, eos).tolist()
+            for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):
+                if not done[j]:
+                    generated[row].append(token)
+                    done[j] = stopped is not None and stopped(generated[row])
+            if step + 1 == max_new_tokens or all(done):
+                break
+            if any(done):  # the finished rows leave the batch, their cache with them
+                keep = [j for j, d in enumerate(done) if not d]
+                index = torch.tensor(keep, device=logits.device)
+                cache.batch_select_indices(index)
+                rows, chosen, mask, positions = [rows[j] for j in keep], chosen[index], mask[index], positions[index]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            positions = positions + 1
+            logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions[:, None],
+                           use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
     return generated
 
 

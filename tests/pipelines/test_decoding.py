@@ -12,7 +12,9 @@ from linguaforge.pipelines.benchmarks.decoding import (
     HFCausalLMGenerator,
     OptionScorer,
     TextGenerator,
+    _one_query_attention,
     cut_at_stop,
+    decode_attention,
     growing_cache,
     shared_prefix,
 )
@@ -133,6 +135,34 @@ def test_growing_cache_equals_transformers_dynamic_cache(generators):
     assert caches[0].get_seq_length() == caches[1].get_seq_length() == 7 + 81
     for a, b in zip(*logits, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_one_query_attention_equals_sdpa_with_grouped_heads_and_padding(generators, mask_kind):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    attn = generators[8].model.model.layers[0].self_attn  # 4 query heads over 2 KV heads
+    torch.manual_seed(2)
+    q, k, v = torch.randn(3, 4, 1, 8), torch.randn(3, 2, 6, 8), torch.randn(3, 2, 6, 8)
+    allowed = torch.ones(3, 1, 1, 6, dtype=torch.bool)
+    allowed[0, ..., :2] = False  # row 0: two padded positions
+    allowed[2, ..., 3] = False
+    mask = {"none": None, "bool": allowed,
+            "additive": torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)}[mask_kind]
+    ours, _ = _one_query_attention(attn, q, k, v, mask, scaling=0.3)
+    reference, _ = sdpa_attention_forward(attn, q, k, v, mask, scaling=0.3)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    if mask is not None:  # the mask matters: without it, row 0 reads its padding
+        unmasked, _ = _one_query_attention(attn, q, k, v, None, scaling=0.3)
+        assert not torch.allclose(unmasked[0], reference[0], atol=1e-3)
+
+
+def test_decode_attention_is_switched_on_for_the_steps_only(generators):
+    model = generators[8].model
+    assert model.config._attn_implementation == "sdpa"
+    with decode_attention(model):
+        assert model.config._attn_implementation != "sdpa"
+    assert model.config._attn_implementation == "sdpa"
 
 
 def test_max_new_tokens_and_stop_strings(generators):
