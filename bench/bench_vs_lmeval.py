@@ -12,11 +12,23 @@ The generated texts of both are compared with a one-item greedy loop (HF generat
 
 Goal (issue 14): linguaforge >= 2x lm-eval's whole-process items/s, with texts identical to the one-item loop.
 
-Measured here (2 cores, quiet, 2026-12-03, median of 3): linguaforge 28.1 s (8.88 items/s; evaluation 19.9 s,
-the rest 8.3 s), lm-eval 39.3 s (6.36 items/s; evaluation 36.3 s, the rest 2.9 s): 1.40x, goal not met. The
-evaluation itself is 1.8x faster; the start-up is where linguaforge loses (importing every model class the
-pipeline uses, `pipelines/models.py`, about 2.7 s of it). Both tools' texts equal the one-item loop's (0 of 250
-differ). With a demo training beside it (an earlier run): 106.0 s against 175.9 s, 1.66x.
+Measured here (2 cores, quiet, 2026-12-03, median of 3): linguaforge 23.0 s (10.89 items/s; evaluation 15.3 s,
+the rest 7.7 s), lm-eval 35.9 s (6.97 items/s; evaluation 33.0 s, the rest 2.8 s): 1.56x, goal not met (the run
+before the decoding changes below: 28.1 s against 39.3 s, 1.40x). Both tools' texts equal the one-item loop's
+(0 of 250 differ).
+
+Where the time goes (cProfile of one `linguaforge eval` run, 23.4 s): importing torch and transformers and
+loading the model 6.2 s (transformers alone imports for about 4 s, torch._dynamo and torch.distributed
+included; lm-eval pays the same inside its evaluation timer), matplotlib for the report's plot 0.9 s, the
+evaluation 15.2 s: prefill 3.0 s and 252 one-token steps 12.1 s, of which the linear layers are 8.4 s (a
+64-row step runs its matmuls at about 70 % of the 141 GFLOPS a 64 x 512 x 1408 matmul reaches here) and
+attention over the fp32 KV cache 2.7 s (memory-bound: 13 MB of keys and as much of values per layer and step at
+100 cached tokens). What changed this stop: the prompt tokens shared by a batch (24 of 59) computed once, the KV
+cache in a preallocated buffer (DynamicCache's torch.cat was 16 % of a step), and a two-matmul attention for
+one-token steps (SDPA's CPU kernel took 2.0 ms where two matmuls take 0.84 ms). With everything else at these
+rates, 2x would need the evaluation itself under about 10 s: less than its linear layers and attention alone
+take in fp32 (11.1 s).
+With a demo training beside it (an earlier run): 106.0 s against 175.9 s, 1.66x.
 
     make bench-anchors                     # installs lm-eval into bench/.anchors/ (first use), then runs this
     python bench/bench_vs_lmeval.py [--items 250] [--batch 64] [--turns 3]
