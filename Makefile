@@ -39,7 +39,8 @@ test: setup browser
 # The suite beside a CPU hog of 2 busy processes (the machine has 2 cores), started here and stopped by PID
 test-under-load: setup browser
 	@$(PY) -c 'while True: pass' & h1=$$!; $(PY) -c 'while True: pass' & h2=$$!; \
-	  trap "kill $$h1 $$h2" EXIT; echo "CPU hog: PIDs $$h1 $$h2"; $(PY) -m pytest -q
+	  trap "kill $$h1 $$h2" EXIT; echo "CPU hog: PIDs $$h1 $$h2"; \
+	  $(PY) -m pytest -q --junitxml=build/reliability/under-load.xml
 
 # Every kill point of the fault suite (make test runs one per case)
 faults: setup
