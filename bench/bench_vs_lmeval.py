@@ -12,10 +12,10 @@ The generated texts of both are compared with a one-item greedy loop (HF generat
 
 Goal (issue 14): linguaforge >= 2x lm-eval's whole-process items/s, with texts identical to the one-item loop.
 
-Measured here (2 cores, quiet, 2026-12-03, median of 3): linguaforge 23.0 s (10.89 items/s; evaluation 15.3 s,
-the rest 7.7 s), lm-eval 35.9 s (6.97 items/s; evaluation 33.0 s, the rest 2.8 s): 1.56x, goal not met (the run
-before the decoding changes below: 28.1 s against 39.3 s, 1.40x). Both tools' texts equal the one-item loop's
-(0 of 250 differ).
+Measured here (2 cores, quiet, 2026-12-03, two runs of a median of 3): linguaforge 23.0 / 25.3 s (10.89 / 9.86
+items/s; evaluation 15.3 / 15.8 s), lm-eval 35.9 / 41.8 s (6.97 / 5.98 items/s; evaluation 33.0 / 38.1 s): 1.56x /
+1.65x, goal not met (the run before the decoding changes below: 28.1 s against 39.3 s, 1.40x). Both tools' texts
+equal the one-item loop's (0 of 250 differ).
 
 Where the time goes (cProfile of one `linguaforge eval` run, 23.4 s): importing torch and transformers and
 loading the model 6.2 s (transformers alone imports for about 4 s, torch._dynamo and torch.distributed
