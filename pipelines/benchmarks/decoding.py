@@ -78,11 +78,11 @@ def _one_query_attention(module, query, key, value, attention_mask, dropout=0.0,
     faster than `scaled_dot_product_attention`, whose kernels are built for many queries (bench: 0.84 against
     2.0 ms for 64 rows x 8 heads over 100 cached tokens). Anything else (prefill, dropout, soft-capping,
     position biases, attention weights asked for) goes to transformers' own SDPA function, unchanged."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     special = dropout or kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None \
         or kwargs.get("s_aux") is not None or kwargs.get("output_attentions")
-    if query.shape[2] != 1 or special:
+    if query.shape[2] != 1 or special:  # imported here, off the per-token path
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     batch, heads, _, dim = query.shape
