@@ -53,7 +53,7 @@ reliability-doc: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# bench_transfer runs the whole demo per seed (about half an hour): it is `make science`, not part of `make bench`;
+# bench_transfer runs the whole demo per seed (about 8 minutes a seed, 25 for the three): it is `make science`, not part of `make bench`;
 # the side-by-side benches against mergekit and lm-eval are `make bench-anchors`
 bench: setup
 	@for b in bench/bench_*.py; do case $$b in bench/bench_transfer.py|bench/bench_vs_*) continue;; esac; \
