@@ -28,6 +28,13 @@ cache in a preallocated buffer (DynamicCache's torch.cat was 16 % of a step), an
 one-token steps (SDPA's CPU kernel took 2.0 ms where two matmuls take 0.84 ms). With everything else at these
 rates, 2x would need the evaluation itself under about 10 s: less than its linear layers and attention alone
 take in fp32 (11.1 s).
+Why the steps cost what they do (2026-12-04, quiet): a 64-row step takes 34-40 ms in the loop, where its matmuls
+alone take 13 ms with the weights in cache (155 GFLOPS, ~80 % of the 2 cores' AVX2 peak) and 19 ms when the 64 MB
+of fp32 weights stream from memory; a 1-row step still takes 9.3 ms. The step is memory-bound: weights and ~124 MB
+of KV cache per step. MKL's prepacked weights (as inductor's freezing uses) were slower (20.3 against 18.6 ms),
+one intra-op thread much slower (52 against 35 ms). Left, measured: the shared prompt tokens' KV read once, not
+per row (2-4 ms a step), the mT5 classes resolved lazily (0.4 s of start-up), pandas not imported (pyarrow's
+`pa.array` imports it, 0.3 s): together about 1.5-2 s.
 With a demo training beside it (an earlier run): 106.0 s against 175.9 s, 1.66x.
 
     make bench-anchors                     # installs lm-eval into bench/.anchors/ (first use), then runs this
