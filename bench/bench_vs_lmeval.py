@@ -32,9 +32,10 @@ Why the steps cost what they do (2026-12-04, quiet): a 64-row step takes 34-40 m
 alone take 13 ms with the weights in cache (155 GFLOPS, ~80 % of the 2 cores' AVX2 peak) and 19 ms when the 64 MB
 of fp32 weights stream from memory; a 1-row step still takes 9.3 ms. The step is memory-bound: weights and ~124 MB
 of KV cache per step. MKL's prepacked weights (as inductor's freezing uses) were slower (20.3 against 18.6 ms),
-one intra-op thread much slower (52 against 35 ms). Left, measured: the shared prompt tokens' KV read once, not
-per row (2-4 ms a step), the mT5 classes resolved lazily (0.4 s of start-up), pandas not imported (pyarrow's
-`pa.array` imports it, 0.3 s): together about 1.5-2 s.
+one intra-op thread much slower (52 against 35 ms), and resolving the mT5 classes only when used saved 0.2 s of
+start-up (medians of 3 interleaved processes: 9.48 against 9.69 s), within the run-to-run spread. Left, measured:
+the shared prompt tokens' KV read once, not per row (2-4 ms a step, 0.5-1 s a run), pandas not imported (pyarrow's
+`pa.array` imports it, 0.3 s), the per-row stop check batched (0.3 s): together about 1-1.5 s.
 With a demo training beside it (an earlier run): 106.0 s against 175.9 s, 1.66x.
 
     make bench-anchors                     # installs lm-eval into bench/.anchors/ (first use), then runs this
