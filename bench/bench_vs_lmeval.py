@@ -23,7 +23,7 @@ included; lm-eval pays the same inside its evaluation timer), matplotlib for the
 evaluation 15.2 s: prefill 3.0 s and 252 one-token steps 12.1 s, of which the linear layers are 8.4 s (a
 64-row step runs its matmuls at about 70 % of the 141 GFLOPS a 64 x 512 x 1408 matmul reaches here) and
 attention over the fp32 KV cache 2.7 s (memory-bound: 13 MB of keys and as much of values per layer and step at
-100 cached tokens). What changed this stop: the prompt tokens shared by a batch (24 of 59) computed once, the KV
+100 cached tokens). What changed on 2026-12-03: the prompt tokens shared by a batch (24 of 59) computed once, the KV
 cache in a preallocated buffer (DynamicCache's torch.cat was 16 % of a step), and a two-matmul attention for
 one-token steps (SDPA's CPU kernel took 2.0 ms where two matmuls take 0.84 ms). With everything else at these
 rates, 2x would need the evaluation itself under about 10 s: less than its linear layers and attention alone
