@@ -34,15 +34,35 @@ def test_run_form_in_the_ui_submits_and_the_run_completes(deployed):
             # the form is the run configuration: edit the store URL field, as a user would
             store_field = page.locator("textarea").nth(_index_of_value(page, deployed["config"]["store"]["url"]))
             store_field.fill(edited_store)
-            page.get_by_role("button", name="Submit").click()
+            _submit_until_created(page)
             # the UI goes back to the deployment once the run is created
-            page.wait_for_url(re.compile(r".*/deployments/deployment/[0-9a-f-]+(\?.*)?$"), timeout=30_000)
+            page.wait_for_url(re.compile(r".*/deployments/deployment/[0-9a-f-]+(\?.*)?$"), timeout=120_000)
         finally:
             browser.close()
     runs = [r for r in api(base_api, "POST", "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment]}}})
             if r["parameters"]["config"]["store"]["url"] == edited_store]
     assert len(runs) == 1, "the form did not create exactly one run with the edited parameter"
     assert wait_for_state(base_api, runs[0]["id"], {"COMPLETED", "FAILED", "CRASHED"}, timeout=600) == "COMPLETED"
+
+
+def _submit_until_created(page, attempts: int = 3) -> None:
+    """Click Submit and wait for the UI's create-run request to be answered. A busy server (SQLite locked on a
+    loaded machine) answers 503, nothing created, and the UI shows an error toast: the user submits again, and
+    so does the test. Any other answer than 201 fails with what the server and the page said."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(attempts):
+        try:
+            with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"),
+                                      timeout=180_000) as answer:  # generous: the server may be slow, not wrong
+                page.get_by_role("button", name="Submit").click()
+        except PlaywrightTimeout as waited:
+            raise AssertionError(f"Submit sent no create-run request; the page says: {page.inner_text('body')[:1000]}") from waited
+        if answer.value.status == 201:
+            return
+        assert answer.value.status == 503, (f"the run form's request was answered {answer.value.status}: "
+                                            f"{answer.value.text()[:500]}; the page says: {page.inner_text('body')[:1000]}")
+    raise AssertionError(f"the server answered 503 to {attempts} submits of the run form")
 
 
 def _index_of_value(page, value: str) -> int:
