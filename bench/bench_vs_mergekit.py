@@ -160,6 +160,7 @@ def main() -> None:
         for name, command in variants.items():
             out = root / "out" / name.replace(" ", "_")
             shutil.rmtree(out, ignore_errors=True)
+            os.sync()  # the previous tool's output reaches the disk first, not while this one writes
             results[name].append(run(command(out)))
             print(f"turn {turn + 1}: {name:12s} {results[name][-1][0]:6.1f} s  {results[name][-1][1]:5.2f} GiB", flush=True)
     off = ulps(root, {name: root / "out" / name for name in ("mergekit", "linguaforge")})

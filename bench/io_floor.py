@@ -6,23 +6,26 @@ time it beside the merge they measure.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 
 def io_floor(out: Path, base_dir: Path, inputs: list[Path]) -> None:
+    """Through one reused 16 MB buffer: a fresh buffer per read (as `f.read(n)` or `shutil.copyfileobj` make)
+    costs a page fault per 4 KB, which on a VM took the floor from about 4 s to 13-21 s (2026-12-04)."""
     out.mkdir(parents=True)
     files = sorted(base_dir.glob("*.safetensors"))
     for item in inputs:
         files += sorted(item.glob("*.safetensors")) if item.is_dir() else [item]
+    view = memoryview(bytearray(16 << 20))
     for path in files:
-        with open(path, "rb") as f:
-            while f.read(64 << 20):
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(view):
                 pass
     for path in sorted(base_dir.glob("*.safetensors")):
-        with open(path, "rb") as src, open(out / path.name, "wb") as dst:
-            shutil.copyfileobj(src, dst, 64 << 20)
+        with open(path, "rb", buffering=0) as src, open(out / path.name, "wb", buffering=0) as dst:
+            while n := src.readinto(view):
+                dst.write(view[:n])
 
 
 if __name__ == "__main__":

@@ -53,15 +53,24 @@ class SafetensorsFile:
         entry = self.entries[name]
         start, end = entry["data_offsets"]
         buffer = torch.empty(end - start, dtype=torch.uint8)
+        self._pread(name, start, buffer)
+        return buffer.view(DTYPES[entry["dtype"]]).reshape(entry["shape"])
+
+    def read_into(self, name: str, first: int, out: torch.Tensor) -> None:
+        """Entries first .. first + out.numel() - 1 of the flattened tensor into `out` (contiguous, its dtype)."""
+        entry = self.entries[name]
+        self._pread(name, entry["data_offsets"][0] + first * out.element_size(), out.view(-1).view(torch.uint8))
+
+    def _pread(self, name: str, offset: int, buffer: torch.Tensor) -> None:
+        """`buffer.numel()` bytes from `offset` into the data part."""
         view, done = memoryview(buffer.numpy()), 0
         with open(self.path, "rb", buffering=0) as f:
             fd = f.fileno()
             while done < len(view):  # one read returns at most ~2 GiB
-                got = os.preadv(fd, [view[done:]], self.data_start + start + done)
+                got = os.preadv(fd, [view[done:]], self.data_start + offset + done)
                 if got == 0:
                     raise InputError(f"weights {self.path}: truncated in tensor {name}")
                 done += got
-        return buffer.view(DTYPES[entry["dtype"]]).reshape(entry["shape"])
 
 
 class WeightReader:
@@ -82,6 +91,7 @@ class WeightReader:
         self._float: tuple[str, torch.Tensor] | None = None
         self._ahead: dict[str, Future] = {}
         self._last: tuple[str, torch.Tensor] | None = None  # the last tensor `get` returned (for float32)
+        self._scratch: dict[torch.dtype, torch.Tensor] = {}  # float32_slice's buffers, reused slice after slice
 
     def _file(self, name: str) -> SafetensorsFile:
         try:
@@ -119,6 +129,20 @@ class WeightReader:
             raw = self._last[1] if self._last is not None and self._last[0] == name else self.get(name)
             self._float = (name, raw.to(torch.float32))
         return self._float[1]
+
+    def float32_slice(self, name: str, first: int, count: int) -> torch.Tensor:
+        """Entries first .. first + count - 1 of the flattened tensor, in float32, in a buffer this reader reuses:
+        valid until its next call. Slice after slice, no memory is allocated (on a VM, fresh pages cost more than
+        the arithmetic done in them) and a slice stays in the CPU's cache while it is worked on."""
+        stored = DTYPES[self.dtype(name)]
+        raw = self._buffer(stored, count)
+        self._file(name).read_into(name, first, raw)
+        return raw if stored == torch.float32 else self._buffer(torch.float32, count).copy_(raw)
+
+    def _buffer(self, dtype: torch.dtype, count: int) -> torch.Tensor:
+        if dtype not in self._scratch or self._scratch[dtype].numel() < count:
+            self._scratch[dtype] = torch.empty(count, dtype=dtype)
+        return self._scratch[dtype][:count]
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._file(name).entries[name]["shape"])

@@ -64,11 +64,19 @@ class ModelDelta:
         return None
 
     def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        tuned = self.model.get(name).to(torch.float32)
+        tuned = self._finite(name, self.model.get(name).to(torch.float32))
+        return tuned.sub_(self.base.float32(name)).to(dtype)
+
+    def dense_slice(self, name: str, first: int, base_values: torch.Tensor) -> torch.Tensor:
+        """The delta's entries first .. first + len(base_values) - 1 of the flattened tensor (`base_values`: the
+        base's, in float32), in float32, in a buffer reused from call to call (see WeightReader.float32_slice)."""
+        return self._finite(name, self.model.float32_slice(name, first, base_values.numel())).sub_(base_values)
+
+    def _finite(self, name: str, tuned: torch.Tensor) -> torch.Tensor:
         # a sum is NaN/Inf if any value is (one pass); only then look closer (it may just have overflowed)
         if not torch.isfinite(tuned.sum()) and not torch.isfinite(tuned).all():
             raise InputError(f"model {self.label}: tensor {name} has NaN or Inf values")
-        return tuned.sub_(self.base.float32(name)).to(dtype)
+        return tuned
 
     def check_finite(self) -> None:
         """Checked tensor by tensor as the merge reads them (a full pass here would read the model twice)."""

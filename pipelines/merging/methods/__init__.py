@@ -63,6 +63,29 @@ def dense_rule(update: Callable[[str], torch.Tensor]) -> TensorRule:
     return lambda name, original: update(name).add_(original)
 
 
+@dataclass(frozen=True)
+class ElementwiseRule:
+    """τ̃ = τ_o + update(τ, [δ_i]) where each entry of the update depends on the same entry of the deltas only
+    (task arithmetic; not TIES, whose threshold looks at the whole tensor, nor DARE, whose draws follow the
+    tensor's size). Such a rule also runs on slices of a tensor, bitwise as on the whole: when every input can
+    read slices (a fine-tuned model folder can), the engine streams each tensor through a cache-sized slice
+    instead of holding it whole in float32. `update` may modify the deltas it is given."""
+
+    inputs: list[MergeInput]
+    update: Callable[[str, list[torch.Tensor]], torch.Tensor]
+
+    def __call__(self, name: str, original: torch.Tensor) -> torch.Tensor:
+        return self.update(name, [i.delta.dense(name) for i in self.inputs]).add_(original)
+
+    @property
+    def sliceable(self) -> bool:
+        return all(hasattr(i.delta, "dense_slice") for i in self.inputs)
+
+    def slice(self, name: str, first: int, original: torch.Tensor) -> torch.Tensor:
+        """τ̃'s entries first .. first + len(original) - 1 of the flattened tensor (`original`: τ_o's, float32)."""
+        return self.update(name, [i.delta.dense_slice(name, first, original) for i in self.inputs]).add_(original)
+
+
 def _discover() -> dict[str, MergeMethod]:
     methods: dict[str, MergeMethod] = {}
     for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from linguaforge.pipelines.merging.methods import MergeMethod, PlanContext, TensorRule, dense_rule
+from linguaforge.pipelines.merging.methods import ElementwiseRule, MergeMethod, PlanContext, TensorRule
 
 if TYPE_CHECKING:
     import torch
@@ -29,11 +29,10 @@ def task_arithmetic_update(deltas: list[torch.Tensor], weights: list[float], lam
 
 
 def plan(inputs: list[MergeInput], params: Mapping[str, Any], context: PlanContext) -> TensorRule:
-    def update(name: str) -> torch.Tensor:
+    def update(name: str, deltas: list[torch.Tensor]) -> torch.Tensor:
         t = context.position(name)
-        return task_arithmetic_update([i.delta.dense(name) for i in inputs], [i.weight_of(name, t) for i in inputs],
-                                      params["task_vector_lambda"])
-    return dense_rule(update)
+        return task_arithmetic_update(deltas, [i.weight_of(name, t) for i in inputs], params["task_vector_lambda"])
+    return ElementwiseRule(inputs, update)
 
 
 METHOD = MergeMethod(
