@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from linguaforge.pipelines.direct_file import DirectFile
 from linguaforge.pipelines.errors import InputError
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -208,8 +209,8 @@ class ShardedWriter:
     def _write(self, shard: int, data: torch.Tensor) -> None:
         if self._open is None or self._open[0] != shard:
             self._close_open()
-            f = open(self.dir / f".shard-{shard:05d}.safetensors", "wb")
-            f.write(_header(self._layout[shard]))
+            f = DirectFile(self.dir / f".shard-{shard:05d}.safetensors")
+            f.write(memoryview(_header(self._layout[shard])))
             self._open = (shard, f)
             self._shards.append(list(self._layout[shard]))
         self._open[1].write(memoryview(data.numpy()))

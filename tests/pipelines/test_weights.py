@@ -1,16 +1,19 @@
 """The streaming weight I/O: what the shard writer streams from a precomputed header is what the safetensors
 library reads (every dtype, scalars, empty tensors, shards split by size), and the reader reads the library's
-files back exactly, without a memory map."""
+files back exactly, without a memory map; the O_DIRECT file the writer streams into holds exactly what it was
+given."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from linguaforge.pipelines.direct_file import DirectFile
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader
 
@@ -68,3 +71,19 @@ def test_the_reader_reads_library_files_and_refuses_truncated_ones(tmp_path):
     (tmp_path / "cut" / "model.safetensors").write_bytes(data[:-200])
     with pytest.raises(InputError, match="truncated"):
         WeightReader(tmp_path / "cut").get("h.big")
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_direct_file_holds_exactly_the_bytes_written(tmp_path, direct):
+    """Writes of every size around the block and buffer sizes (an 8 KB buffer, 4 KB blocks): the file holds
+    the bytes in order and has their length, padding cut, whether O_DIRECT is used or not."""
+    rng = random.Random(0)
+    pieces = [bytes(rng.getrandbits(8) for _ in range(n)) for n in (8, 4088, 1, 4096, 8192, 12_289, 0, 7, 5000)]
+    f = DirectFile(tmp_path / "out.bin", direct=direct, buffer_bytes=8192)
+    for piece in pieces:
+        f.write(memoryview(piece))
+    f.close()
+    assert (tmp_path / "out.bin").read_bytes() == b"".join(pieces)
+    f = DirectFile(tmp_path / "empty.bin", direct=direct, buffer_bytes=8192)
+    f.close()
+    assert (tmp_path / "empty.bin").read_bytes() == b""
