@@ -7,17 +7,25 @@ that change --share (5 %) of every tensor's entries. The merge: mergekit's `task
 0.5, dtype bfloat16, in one YAML file that both tools read unchanged.
 
 Each turn runs, in fresh processes and in turn: mergekit, linguaforge, and the I/O floor (read each input file
-once, write the output's bytes once); --turns turns (3), medians compared. Peak RSS per process from wait4.
-Then both outputs are compared with an fp32 reference, base + Σ w_i (θ_i − base) computed in float32 and rounded
-once to bf16: the number of entries off by one or more bf16 ulps, and the largest distance.
+once, write the output's bytes once, the fastest ways we know: a reused read buffer, O_DIRECT writes); before
+each, the previous output is flushed to disk (`os.sync`), so no tool writes while another's backlog drains;
+--turns turns (3), medians compared. Peak RSS per process from wait4. Then both outputs are compared with an
+fp32 reference, base + Σ w_i (θ_i − base) computed in float32 and rounded once to bf16: the number of entries
+off by one or more bf16 ulps, and the largest distance.
 
 Goals (issue 14): linguaforge ≤ 0.5x mergekit's wall time, ≤ 2 GiB peak RSS, and closer to the reference.
 
-Measured here (2 cores, 24 GiB, 2026-12-03, two runs of 3 turns): mergekit 0.1.5 25.2 / 33.0 s and 5.1 / 5.5 GiB;
-linguaforge 20.4 / 23.6 s (0.81x / 0.72x mergekit, 1.54x / 1.49x the floor) and 1.50 / 1.75 GiB; the I/O floor
-13.2 / 15.9 s, which is itself 0.52x / 0.48x mergekit's time: the 0.5x goal is not met, and on this machine it
-lies at the floor. linguaforge's output is the fp32 reference rounded once (0 entries off); mergekit's has 13.2 M
-of 1.1 G entries one or more bf16 ulps off (it subtracts and sums in bf16).
+Measured here (2 cores, 24 GiB, 2026-12-04, two runs of 3 turns): mergekit 0.1.5 22.7 / 22.5 s and 5.5 GiB;
+linguaforge 7.6 / 7.1 s (0.34x / 0.32x mergekit, 2.0x / 1.85x the floor) and 0.50 GiB; the I/O floor 3.8 / 3.9 s.
+linguaforge's output is the fp32 reference rounded once (0 entries off); mergekit's has 13.2 M of 1.1 G entries
+one or more bf16 ulps off (it subtracts and sums in bf16).
+Where it came from (2026-12-03: 20.4 / 23.6 s, 0.81x / 0.72x, 1.50 / 1.75 GiB): on this VM a fresh memory page
+costs more than the arithmetic done in it, and writing through the page cache costs more kernel time than the
+disk takes (dd, 2.2 GB: 7.2-8.6 s buffered, 1.8 s with O_DIRECT). So task arithmetic over model folders streams
+each tensor through 256K-entry slices in reused buffers, on one intra-op thread (the second one's spinning took
+the core the shard writer needs), and shards are written with O_DIRECT. The floor of the earlier runs (13-16 s,
+"0.5x mergekit lies at the floor") was an artefact of the same costs: it read into a fresh 64 MB buffer per
+call and wrote through the page cache.
 
     make bench-anchors                     # installs mergekit into bench/.anchors/ (first use), then runs this
     python bench/bench_vs_mergekit.py [--layers 22] [--turns 3] [--root bench/.cache/vs-mergekit]
