@@ -5,8 +5,9 @@ reads, not through a memory map: the pages of a mapped file count as the process
 stays mapped, so a merge that reads three 2 GB models through maps holds 6 GB of resident pages; read into
 owned buffers it holds the tensors it works on. Writing, a shard's header is computed from the tensors it
 will hold (names, dtypes and shapes are known before any value is), so each tensor goes to disk as soon as
-it is made, instead of a whole shard waiting in memory, and around the page cache (`DirectFile`, O_DIRECT). Both speak the safetensors format as its library
-writes it (header length, JSON header, contiguous data) and the library reads what they write.
+it is made, instead of a whole shard waiting in memory, and around the page cache (`DirectFile`, O_DIRECT).
+Both speak the safetensors format as its library writes it (header length, JSON header, contiguous data) and
+the library reads what they write.
 """
 
 from __future__ import annotations

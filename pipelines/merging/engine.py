@@ -169,8 +169,9 @@ def _merged_in_slices(rule: ElementwiseRule, base: WeightReader, name: str, shap
 @contextmanager
 def _one_intra_op_thread():
     """A slice's operations are too short to gain from a second thread, whose spinning between them takes the
-    core that the shard writer needs (copying the output into the page cache). Merge CLI on the 1.1 B bench, 2
-    cores, 4 interleaved runs: 8.7-10.7 s on one thread against 11.0-14.6 s on two (2026-12-04)."""
+    core that the shard writer needs. Merge CLI on the 1.1 B bench, 2 cores, 4 interleaved runs, shards then
+    written through the page cache: 8.7-10.7 s on one thread against 11.0-14.6 s on two (2026-12-04). The
+    setting is the process's: a merge running beside other torch work in one process slows that work a while."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
