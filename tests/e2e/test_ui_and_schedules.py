@@ -51,17 +51,20 @@ def _submit_until_created(page, attempts: int = 3) -> None:
     so does the test. Any other answer than 201 fails with what the server and the page said."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    def page_says() -> str:
+        return f"the page says: {page.inner_text('body')[:1000]}"
+
     for _ in range(attempts):
         try:
             with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"),
                                       timeout=180_000) as answer:  # generous: the server may be slow, not wrong
                 page.get_by_role("button", name="Submit").click()
         except PlaywrightTimeout as waited:
-            raise AssertionError(f"Submit sent no create-run request; the page says: {page.inner_text('body')[:1000]}") from waited
+            raise AssertionError(f"Submit sent no create-run request; {page_says()}") from waited
         if answer.value.status == 201:
             return
-        assert answer.value.status == 503, (f"the run form's request was answered {answer.value.status}: "
-                                            f"{answer.value.text()[:500]}; the page says: {page.inner_text('body')[:1000]}")
+        assert answer.value.status == 503, \
+            f"the run form's request was answered {answer.value.status}: {answer.value.text()[:500]}; {page_says()}"
     raise AssertionError(f"the server answered 503 to {attempts} submits of the run form")
 
 

@@ -60,9 +60,10 @@ def test_fifty_concurrent_flow_runs_on_one_server_and_store(prefect_server, tmp_
     seeds = [i % (RUNS // 2) for i in range(RUNS)]  # each seed twice
     env = {**os.environ, "PREFECT_API_URL": prefect_server,
            "PREFECT_API_REQUEST_TIMEOUT": "300",  # a loaded server answers slowly; fewer retried creates
-           # fifty runs exhaust the SQLite server's connection pool (5 + 10) for its 30 s timeout, and it answers
-           # 500 (a fresh-clone run here, 2026-12-04: "QueuePool limit of size 5 overflow 10 reached"): retried, as docs/operations.md
-           # advises for SQLite; a retried create that had acted is an orphan, which the checks below allow
+           # fifty runs exhaust the SQLite server's connection pool (5 + 10) for its 30 s timeout, and it
+           # answers 500 (a fresh-clone run here, 2026-12-04: "QueuePool limit of size 5 overflow 10 reached"):
+           # retried, as docs/operations.md advises for SQLite; a retried create that had acted is an orphan,
+           # which the checks below allow
            "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500"}
     procs = [subprocess.Popen([sys.executable, "-c", CLIENT, store_url, str(tmp_path / f"cache{p}"), str(go),
                                *map(str, seeds[p::PROCESSES])], cwd=repo_root, env=env,
