@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,7 @@ import torch
 
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.threads import intra_op_threads
 
 
 @runtime_checkable
@@ -115,6 +117,9 @@ def decode_attention(model):
     """Within the block, a model that uses SDPA attention runs `_one_query_attention` instead (which hands every
     call but one-token steps back to SDPA); other implementations (eager, flash) are left as they are."""
     config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) == DECODE_ATTENTION:  # already on (concurrent streams)
+        yield
+        return
     switchable = getattr(model, "_can_set_attn_implementation", None)  # transformers' own test, else it warns
     if getattr(config, "_attn_implementation", None) != "sdpa" or switchable is None or not switchable():
         yield
@@ -227,17 +232,47 @@ def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def default_streams(device: torch.device) -> int:
+    """Batches decoded at once: two on a CPU with two threads or more, else one. A one-token step is a few short
+    operations with Python between them, during which the step's other cores wait; a second batch decoding
+    beside it fills them. On a GPU the batches would queue on one device stream, so one."""
+    return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
+
+
+def in_streams(model, decode: Callable[[list[int]], list[list[int]]], batches: list[list[int]],
+               streams: int) -> list[list[list[int]]]:
+    """`decode` over `batches`, `streams` at a time in threads of their own, each with an equal share of the
+    intra-op threads; results in the batches' order. A batch computes the same whether it runs alone or beside
+    another (the threads share the read-only weights; each batch has its own KV cache)."""
+    streams = min(streams, len(batches))
+    if streams <= 1:
+        return [decode(batch) for batch in batches]
+
+    def in_inference_mode(batch: list[int]) -> list[list[int]]:
+        with torch.inference_mode():  # a thread-local mode: each stream enters it
+            return decode(batch)
+
+    # the attention switch is shared model state: set once here, not by each stream
+    with decode_attention(model), intra_op_threads(torch.get_num_threads() // streams), \
+            ThreadPoolExecutor(streams, thread_name_prefix="decode") as pool:
+        return list(pool.map(in_inference_mode, batches))
+
+
 class HFCausalLMGenerator:
     """Any HF causal LM + its tokenizer, batched. A tokenizer without a pad token is fine: padded
     positions are masked, so any id serves (EOS, as MindMerger does, else 0)."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device | None = None):
+    def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device | None = None,
+                 streams: int | None = None):
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        if streams is not None and streams < 1:
+            raise InputError(f"streams must be at least 1, got {streams}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.streams = streams if streams is not None else default_streams(self.device)
         if device is not None:
             self.model.to(self.device)
         eos = {tokenizer.eos_token_id}
@@ -254,13 +289,13 @@ class HFCausalLMGenerator:
     @classmethod
     def from_pretrained(cls, uri: str, dtype: str = "float32", batch_size: int = 8,
                         device: str | None = None, tokenizer_uri: str | None = None,
-                        revision: str | None = None) -> HFCausalLMGenerator:
+                        revision: str | None = None, streams: int | None = None) -> HFCausalLMGenerator:
         """Load a model (HF id, folder or fsspec URL) and its tokenizer the way the pipeline does."""
         from linguaforge.pipelines.models import load_causal_lm, load_tokenizer, resolve_model_dir
 
         local = resolve_model_dir(uri)
         tokenizer = load_tokenizer(resolve_model_dir(tokenizer_uri) if tokenizer_uri else local, revision=revision)
-        return cls(load_causal_lm(local, dtype=dtype, revision=revision), tokenizer, batch_size, device)
+        return cls(load_causal_lm(local, dtype=dtype, revision=revision), tokenizer, batch_size, device, streams)
 
     # -- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -269,9 +304,12 @@ class HFCausalLMGenerator:
             raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         stop = [s for s in stop if s]
         prompts = self._encode([it.prompt for it in items], "prompt", items)
+        batches = self._batches([len(p) for p in prompts])
         outputs: list[str | None] = [None] * len(items)
-        for batch in self._batches([len(p) for p in prompts]):
-            for i, tokens in zip(batch, self._greedy([prompts[i] for i in batch], max_new_tokens, stop), strict=True):
+        decoded = in_streams(self.model, lambda batch: self._greedy([prompts[i] for i in batch], max_new_tokens, stop),
+                             batches, self.streams)
+        for batch, rows in zip(batches, decoded, strict=True):
+            for i, tokens in zip(batch, rows, strict=True):
                 outputs[i] = self._finish(tokens, stop)
         return outputs  # type: ignore[return-value]
 

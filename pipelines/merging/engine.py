@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_diges
 from linguaforge.pipelines.merging.inputs import MergeInput
 from linguaforge.pipelines.merging.methods import METHODS, ElementwiseRule, PlanContext
 from linguaforge.pipelines.merging.settings import MergeConfig
+from linguaforge.pipelines.threads import intra_op_threads
 from linguaforge.pipelines.weights import DTYPES as DTYPES_BY_NAME
 from linguaforge.pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
 
@@ -132,7 +133,10 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
         sliced = isinstance(merged, ElementwiseRule) and merged.sliceable
         # a whole-tensor merge reads the next tensor while it makes this one; a sliced one reads slice by slice
         readers = [] if sliced else [base] + [i.delta for i in spec.inputs if hasattr(i.delta, "prefetch")]
-        with _one_intra_op_thread() if sliced else nullcontext():
+        # a slice's operations are too short to gain from a second thread, whose spinning between them takes
+        # the core the shard writer needs: merge CLI on the 1.1 B bench, 2 cores, 4 interleaved runs, shards
+        # written through the page cache: 8.7-10.7 s on one thread against 11.0-14.6 s on two (2026-12-04)
+        with intra_op_threads(1) if sliced else nullcontext():
             for done, (name, out_dtype, shape) in enumerate(layout, 1):
                 if sliced and name in changed:
                     tensor = _merged_in_slices(merged, base, name, shape, out_dtype)
@@ -164,20 +168,6 @@ def _merged_in_slices(rule: ElementwiseRule, base: WeightReader, name: str, shap
         original = base.float32_slice(name, first, min(SLICE_ENTRIES, flat.numel() - first))
         flat[first:first + original.numel()].copy_(rule.slice(name, first, original))
     return out
-
-
-@contextmanager
-def _one_intra_op_thread():
-    """A slice's operations are too short to gain from a second thread, whose spinning between them takes the
-    core that the shard writer needs. Merge CLI on the 1.1 B bench, 2 cores, 4 interleaved runs, shards then
-    written through the page cache: 8.7-10.7 s on one thread against 11.0-14.6 s on two (2026-12-04). The
-    setting is the process's: a merge running beside other torch work in one process slows that work a while."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _out_dtype(base: WeightReader, name: str, dtype: torch.dtype | None) -> torch.dtype:

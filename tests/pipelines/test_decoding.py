@@ -232,3 +232,34 @@ def test_both_option_scoring_paths_agree_with_full_forwards(tiny_lm_dir, attn): 
     for item, p, c in zip(items, packed, cached, strict=True):
         ref = [_full_forward_logprob(g, item.prompt, cont) for cont in item.continuations]
         assert p == pytest.approx(ref, abs=1e-4) and c == pytest.approx(ref, abs=1e-4)
+
+
+class _ThreadRecordingGenerator(HFCausalLMGenerator):
+    """Records the thread each batch decodes on."""
+
+    def _greedy(self, prompts, max_new_tokens, stop):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        return super()._greedy(prompts, max_new_tokens, stop)
+
+
+def test_streams_decode_batches_side_by_side_with_the_same_outputs(tiny_lm_dir):  # noqa: F811
+    """Two streams: the batches decode on two threads of their own, and every output equals one stream's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_lm_dir))
+    items = _items(MIXED)  # 14 prompts: 5 batches of 3
+    threads_before = torch.get_num_threads()
+    outputs = {}
+    for streams in (1, 2):
+        g = _ThreadRecordingGenerator(model, tokenizer, batch_size=3, streams=streams)
+        g.threads = set()
+        outputs[streams] = g.generate(items, 16, ["\n\n"])
+        assert len(g.threads) == streams and all(n.startswith("decode") for n in g.threads) == (streams > 1)
+    assert outputs[2] == outputs[1]
+    assert torch.get_num_threads() == threads_before
+    assert model.config._attn_implementation == "sdpa"  # the decode attention switched off again
+    with pytest.raises(InputError, match="streams must be at least 1"):
+        HFCausalLMGenerator(model, tokenizer, streams=0)
