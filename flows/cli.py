@@ -286,7 +286,7 @@ def cmd_eval(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with _imports_kept_out_of_collection(args):
-        from linguaforge.pipelines import models  # noqa: F401  (torch, transformers: imported once, here)
+        from linguaforge.pipelines import loading  # noqa: F401  (torch, transformers' tokenizers: imported here)
         from linguaforge.pipelines.benchmarks import evaluate_model
 
     languages = _languages_flag(args.languages) if args.languages else None

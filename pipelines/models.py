@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.loading import load_tokenizer, loading_errors  # noqa: F401  (load_tokenizer: re-exported)
 from linguaforge.pipelines.locations import check_model_location, resolve_file, resolve_model_dir  # noqa: F401
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
@@ -54,33 +54,14 @@ def torch_dtype(name: str) -> torch.dtype:
         raise InputError(f"dtype {name!r} is not one of {sorted(_DTYPES)}") from None
 
 
-@contextmanager
-def _loading(uri: str, what: str):
-    """transformers' own errors for a bad location read as an HF-hub error ('Repo id must be in the form');
-    say what was asked for and why it failed, in one line."""
-    check_model_location(uri, what)
-    try:
-        yield
-    except InputError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{what} {uri}: cannot be loaded ({first[:300]})") from exc
-
-
-def load_tokenizer(uri: str, revision: str | None = None):
-    with _loading(uri, "tokenizer"):
-        return AutoTokenizer.from_pretrained(uri, revision=revision)
-
-
 def load_causal_lm(uri: str, dtype: str = "float32", revision: str | None = None):
-    with _loading(uri, "model"), MODEL_BUILD_LOCK:
+    with loading_errors(uri, "model"), MODEL_BUILD_LOCK:
         return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
 
 
 def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
     """The encoder alone: for T5-family checkpoints (mT5-xl) the decoder weights are never materialised."""
-    with _loading(uri, "encoder"):
+    with loading_errors(uri, "encoder"):
         config = AutoConfig.from_pretrained(uri, revision=revision)
     encoder_cls = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}.get(config.model_type, AutoModel)
     with MODEL_BUILD_LOCK:

@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.benchmarks.llama_decoder import LlamaDecoder
+from linguaforge.pipelines.benchmarks.llama_decoder import unsupported as llama_unsupported
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.threads import intra_op_threads
 
@@ -222,6 +226,14 @@ def growing_cache():
     return Cache(layer_class_to_replicate=_growing_layer_class())
 
 
+def _eos_ids(folder: Path, config: dict) -> list[int]:
+    """The EOS ids transformers' generation config would hold: generation_config.json's, else the config's."""
+    generation = folder / "generation_config.json"
+    eos = json.loads(generation.read_text(encoding="utf-8")).get("eos_token_id") if generation.is_file() else None
+    eos = config.get("eos_token_id") if eos is None else eos
+    return list(eos) if isinstance(eos, list | tuple) else [eos]
+
+
 def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
     """How many leading tokens every row has in common, leaving each row at least one token of its own (the
     prefill must end on a row's own last token)."""
@@ -260,42 +272,87 @@ def in_streams(model, decode: Callable[[list[int]], list[list[int]]], batches: l
 
 class HFCausalLMGenerator:
     """Any HF causal LM + its tokenizer, batched. A tokenizer without a pad token is fine: padded
-    positions are masked, so any id serves (EOS, as MindMerger does, else 0)."""
+    positions are masked, so any id serves (EOS, as MindMerger does, else 0).
+
+    `model` is the model, or a function that loads it on first use: `from_pretrained` gives a plain Llama
+    checkpoint on CPU a `LlamaDecoder` for generation, and transformers' model is then loaded only if
+    something else needs it (option scoring)."""
 
     def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device | None = None,
-                 streams: int | None = None):
+                 streams: int | None = None, decoder: Callable[[], LlamaDecoder] | None = None,
+                 model_eos_ids: Sequence[int] = ()):
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         if streams is not None and streams < 1:
             raise InputError(f"streams must be at least 1, got {streams}")
-        self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self._model, self._load_model = (model, None) if isinstance(model, torch.nn.Module) else (None, model)
+        self._decoder, self._load_decoder = None, decoder
+        self.device = torch.device(device) if device is not None else (
+            next(model.parameters()).device if self._model is not None else torch.device("cpu"))
         self.streams = streams if streams is not None else default_streams(self.device)
-        if device is not None:
-            self.model.to(self.device)
-        eos = {tokenizer.eos_token_id}
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos |= set(gen_eos) if isinstance(gen_eos, list | tuple) else {gen_eos}
-        self.eos_ids = sorted(e for e in eos if e is not None)
+        if self._model is not None:
+            self._prepare(self._model, device)
+            gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+            model_eos_ids = gen_eos if isinstance(gen_eos, list | tuple) else [gen_eos]
+        self.eos_ids = sorted(e for e in {tokenizer.eos_token_id, *model_eos_ids} if e is not None)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+
+    def _prepare(self, model, device) -> None:
+        self._model = model.eval()
+        if device is not None:
+            self._model.to(self.device)
         # transformers renamed `past_key_values` to `cache` during v5; accept models of either side
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in params
 
+    @property
+    def model(self):
+        """transformers' model, loaded on first use when it was given as a loader."""
+        if self._model is None:
+            self._prepare(self._load_model(), self.device)
+        return self._model
+
+    def _llama_decoder(self) -> LlamaDecoder | None:
+        if self._decoder is None and self._load_decoder is not None:
+            self._decoder = self._load_decoder()
+        return self._decoder
+
     @classmethod
     def from_pretrained(cls, uri: str, dtype: str = "float32", batch_size: int = 8,
                         device: str | None = None, tokenizer_uri: str | None = None,
                         revision: str | None = None, streams: int | None = None) -> HFCausalLMGenerator:
-        """Load a model (HF id, folder or fsspec URL) and its tokenizer the way the pipeline does."""
-        from linguaforge.pipelines.models import load_causal_lm, load_tokenizer, resolve_model_dir
+        """Load a model (HF id, folder or fsspec URL) and its tokenizer the way the pipeline does. A local
+        plain Llama checkpoint (`llama_decoder.unsupported`) decoded in fp32 on CPU generates with
+        `LlamaDecoder`, and transformers' model is loaded only when option scoring needs it."""
+        from linguaforge.pipelines.loading import load_tokenizer, loading_errors
+        from linguaforge.pipelines.locations import resolve_model_dir
 
         local = resolve_model_dir(uri)
         tokenizer = load_tokenizer(resolve_model_dir(tokenizer_uri) if tokenizer_uri else local, revision=revision)
-        return cls(load_causal_lm(local, dtype=dtype, revision=revision), tokenizer, batch_size, device, streams)
+
+        def load_model():
+            from linguaforge.pipelines.models import load_causal_lm
+
+            return load_causal_lm(local, dtype=dtype, revision=revision)
+
+        config = Path(local) / "config.json"
+        if dtype != "float32" or str(device or "cpu") != "cpu" or revision is not None or not config.is_file():
+            return cls(load_model(), tokenizer, batch_size, device, streams)
+        with loading_errors(local, "model"):
+            llama = json.loads(config.read_text(encoding="utf-8"))
+        if llama_unsupported(llama) is not None or not any(Path(local).glob("*.safetensors")):
+            return cls(load_model(), tokenizer, batch_size, device, streams)
+
+        def load_decoder() -> LlamaDecoder:
+            with loading_errors(local, "model"):
+                return LlamaDecoder.from_folder(local)
+
+        return cls(load_model, tokenizer, batch_size, device, streams, decoder=load_decoder,
+                   model_eos_ids=_eos_ids(Path(local), llama))
 
     # -- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -306,16 +363,20 @@ class HFCausalLMGenerator:
         prompts = self._encode([it.prompt for it in items], "prompt", items)
         batches = self._batches([len(p) for p in prompts])
         outputs: list[str | None] = [None] * len(items)
-        decoded = in_streams(self.model, lambda batch: self._greedy([prompts[i] for i in batch], max_new_tokens, stop),
-                             batches, self.streams)
+        self._llama_decoder()  # built once, before the streams start
+        decoded = in_streams(self._model, lambda batch: self._greedy([prompts[i] for i in batch], max_new_tokens,
+                                                                      stop), batches, self.streams)
         for batch, rows in zip(batches, decoded, strict=True):
             for i, tokens in zip(batch, rows, strict=True):
                 outputs[i] = self._finish(tokens, stop)
         return outputs  # type: ignore[return-value]
 
     def _greedy(self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
-        cache = growing_cache()
         shared = shared_prefix(prompts) if len(prompts) > 1 else 0
+        stopped = (lambda tokens: self._stopped(tokens, stop)) if stop else None
+        if self._llama_decoder() is not None:
+            return self._decoder.greedy(prompts, shared, max_new_tokens, self.eos_ids, stopped)
+        cache = growing_cache()
         if shared:  # the tokens every prompt starts with, computed once, then their cache repeated per row
             self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True,
                        **{self._cache_kwarg: cache}, **self._keep_kwarg(1))
@@ -327,8 +388,7 @@ class HFCausalLMGenerator:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions[:, shared:], use_cache=True,
                          **{self._cache_kwarg: cache}, **self._keep_kwarg(1))
         return continue_greedy(self.model, out.logits[:, -1], cache, mask, positions[:, -1], max_new_tokens,
-                               self.eos_ids, (lambda tokens: self._stopped(tokens, stop)) if stop else None,
-                               self._cache_kwarg)
+                               self.eos_ids, stopped, self._cache_kwarg)
 
     def _stopped(self, tokens: list[int], stop: Sequence[str]) -> bool:
         return stop_in_tail(self.tokenizer, tokens, stop)
