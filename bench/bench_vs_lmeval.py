@@ -12,31 +12,30 @@ The generated texts of both are compared with a one-item greedy loop (HF generat
 
 Goal (issue 14): linguaforge >= 2x lm-eval's whole-process items/s, with texts identical to the one-item loop.
 
-Measured here (2 cores, quiet, 2026-12-03, two runs of a median of 3): linguaforge 23.0 / 25.3 s (10.89 / 9.86
-items/s; evaluation 15.3 / 15.8 s), lm-eval 35.9 / 41.8 s (6.97 / 5.98 items/s; evaluation 33.0 / 38.1 s): 1.56x /
-1.65x, goal not met (the run before the decoding changes below: 28.1 s against 39.3 s, 1.40x). Both tools' texts
-equal the one-item loop's (0 of 250 differ).
+Measured here (2 cores, quiet, 2026-12-04, a median of 3): linguaforge 12.1 s (20.62 items/s; evaluation 8.6 s,
+the rest 3.5 s), lm-eval 29.0 s (8.62 items/s; evaluation 26.9 s): 2.39x, goal met; both tools' texts equal the
+one-item loop's (0 of 250 differ). lm-eval's time varies from run to run on the same inputs (27-42 s over this
+bench's runs), ours with it: quote the ratio of one run.
 
-Where the time goes (cProfile of one `linguaforge eval` run, 23.4 s): importing torch and transformers and
-loading the model 6.2 s (transformers alone imports for about 4 s, torch._dynamo and torch.distributed
-included; lm-eval pays the same inside its evaluation timer), matplotlib for the report's plot 0.9 s, the
-evaluation 15.2 s: prefill 3.0 s and 252 one-token steps 12.1 s, of which the linear layers are 8.4 s (a
-64-row step runs its matmuls at about 70 % of the 141 GFLOPS a 64 x 512 x 1408 matmul reaches here) and
-attention over the fp32 KV cache 2.7 s (memory-bound: 13 MB of keys and as much of values per layer and step at
-100 cached tokens). What changed on 2026-12-03: the prompt tokens shared by a batch (24 of 59) computed once, the KV
-cache in a preallocated buffer (DynamicCache's torch.cat was 16 % of a step), and a two-matmul attention for
-one-token steps (SDPA's CPU kernel took 2.0 ms where two matmuls take 0.84 ms). With everything else at these
-rates, 2x would need the evaluation itself under about 10 s: less than its linear layers and attention alone
-take in fp32 (11.1 s).
-Why the steps cost what they do (2026-12-04, quiet): a 64-row step takes 34-40 ms in the loop, where its matmuls
-alone take 13 ms with the weights in cache (155 GFLOPS, ~80 % of the 2 cores' AVX2 peak) and 19 ms when the 64 MB
-of fp32 weights stream from memory; a 1-row step still takes 9.3 ms. The step is memory-bound: weights and ~124 MB
-of KV cache per step. MKL's prepacked weights (as inductor's freezing uses) were slower (20.3 against 18.6 ms),
-one intra-op thread much slower (52 against 35 ms), and resolving the mT5 classes only when used saved 0.2 s of
-start-up (medians of 3 interleaved processes: 9.48 against 9.69 s), within the run-to-run spread. Left, measured:
-the shared prompt tokens' KV read once, not per row (2-4 ms a step, 0.5-1 s a run), pandas not imported (pyarrow's
-`pa.array` imports it, 0.3 s), the per-row stop check batched (0.3 s): together about 1-1.5 s.
-With a demo training beside it (an earlier run): 106.0 s against 175.9 s, 1.66x.
+What took it from 1.56-1.65x (2026-12-03: 23.0 / 25.3 s against 35.9 / 41.8 s) to 2.39x, in the order done,
+`linguaforge eval` alone, quiet (the whole process, then its generation):
+- Two decode streams (`decoding.in_streams`): batches decode two at a time in threads of their own, one
+  intra-op thread each. A one-token step is short operations with Python between them; with one batch on two
+  threads a core waits through the Python, with two batches the other batch fills it. Generation 12.5 s ->
+  9.4-10.3 s, outputs identical.
+- The console script's garbage collector: the interpreter's exit ran full collections over the ~370 000
+  objects torch and transformers leave (0.8-1.0 s), and start-up ran 7 full collections while they were made
+  (0.93 s). Imported with collection paused, then frozen: all collections 0.08 s, exit 0.14 s.
+- `LlamaDecoder` for plain Llama checkpoints on CPU (pipelines/benchmarks/llama_decoder.py): the same
+  computation written out, straight from the safetensors, with the shared prompt prefix's keys and values
+  read once per step for all rows; transformers' modelling stack (2.3 s of imports) is not imported for
+  generation. This bench: 15.6 s (1.96x) before it, 12.1 s (2.39x) after, two runs.
+
+Where the time goes now (the median run): start-up to the first batch about 2.7 s (torch 1.6 s, transformers'
+tokenizer classes 1.1 s), generation 8.6 s (prefill is a third of the linear layers' arithmetic, all of it at
+about 110 GFLOPS), scoring, writing and the report's plot (matplotlib 0.5 s) the rest.
+Tried and not kept: MKL's prepacked weights (20.3 against 18.6 ms a step) and one product for q/k/v and one
+for gate/up (3.6-4.8 against 3.1-4.3 ms a layer) were slower.
 
     make bench-anchors                     # installs lm-eval into bench/.anchors/ (first use), then runs this
     python bench/bench_vs_lmeval.py [--items 250] [--batch 64] [--turns 3]
