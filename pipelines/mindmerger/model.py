@@ -16,6 +16,7 @@ sits at the position of the embedding it belongs to, whatever the padding side o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,10 +46,23 @@ class Mapping(nn.Module):
     """The trainable part. Its state_dict keys are exactly the official checkpoint's:
     mlp.linear1.{weight,bias}, mlp.linear2.{weight,bias}, end_boundary ([1, 1, d_llm])."""
 
-    def __init__(self, d_enc: int, d_llm: int):
+    def __init__(self, d_enc: int, d_llm: int, seed: int | None = None):
         super().__init__()
         self.mlp = MLP(d_enc, d_llm)
         self.end_boundary = nn.Parameter(torch.zeros(1, 1, d_llm))
+        if seed is not None:
+            self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int) -> None:
+        """nn.Linear's own initialisation (Kaiming-uniform weights, biases uniform in ±1/√fan_in), drawn from a
+        generator of the mapping's own. The process-wide generator is shared by every thread of a run, where
+        another stage's `torch.manual_seed` or draw between two of these draws would change the mapping."""
+        generator = torch.Generator().manual_seed(seed)
+        for linear in (self.mlp.linear1, self.mlp.linear2):
+            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(linear.in_features)
+            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
 
     @property
     def dims(self) -> tuple[int, int]:

@@ -40,7 +40,13 @@ from linguaforge.pipelines.mindmerger.checkpoint import (
     save_mapping,
 )
 from linguaforge.pipelines.mindmerger.data import Example, collate, load_examples, target_tokens
-from linguaforge.pipelines.mindmerger.model import MindMergerModel, mindmerger_loss_sum
+from linguaforge.pipelines.mindmerger.model import (
+    Mapping,
+    MindMergerModel,
+    encoder_dim,
+    llm_dim,
+    mindmerger_loss_sum,
+)
 from linguaforge.pipelines.mindmerger.settings import StageSettings
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.training.backends import TorchBackend, load_optimizer, save_optimizer
@@ -250,8 +256,8 @@ def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: in
 
     with MODEL_BUILD_LOCK:  # see pipelines.models: no module creation while another thread loads one
         encoder, llm = load_encoder(encoder_uri, dtype), load_causal_lm(llm_uri, dtype)
-        torch.manual_seed(seed)
-        model = MindMergerModel(encoder, llm, load_tokenizer(llm_uri).bos_token_id)
+        mapping = Mapping(encoder_dim(encoder), llm_dim(llm), seed=seed)  # seeded by a generator of its own
+        model = MindMergerModel(encoder, llm, load_tokenizer(llm_uri).bos_token_id, mapping)
     if init is not None:
         init = Path(init)
         if init.suffix == ".bin" or (init / "pytorch_model.bin").is_file() and not (init / "mapping.json").is_file():

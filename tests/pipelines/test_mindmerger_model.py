@@ -92,3 +92,36 @@ def test_mapping_of_other_dims_is_refused(demo_assets):
     with pytest.raises(InputError, match=r"mapping maps 48 → 32, but the encoder gives 32"):
         m = mm.model(demo_assets)
         MindMergerModel(m.encoder, m.llm, m.bos_id, mapping=Mapping(48, 32))
+
+
+def test_a_seeded_mapping_does_not_depend_on_other_threads():
+    """Stages run in threads of one process. A mapping drawn from the process-wide generator changes when another
+    thread reseeds it meanwhile; a seeded mapping draws from its own and comes out the same every time, with
+    nn.Linear's initial distribution (|w| ≤ 1/√fan_in, the Kaiming-uniform bound at a = √5)."""
+    import threading
+
+    stop = threading.Event()
+
+    def reseed():
+        while not stop.is_set():
+            torch.manual_seed(12345)
+
+    def build(seeded: bool) -> torch.Tensor:
+        if seeded:
+            return torch.cat([p.detach().flatten() for p in Mapping(64, 48, seed=3).parameters()])
+        torch.manual_seed(3)
+        return torch.cat([p.detach().flatten() for p in Mapping(64, 48).parameters()])
+
+    quiet = {seeded: build(seeded) for seeded in (False, True)}
+    other = threading.Thread(target=reseed)
+    other.start()
+    try:
+        seeded = [build(True) for _ in range(30)]
+        raced = any(not torch.equal(build(False), quiet[False]) for _ in range(5000))  # stops at the first
+    finally:
+        stop.set()
+        other.join()
+    assert raced, "the race this test is about never happened"
+    assert all(torch.equal(b, quiet[True]) for b in seeded)
+    weight = Mapping(64, 48, seed=3).mlp.linear1.weight
+    assert weight.abs().max() <= 1 / 64 ** 0.5 and weight.abs().max() > 0.9 / 64 ** 0.5
