@@ -306,7 +306,8 @@ def cmd_eval(args) -> int:
         scores = evaluate_model(args.model, args.benchmark, args.data, args.out, languages=languages,
                                 preset=args.preset, batch_size=args.batch_size, limit=args.limit,
                                 scoring=args.scoring, max_new_tokens=args.max_new_tokens, exemplars=args.exemplars,
-                                dtype=args.dtype, model_name=args.name, progress=report)
+                                dtype=args.dtype, model_name=args.name, progress=report,
+                                streams=args.streams or "auto")
     _print_rows(json.loads((Path(args.out) / "rows.json").read_text()) if (Path(args.out) / "rows.json").exists()
                 else _rows(scores))
     console.print(f"records and scores: {args.out}/{args.benchmark}/<language>/   report: {args.out}/report.md")
@@ -535,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=_at_least_one)
     ev.add_argument("--exemplars", help="few-shot exemplar file for native_cot presets")
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ev.add_argument("--streams", type=_at_least_one,
+                    help="batches generated at once, each on its share of the CPU threads (default: 2 on a CPU "
+                         "with 2 threads or more, else 1)")
     ev.add_argument("--name", help="model name in the report (default: the last part of --model)")
     ev.add_argument("--output-format", choices=["linguaforge", "lm-eval"], default="linguaforge",
                     help="lm-eval: also write <out>/<model>/results_<date>.json in lm-eval's results layout "

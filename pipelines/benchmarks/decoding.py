@@ -245,9 +245,10 @@ def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
 
 
 def default_streams(device: torch.device) -> int:
-    """Batches decoded at once: two on a CPU with two threads or more, else one. A one-token step is a few short
-    operations with Python between them, during which the step's other cores wait; a second batch decoding
-    beside it fills them. On a GPU the batches would queue on one device stream, so one."""
+    """Batches worth decoding at once in a process of their own: two on a CPU with two threads or more, else
+    one. A one-token step is a few short operations with Python between them, during which the step's other
+    cores wait; a second batch decoding beside it fills them. On a GPU the batches would queue on one device
+    stream, so one."""
     return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
 
 
@@ -255,7 +256,8 @@ def in_streams(model, decode: Callable[[list[int]], list[list[int]]], batches: l
                streams: int) -> list[list[list[int]]]:
     """`decode` over `batches`, `streams` at a time in threads of their own, each with an equal share of the
     intra-op threads; results in the batches' order. A batch computes the same whether it runs alone or beside
-    another (the threads share the read-only weights; each batch has its own KV cache)."""
+    another (the threads share the read-only weights; each batch has its own KV cache). The share is set with
+    `torch.set_num_threads`, which is the process's: torch threads started meanwhile elsewhere keep it."""
     streams = min(streams, len(batches))
     if streams <= 1:
         return [decode(batch) for batch in batches]
@@ -276,14 +278,15 @@ class HFCausalLMGenerator:
 
     `model` is the model, or a function that loads it on first use: `from_pretrained` gives a plain Llama
     checkpoint on CPU a `LlamaDecoder` for generation, and transformers' model is then loaded only if
-    something else needs it (option scoring)."""
+    something else needs it (option scoring). `streams` > 1 decodes that many batches at once (`in_streams`),
+    which sets the process's intra-op thread count meanwhile: ask for it in a process of its own."""
 
     def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device | None = None,
-                 streams: int | None = None, decoder: Callable[[], LlamaDecoder] | None = None,
+                 streams: int = 1, decoder: Callable[[], LlamaDecoder] | None = None,
                  model_eos_ids: Sequence[int] = ()):
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        if streams is not None and streams < 1:
+        if streams < 1:
             raise InputError(f"streams must be at least 1, got {streams}")
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -291,7 +294,7 @@ class HFCausalLMGenerator:
         self._decoder, self._load_decoder = None, decoder
         self.device = torch.device(device) if device is not None else (
             next(model.parameters()).device if self._model is not None else torch.device("cpu"))
-        self.streams = streams if streams is not None else default_streams(self.device)
+        self.streams = streams
         if self._model is not None:
             self._prepare(self._model, device)
             gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -324,7 +327,7 @@ class HFCausalLMGenerator:
     @classmethod
     def from_pretrained(cls, uri: str, dtype: str = "float32", batch_size: int = 8,
                         device: str | None = None, tokenizer_uri: str | None = None,
-                        revision: str | None = None, streams: int | None = None) -> HFCausalLMGenerator:
+                        revision: str | None = None, streams: int = 1) -> HFCausalLMGenerator:
         """Load a model (HF id, folder or fsspec URL) and its tokenizer the way the pipeline does. A local
         plain Llama checkpoint (`llama_decoder.unsupported`) decoded in fp32 on CPU generates with
         `LlamaDecoder`, and transformers' model is loaded only when option scoring needs it."""
@@ -363,9 +366,13 @@ class HFCausalLMGenerator:
         prompts = self._encode([it.prompt for it in items], "prompt", items)
         batches = self._batches([len(p) for p in prompts])
         outputs: list[str | None] = [None] * len(items)
-        self._llama_decoder()  # built once, before the streams start
-        decoded = in_streams(self._model, lambda batch: self._greedy([prompts[i] for i in batch], max_new_tokens,
-                                                                      stop), batches, self.streams)
+        if self._llama_decoder() is None:  # whichever decodes is loaded once, before the streams start
+            self.model  # noqa: B018
+
+        def decode(batch: list[int]) -> list[list[int]]:
+            return self._greedy([prompts[i] for i in batch], max_new_tokens, stop)
+
+        decoded = in_streams(self._model, decode, batches, self.streams)
         for batch, rows in zip(batches, decoded, strict=True):
             for i, tokens in zip(batch, rows, strict=True):
                 outputs[i] = self._finish(tokens, stop)

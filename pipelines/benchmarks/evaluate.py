@@ -21,8 +21,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
-from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator, OptionScorer, TextGenerator
+from linguaforge.pipelines.benchmarks.decoding import (
+    HFCausalLMGenerator,
+    OptionScorer,
+    TextGenerator,
+    default_streams,
+)
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results
 from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
@@ -176,16 +182,23 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
                    limit: int | None = None, scoring: str = "generate", max_new_tokens: int | None = None,
                    exemplars: str | None = None, dtype: str = "float32", device: str | None = None,
                    model_name: str | None = None, storage_options: dict | None = None,
-                   progress: Progress | None = None) -> list[dict]:
+                   progress: Progress | None = None, streams: int | str = 1) -> list[dict]:
     """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language under
-    `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` + `comparison.png`. Returns the scores."""
+    `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` + `comparison.png`. Returns the scores.
+
+    `streams` (`decoding.in_streams`; "auto": `decoding.default_streams`) sets the process's intra-op thread
+    count while it generates: the eval CLI, a process of its own, asks for "auto"; a process that runs other
+    torch work in other threads meanwhile (the pipeline's stages) keeps 1."""
     from linguaforge.pipelines.benchmarks.report import build_comparison
 
     bench = get_benchmark(benchmark)
     langs = list(languages) if languages else available_languages(bench, data, storage_options)
     if not langs:
         raise InputError(f"{data}: no {bench.name} languages found there")
-    generator = HFCausalLMGenerator.from_pretrained(model, dtype=dtype, batch_size=batch_size, device=device)
+    if streams == "auto":
+        streams = default_streams(torch.device(device or "cpu"))
+    generator = HFCausalLMGenerator.from_pretrained(model, dtype=dtype, batch_size=batch_size, device=device,
+                                                    streams=streams)
     name = model_name or model.rstrip("/").rsplit("/", 1)[-1]
     results = []
     for i, lang in enumerate(langs):
