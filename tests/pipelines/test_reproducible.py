@@ -72,3 +72,31 @@ def test_encoder_tokenizer_training_is_reproducible(tmp_path, repo_root):
 def test_summaries_keep_content_and_drop_execution_facts():
     summary = {"steps": 3, "losses": [1.0], "seconds": 2.5, "tokens_per_second": 9.0, "resumed_from": 2}
     assert content_only(summary) == {"steps": 3, "losses": [1.0]}
+
+
+def test_unigram_vocabularies_in_any_hash_order_come_out_the_same():
+    """What the Unigram trainer leaves in hash order, in the shape the demo's 2 000-piece vocabulary had: a run of
+    equal scores among the learned pieces, then the required characters with scores stepping down by 1e-4, and
+    a last piece tied with the one before it. Shuffled within those, the vocabularies come out identical."""
+    import random
+
+    from tokenizers import Tokenizer, models
+
+    from linguaforge.pipelines.demo.models import ENCODER_SPECIALS, _rounded_unigram_scores
+
+    specials = [[s, 0.0] for s in ENCODER_SPECIALS]
+    learned = [["ab", -3.0], ["cd", -4.0], ["ef", -4.0], ["gh", -4.0], ["ij", -5.5]]
+    tail_pieces = ["x", "y", "z", "q", "w"]
+    outputs = set()
+    for seed in range(6):
+        rng = random.Random(seed)
+        tied = learned[1:4]
+        rng.shuffle(tied)
+        tail = rng.sample(tail_pieces, len(tail_pieces))
+        vocab = specials + [learned[0], *tied, learned[4]]
+        vocab += [[piece, -9.0 - 1e-4 * i] for i, piece in enumerate(tail)]
+        vocab.append(["uvw", vocab[-1][1]])  # the last piece ties with the one before it
+        rng.shuffle(vocab[-2:])
+        tok = _rounded_unigram_scores(Tokenizer(models.Unigram([tuple(v) for v in vocab], unk_id=2)))
+        outputs.add(tok.to_str())
+    assert len(outputs) == 1
