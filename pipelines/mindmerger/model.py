@@ -58,7 +58,7 @@ class Mapping(nn.Module):
         """nn.Linear's own initialisation (Kaiming-uniform weights, biases uniform in ±1/√fan_in), drawn from a
         generator of the mapping's own. The process-wide generator is shared by every thread of a run, where
         another stage's `torch.manual_seed` or draw between two of these draws would change the mapping."""
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)  # the same draws, in the same order, as nn.Linear's
         for linear in (self.mlp.linear1, self.mlp.linear2):
             nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
             bound = 1 / math.sqrt(linear.in_features)
