@@ -36,6 +36,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from linguaforge.pipelines.benchmarks.greedy import greedy_loop
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.llama_decoder import LlamaDecoder
 from linguaforge.pipelines.benchmarks.llama_decoder import unsupported as llama_unsupported
@@ -143,29 +144,19 @@ def continue_greedy(model, logits: torch.Tensor, cache, mask: torch.Tensor, posi
     far): later steps compute only the rows still going. A row computes what it computes alone (its padding is
     masked, its positions come from its mask), so a row leaving changes no other row. Returns each row's new
     tokens, EOS excluded."""
-    rows = list(range(logits.shape[0]))  # batch position → row
-    generated: list[list[int]] = [[] for _ in rows]
-    eos = torch.tensor(list(eos_ids) or [-1], device=logits.device)
+
+    def advance(chosen: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        nonlocal mask, positions
+        if keep is not None:
+            cache.batch_select_indices(keep)
+            mask, positions = mask[keep], positions[keep]
+        mask = torch.cat([mask, mask.new_ones((len(chosen), 1))], dim=1)
+        positions = positions + 1
+        return model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions[:, None],
+                     use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
+
     with decode_attention(model):
-        for step in range(max_new_tokens):
-            chosen = logits.argmax(-1)
-            done = torch.isin(chosen, eos).tolist()
-            for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):
-                if not done[j]:
-                    generated[row].append(token)
-                    done[j] = stopped is not None and stopped(generated[row])
-            if step + 1 == max_new_tokens or all(done):
-                break
-            if any(done):  # the finished rows leave the batch, their cache with them
-                keep = [j for j, d in enumerate(done) if not d]
-                index = torch.tensor(keep, device=logits.device)
-                cache.batch_select_indices(index)
-                rows, chosen, mask, positions = [rows[j] for j in keep], chosen[index], mask[index], positions[index]
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            positions = positions + 1
-            logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions[:, None],
-                           use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
-    return generated
+        return greedy_loop(logits, max_new_tokens, eos_ids, stopped, advance)
 
 
 class _GrowingLayer:

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from linguaforge.pipelines.benchmarks.greedy import greedy_loop
+
 LAYER_WEIGHTS = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                  "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
@@ -134,27 +136,18 @@ class LlamaDecoder:
     def greedy(self, prompts: Sequence[Sequence[int]], shared: int, max_new_tokens: int, eos_ids: Sequence[int],
                stopped: Callable[[list[int]], bool] | None) -> list[list[int]]:
         """Each prompt's new tokens (EOS excluded), greedy; a row leaves the batch once it meets EOS or
-        `stopped` says so, exactly as `decoding.continue_greedy` does with transformers."""
+        `stopped` says so (`greedy.greedy_loop`, as `decoding.continue_greedy` with transformers)."""
         logits, cache, positions = self.prefill(prompts, shared, max_new_tokens)
-        rows = list(range(len(prompts)))  # batch position → row
-        generated: list[list[int]] = [[] for _ in rows]
-        eos = torch.tensor(list(eos_ids) or [-1])
-        for step in range(max_new_tokens):
-            chosen = logits.argmax(-1)
-            done = torch.isin(chosen, eos).tolist()
-            for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):
-                if not done[j]:
-                    generated[row].append(token)
-                    done[j] = stopped is not None and stopped(generated[row])
-            if step + 1 == max_new_tokens or all(done):
-                break
-            if any(done):  # the finished rows leave the batch, their cache with them
-                keep = torch.tensor([j for j, d in enumerate(done) if not d])
+
+        def advance(chosen: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+            nonlocal positions
+            if keep is not None:
                 cache.keep_rows(keep)
-                rows, chosen, positions = [rows[j] for j in keep.tolist()], chosen[keep], positions[keep]
+                positions = positions[keep]
             positions = positions + 1
-            logits = self._next_logits(chosen[:, None], positions[:, None], cache)
-        return generated
+            return self._next_logits(chosen[:, None], positions[:, None], cache)
+
+        return greedy_loop(logits, max_new_tokens, eos_ids, stopped, advance)
 
 
 class _SharedPrefixCache:
