@@ -9,7 +9,7 @@ that change --share (5 %) of every tensor's entries. The merge: mergekit's `task
 Each turn runs, in fresh processes and in turn: mergekit, linguaforge, and the I/O floor (read each input file
 once, write the output's bytes once, the fastest ways we know: a reused read buffer, O_DIRECT writes); before
 each, the previous output is flushed to disk (`os.sync`), so no tool writes while another's backlog drains;
---turns turns (3), medians compared. Peak RSS per process from wait4. Then both outputs are compared with an
+--turns turns (3), medians compared. Peak RSS per process, its own (see `LAUNCHER`). Then both outputs are compared with an
 fp32 reference, base + Σ w_i (θ_i − base) computed in float32 and rounded once to bf16: the number of entries
 off by one or more bf16 ulps, and the largest distance.
 
@@ -18,7 +18,10 @@ Goals (issue 14): linguaforge ≤ 0.5x mergekit's wall time, ≤ 2 GiB peak RSS,
 Measured here (2 cores, 24 GiB, 2026-12-04, two runs of 3 turns): mergekit 0.1.5 22.7 / 22.5 s and 5.5 GiB;
 linguaforge 7.6 / 7.1 s (0.34x / 0.32x mergekit, 2.0x / 1.85x the floor) and 0.50 GiB; the I/O floor 3.8 / 3.9 s.
 linguaforge's output is the fp32 reference rounded once (0 entries off); mergekit's has 13.2 M of 1.1 G entries
-one or more bf16 ulps off (it subtracts and sums in bf16).
+one or more bf16 ulps off (it subtracts and sums in bf16). From a fresh clone (2026-12-04, `make bench-anchors`,
+models built in this run): mergekit 21.8 s, 5.5 GiB; linguaforge 7.2 s (0.33x, 2.85x the floor), 0.50 GiB; floor
+2.5 s, 0.04 GiB (peaks measured through `LAUNCHER`; without it every tool read at least 1.52 GiB, this
+process's own peak after building the models).
 Where it came from (2026-12-03: 20.4 / 23.6 s, 0.81x / 0.72x, 1.50 / 1.75 GiB): on this VM a fresh memory page
 costs more than the arithmetic done in it, and writing through the page cache costs more kernel time than the
 disk takes (dd, 2.2 GB: 7.2-8.6 s buffered, 1.8 s with O_DIRECT). So task arithmetic over model folders streams
@@ -110,15 +113,24 @@ def config_yaml(root: Path) -> Path:
     return path
 
 
+# Linux starts an exec'd process's peak RSS at the high-water mark of the memory it was spawned from (vfork
+# shares the parent's, fork copies it), and this process has held the built models: spawned from here, every
+# tool reported at least this process's peak (1.52 GiB for the I/O floor after a fresh build). So each tool
+# starts from a small launcher, which reports its child's own peak (RUSAGE_CHILDREN) on its last stderr line.
+LAUNCHER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
 def run(command: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (GiB) of one process."""
     began = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.run([sys.executable, "-c", LAUNCHER, *command], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=env, text=True)
     seconds = time.perf_counter() - began
-    if status != 0:
-        raise SystemExit(f"{command[0]} failed ({status}): {process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 2**20
+    *said, peak_kib = process.stderr.strip().splitlines() or [""]
+    if process.returncode != 0:
+        raise SystemExit(f"{command[0]} failed ({process.returncode}): {chr(10).join(said)[-2000:]}")
+    return seconds, int(peak_kib) / 2**20
 
 
 def ulps(root: Path, outputs: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
