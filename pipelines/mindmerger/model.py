@@ -176,7 +176,11 @@ class MindMergerModel(nn.Module):
                 index[b, : len(r)] = r
         mask = (index != _PAD).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return Packed(pool[index], mask, positions, label_pool[index], index)
+        # an embedding lookup, not `pool[index]`: the boundary, BOS and padding vectors recur in every row, and on
+        # CPU with more than one thread indexing's backward sums their gradients with atomic adds, in whatever order
+        # the threads meet (two identical runs then differ from the first step); embedding's backward sums in a
+        # fixed order
+        return Packed(F.embedding(index, pool), mask, positions, label_pool[index], index)
 
     def pack_batch(self, batch: dict[str, torch.Tensor], padding_side: str | None = None) -> Packed:
         """A collated batch (see data.collate) → packed LLM input; encodes the source unless states are given."""

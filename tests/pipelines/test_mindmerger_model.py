@@ -126,3 +126,23 @@ def test_a_seeded_mapping_does_not_depend_on_other_threads():
     assert torch.equal(quiet[True], quiet[False])  # unraced, the same draws as nn.Linear's own from that seed
     weight = Mapping(64, 48, seed=3).mlp.linear1.weight
     assert weight.abs().max() <= 1 / 64 ** 0.5 and weight.abs().max() > 0.9 / 64 ** 0.5
+
+
+def test_a_batch_gives_the_same_gradient_bits_on_two_threads(demo_assets):
+    """The boundary, BOS and padding vectors recur in every row of a packed batch. With two intra-op threads,
+    summing their gradients must not depend on which thread adds first: packing by indexing (`pool[index]`)
+    summed them with atomic adds on CPU, and two identical training runs differed from their first step."""
+    from linguaforge.pipelines.threads import intra_op_threads
+
+    model = mm.model(demo_assets)
+    batch = collate(mm.mapping_examples(demo_assets, 16))
+    assert batch["llm_ids"].shape[0] >= 64  # enough rows (and elements) for torch to split the work in two
+
+    def gradient() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        model(**batch).backward()
+        return torch.cat([p.grad.flatten() for p in model.mapping.parameters()])
+
+    with intra_op_threads(2):
+        first = gradient()
+        assert all(torch.equal(gradient(), first) for _ in range(12))
