@@ -15,8 +15,9 @@ Goal (issue 14): linguaforge >= 2x lm-eval's whole-process items/s, with texts i
 Measured here (2 cores, quiet, 2026-12-04, a median of 3): linguaforge 12.1 s (20.62 items/s; evaluation 8.6 s,
 the rest 3.5 s), lm-eval 29.0 s (8.62 items/s; evaluation 26.9 s): 2.39x, goal met; both tools' texts equal the
 one-item loop's (0 of 250 differ). From a fresh clone (`make bench-anchors`, same day): linguaforge 9.5 s
-(26.40 items/s; evaluation 6.2 s), lm-eval 22.3 s (11.23 items/s): 2.35x, 0 of 250 differ. lm-eval's time varies from run to run on the same inputs (27-42 s over this
-bench's runs), ours with it: quote the ratio of one run.
+(26.40 items/s; evaluation 6.2 s), lm-eval 22.3 s (11.23 items/s): 2.35x, 0 of 250 differ. lm-eval's time
+varies from run to run on the same inputs (22-42 s over this bench's runs), ours with it: quote the ratio of
+one run.
 
 What took it from 1.56-1.65x (2026-12-03: 23.0 / 25.3 s against 35.9 / 41.8 s) to 2.39x, in the order done,
 `linguaforge eval` alone, quiet (the whole process, then its generation):
