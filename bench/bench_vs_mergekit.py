@@ -10,8 +10,8 @@ Each turn runs, in fresh processes and in turn: mergekit, linguaforge, and the I
 once, write the output's bytes once, the fastest ways we know: a reused read buffer, O_DIRECT writes); before
 each, the previous output is flushed to disk (`os.sync`), so no tool writes while another's backlog drains;
 --turns turns (3), medians compared. Peak RSS per process, its own (see `LAUNCHER`). Then both outputs are
-compared with an fp32 reference, base + Σ w_i (θ_i − base) computed in float32 and rounded once to bf16: the number of entries
-off by one or more bf16 ulps, and the largest distance.
+compared with an fp32 reference, base + Σ w_i (θ_i − base) computed in float32 and rounded once to bf16: the
+number of entries off by one or more bf16 ulps, and the largest distance.
 
 Goals (issue 14): linguaforge ≤ 0.5x mergekit's wall time, ≤ 2 GiB peak RSS, and closer to the reference.
 
