@@ -118,7 +118,8 @@ def config_yaml(root: Path) -> Path:
 # tool reported at least this process's peak (1.52 GiB for the I/O floor after a fresh build). So each tool
 # starts from a small launcher, which reports its child's own peak (RUSAGE_CHILDREN) on its last stderr line.
 LAUNCHER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+            "print('', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, sep=chr(10), file=sys.stderr); "
+            "sys.exit(code)")  # on a line of its own, even after a tool's unterminated last line
 
 
 def run(command: list[str], env: dict | None = None) -> tuple[float, float]:

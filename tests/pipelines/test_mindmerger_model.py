@@ -11,6 +11,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.mindmerger.data import collate
 from linguaforge.pipelines.mindmerger.model import IGNORE_INDEX, Mapping, MindMergerModel
 from linguaforge.pipelines.mindmerger.train import EncoderStates
+from linguaforge.pipelines.threads import intra_op_threads
 from tests.pipelines import mindmerger_common as mm
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -132,8 +133,6 @@ def test_a_batch_gives_the_same_gradient_bits_on_two_threads(demo_assets):
     """The boundary, BOS and padding vectors recur in every row of a packed batch. With two intra-op threads,
     summing their gradients must not depend on which thread adds first: packing by indexing (`pool[index]`)
     summed them with atomic adds on CPU, and two identical training runs differed from their first step."""
-    from linguaforge.pipelines.threads import intra_op_threads
-
     model = mm.model(demo_assets)
     batch = collate(mm.mapping_examples(demo_assets, 16))
     assert batch["llm_ids"].shape[0] >= 64  # enough rows (and elements) for torch to split the work in two
