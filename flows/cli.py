@@ -234,27 +234,52 @@ def cmd_artifacts(args) -> int:
         table.add_row(m.kind, m.key, m.stage, str(len(m.files)), _human(m.total_bytes), m.created_at[:19])
     console.print(table)
     console.print(f"{len(manifests)} artifact(s), {_human(sum(m.total_bytes for m in manifests))}")
+    _warn_unreadable(store, args.kind)
     return 0
 
 
+def _warn_unreadable(store, kind: str | None = None) -> None:
+    """Manifests that cannot be read are named, never a reason to stop listing the others."""
+    if bad := store.unreadable(kind):
+        err_console.print(f"[yellow]{len(bad)} artifact(s) with an unreadable manifest, left out:[/] "
+                          f"{', '.join(sorted(bad)[:5])}{' …' if len(bad) > 5 else ''} (`linguaforge verify` "
+                          "says why; `verify --repair` removes them)", highlight=False)
+
+
 def cmd_verify(args) -> int:
-    """Recompute every digest in the store; with --repair, remove what is damaged (the next run re-makes it)."""
+    """Recompute every digest in the store; with --repair, remove what is damaged (the next run re-makes it).
+    Deletes only in a marked store, only inside it, never through a link: what cannot be removed is said."""
+    from linguaforge.storage import StoreError
+
     store = _open_store(_load(args))
+    if args.repair:
+        store.require_marker("repair it")
     damaged = store.audit()
     table = Table(title=f"damaged artifacts in {store.url}")
     for column in ("artifact", "problem", "action"):
         table.add_column(column)
+    removed = 0
     for artifact, problem in damaged.items():
-        if args.repair:
-            kind, key = artifact.split("/")
-            store.delete(kind, key)
-        table.add_row(artifact, problem, "removed" if args.repair else "")
-    total = len(store.list()) + (len(damaged) if args.repair else 0)
+        action = ""
+        kind, _, key = artifact.partition("/")
+        if args.repair and not key:
+            action = "left alone: a linked kind folder (remove the link yourself)"
+        elif args.repair:
+            try:
+                store.delete(kind, key)
+                action, removed = "removed", removed + 1
+            except StoreError as exc:
+                action = f"left alone: {exc}"
+        table.add_row(artifact, problem, action)
+    total = len(store.list()) + removed
     if damaged:
         console.print(table)
     console.print(f"{total} artifact(s) checked, {len(damaged)} damaged"
-                  + (", removed: the next run re-makes them" if damaged and args.repair else ""))
-    return 1 if damaged and not args.repair else 0
+                  + (f", {removed} removed: the next run re-makes them" if removed else ""))
+    if leftovers := store.staging_leftovers():
+        console.print(f"[dim]{len(leftovers)} entr{'y' if len(leftovers) == 1 else 'ies'} in the staging folder "
+                      f"without an owner record, left alone: {', '.join(leftovers[:3])}[/]")
+    return 1 if len(damaged) > removed else 0
 
 
 def cmd_rm(args) -> int:
@@ -267,6 +292,7 @@ def cmd_rm(args) -> int:
         if not key or not store.exists(kind, key):
             raise ConfigError(f"artifact {name!r}: no such committed artifact in {store.url} (expected KIND/KEY, "
                               "as `linguaforge artifacts` lists them)")
+    store.require_marker("delete artifacts")
     for name in args.artifacts:
         store.delete(*name.split("/", 1))
         console.print(f"removed {name}")
@@ -392,6 +418,7 @@ def cmd_report(args) -> int:
         cfg = _load(args)
         store = _open_store(cfg)
         units = [m for m in store.list("eval") if not args.models or m.params.get("model") in args.models]
+        _warn_unreadable(store, "eval")
         newest = {}  # a store keeps the units of older runs too (another preset, an older evaluator): newest wins
         for m in units:  # oldest first
             score = store.open((m.kind, m.key)).read_json("scores.json")
@@ -473,15 +500,15 @@ def cmd_serve(args) -> int:
 def cmd_merge(args) -> int:
     from rich.progress import Progress
 
-    from linguaforge.flows.merge_cli import load_job, run_merge_job
-    from linguaforge.pipelines.merging.engine import check_output_folder
+    from linguaforge.flows.merge_cli import input_uris, load_job, run_merge_job
     from linguaforge.pipelines.merging.methods.maet import selection_warning
+    from linguaforge.pipelines.publish import check_output_folder
 
     job = load_job(args.config)
     if args.out:
         job.out = args.out
     job.force = job.force or args.force
-    check_output_folder(Path(job.out), job.force)  # before any weight is read
+    check_output_folder(Path(job.out), job.force, [job.base, *input_uris(job)])  # before any weight is read
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"merge ({job.merge.method})", total=None)
         report = run_merge_job(job, progress=lambda done, total, _: bar.update(task, completed=done, total=total))

@@ -33,6 +33,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.merging.mergekit import is_mergekit_config, job_from_mergekit
 from linguaforge.pipelines.merging.parameters import check_setting
+from linguaforge.storage.settings import no_credentials
 
 
 class DeltaPaths(BaseModel):
@@ -80,6 +81,12 @@ class MergeJob(BaseModel):
     seed: int = 0
     force: bool = Field(False, description="Write into a non-empty `out`, replacing only the files the merge writes.")
 
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, options: dict) -> dict:
+        return no_credentials(options)
+
+
     @model_validator(mode="after")
     def _one_form(self) -> MergeJob:
         if (self.deltas is None) == (self.models is None):
@@ -113,14 +120,13 @@ def load_job(path: str | Path) -> MergeJob:
 
 
 def run_merge_job(job: MergeJob, progress=None) -> dict:
-    """Resolve every input (decomposing MAET's masked-CPT results into a folder next to the output), then merge;
-    returns the merge report."""
-    import tempfile
-
+    """Resolve every input, then merge into `job.out` as one transaction (pipelines/publish.py): MAET's masked-CPT
+    results are decomposed inside the transaction's staging folder. Returns the merge report."""
     from linguaforge.pipelines.maet.decompose import decompose
     from linguaforge.pipelines.merging.deltas import SparseDelta
-    from linguaforge.pipelines.merging.engine import MergeSpec, merge
+    from linguaforge.pipelines.merging.engine import MergeSpec, write_merge
     from linguaforge.pipelines.merging.inputs import MergeInput, open_delta, weights_folder
+    from linguaforge.pipelines.publish import OutputTransaction
     from linguaforge.pipelines.weights import WeightReader
 
     base_dir = weights_folder(job.base, job.cache_dir, job.storage_options, "base")
@@ -130,17 +136,25 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
     def delta(uri: str):
         return open_delta(uri, base, job.cache_dir, job.storage_options, job.base)
 
-    def run(spec: MergeSpec) -> dict:
+    with OutputTransaction(job.out, job.force, inputs=[base_dir, *input_uris(job)]) as tx:
+        if job.models is not None:
+            inputs = [MergeInput(i.model, delta(i.model), i.role, i.weight, i.density) for i in job.models]
+            spec = MergeSpec(m.method, inputs, m.method_params(m.method), job.seed)
+        else:
+            parts = decompose(delta(job.deltas.ability_pivot), delta(job.deltas.pivot),
+                              {c: delta(u) for c, u in job.deltas.languages.items()}, tx.work.parent / "decomposed",
+                              alpha=d.alpha, beta=d.beta, form=d.language_delta_form)
+            spec = MergeSpec.of(m, m.method, SparseDelta(parts["ability"]),
+                                {c: SparseDelta(parts[c]) for c in job.deltas.languages}, job.seed)
         spec.dtype = job.dtype
-        return merge(base_dir, job.out, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress,
-                     replace=job.force, base_label=job.base)
+        report = write_merge(base_dir, tx.work, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress,
+                             base_label=job.base)
+        tx.publish()
+    return report
 
+
+def input_uris(job: MergeJob) -> list[str]:
+    """Every input the job names (the output must be none of them, nor inside or around one)."""
     if job.models is not None:
-        inputs = [MergeInput(i.model, delta(i.model), i.role, i.weight, i.density) for i in job.models]
-        return run(MergeSpec(m.method, inputs, m.method_params(m.method), job.seed))
-    with tempfile.TemporaryDirectory(prefix="decomposed-", dir=Path(job.out).resolve().parent) as tmp:
-        parts = decompose(delta(job.deltas.ability_pivot), delta(job.deltas.pivot),
-                          {c: delta(u) for c, u in job.deltas.languages.items()}, Path(tmp),
-                          alpha=d.alpha, beta=d.beta, form=d.language_delta_form)
-        return run(MergeSpec.of(m, m.method, SparseDelta(parts["ability"]),
-                                {c: SparseDelta(parts[c]) for c in job.deltas.languages}, job.seed))
+        return [i.model for i in job.models]
+    return [job.deltas.ability_pivot, job.deltas.pivot, *job.deltas.languages.values()]

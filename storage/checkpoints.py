@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +33,9 @@ class CheckpointHost(Protocol):
 
     def path(self, *parts: str) -> str: ...
 
-    def staging_root(self) -> Path: ...
+    def staging_folder(self, prefix: str) -> AbstractContextManager[Path]: ...
+
+    def remove(self, path: str, what: str) -> None: ...
 
     def verify_file(self, path: Path, entry: FileEntry, label: str) -> None: ...
 
@@ -56,24 +56,19 @@ class CheckpointArea:
     @contextmanager
     def new(self, step: int) -> Iterator[Path]:
         """A local folder to write checkpoint `step` into; saved (COMPLETE last) when the block exits cleanly."""
-        tmp = Path(tempfile.mkdtemp(prefix=f"ckpt-{step}-", dir=self.store.staging_root()))
-        try:
+        with self.store.staging_folder(f"ckpt-{step}-") as tmp:
             yield tmp
             self._save(step, tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def _save(self, step: int, local: Path) -> None:
         files = {rel: FileEntry(size=(local / rel).stat().st_size, sha256=sha256_file(local / rel)).model_dump()
                  for rel in relative_files(local)}
         target = f"{self.base}/{_step_name(step)}"
         fs = self.store.fs
-        if fs.exists(target):
-            fs.rm(target, recursive=True)
+        self.store.remove(target, f"an earlier checkpoint {_step_name(step)} of {self.kind}/{self.key}")
         if self.store.is_local:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             os.replace(local, target)  # same filesystem: a rename, not a copy
-            local.mkdir()  # so that the caller's cleanup finds what it expects
         else:
             for rel in files:
                 fs.put_file(str(local / rel), f"{target}/{rel}")
@@ -124,8 +119,7 @@ class CheckpointArea:
         keep_names = {_step_name(s) for s in complete[:keep]}
         for path in self.store.fs.glob(f"{self.base}/step-*"):
             if path.rstrip("/").split("/")[-1] not in keep_names:
-                self.store.fs.rm(path, recursive=True)
+                self.store.remove(path.rstrip("/"), f"an old checkpoint of {self.kind}/{self.key}")
 
     def clear(self) -> None:
-        if self.store.fs.exists(self.base):
-            self.store.fs.rm(self.base, recursive=True)
+        self.store.remove(self.base, f"the checkpoints of {self.kind}/{self.key}")

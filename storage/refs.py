@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_serializer
+from pydantic import BaseModel, Field, field_serializer, field_validator
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "linguaforge.manifest/1"
@@ -73,6 +73,15 @@ class InputEntry(BaseModel):
     digest: str
 
 
+def check_relative_path(rel: str) -> str:
+    """A file of an artifact is named by a plain relative POSIX path: nothing that could address a file outside
+    its artifact folder (absolute, `..`, empty or `.` segments, backslashes, NUL)."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"file name {rel[:120]!r} is not a plain relative path inside the artifact")
+    return rel
+
+
 class Manifest(BaseModel):
     """The commit marker of an artifact, written last. Holds no credentials, ever."""
 
@@ -87,6 +96,13 @@ class Manifest(BaseModel):
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
     files: dict[str, FileEntry]
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("files")
+    @classmethod
+    def _files_inside(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for rel in files:
+            check_relative_path(rel)
+        return files
 
     @property
     def digest(self) -> str:

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -49,6 +48,7 @@ from linguaforge.storage.refs import (
     Manifest,
     artifact_key,
 )
+from linguaforge.storage.staging import DEFAULT_LEASE_S, StagingArea
 
 if TYPE_CHECKING:
     from linguaforge.storage.checkpoints import CheckpointArea
@@ -59,12 +59,31 @@ DEFAULT_STORE_URL = "./.linguaforge/store"
 DEFAULT_CACHE_DIR = "./.linguaforge/cache"
 EVENTS_DIR = "_events"
 STAGING_DIR = ".staging"
-_CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+_CREDENTIAL_OPTIONS = {"key", "secret", "token", "password", "passwd", "aws_access_key_id", "aws_secret_access_key",
+                       "aws_session_token", "access_key", "secret_key", "session_token", "access_token",
+                       "refresh_token", "client_secret", "account_key", "sas_token", "credential", "credentials",
+                       "connection_string", "api_key", "private_key"}
 # errors of an object store that has gone away for a while (connection refused or reset, timeouts): worth
 # another attempt; anything else (no credentials, access denied, no bucket) is not
 _TRANSIENT_NAMES = {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
                     "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
                     "FSTimeoutError", "IncompleteReadError", "ResponseStreamingError"}
+
+
+def credential_paths(options: Any, where: str = "") -> list[str]:
+    """The dotted paths of every credential in (nested) storage options, e.g. client_kwargs.aws_secret_access_key:
+    they must come from the environment, never from a configuration that reaches logs, manifests and Prefect."""
+    found = []
+    if isinstance(options, dict):
+        for name, value in options.items():
+            path = f"{where}.{name}" if where else str(name)
+            if str(name).lower().replace("-", "_") in _CREDENTIAL_OPTIONS and value not in (None, "", False):
+                found.append(path)
+            found += credential_paths(value, path)
+    elif isinstance(options, list | tuple):
+        for i, value in enumerate(options):
+            found += credential_paths(value, f"{where}[{i}]")
+    return found
 
 
 def _transient(exc: BaseException | None) -> bool:
@@ -97,27 +116,20 @@ def code_version() -> str:
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_HOST = socket.gethostname().replace("@", "_")
-_STALE_STAGING_SECONDS = 24 * 3600
+STORE_MARKER = "linguaforge-store.json"  # a store knows it is one: only a folder holding this is ever deleted in
+STORE_FORMAT = "linguaforge.store/1"
+# never a store: the filesystem's own folders (and everything under the first group)
+_SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
+                 "/sys", "/run", "/snap")
+_SYSTEM_FOLDERS = {"/", "/var", "/var/lib", "/var/tmp", "/home", "/root", "/opt", "/srv", "/mnt", "/media", "/tmp"}
 
 
-def _writer_is_gone(folder: Path) -> bool:
-    """A staging folder is named `<kind>-<key>@<host>@<pid>@<random>`: its writer is gone when it ran on
-    this host and that process no longer exists, or (for other hosts and old names) after a day."""
-    try:
-        age = time.time() - folder.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    parts = folder.name.split("@")
-    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
-        try:
-            os.kill(int(parts[2]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, owned by another user
-            return False
-        return False
-    return age > _STALE_STAGING_SECONDS
+def system_folder(path: str) -> bool:
+    """True for the filesystem root, a system folder or anything inside /etc, /usr, ... and the home folder."""
+    real = os.path.realpath(os.path.expanduser(path))
+    if real in _SYSTEM_FOLDERS or real == os.path.realpath(os.path.expanduser("~")):
+        return True
+    return any(real == tree or real.startswith(tree + "/") for tree in _SYSTEM_TREES)
 
 
 class ArtifactStore:
@@ -132,17 +144,20 @@ class ArtifactStore:
         create: bool = True,
         upload_attempts: int = 4,
         upload_backoff_s: float = 2.0,
+        staging_lease_s: float = DEFAULT_LEASE_S,
     ):
         """`create=False`: the store must exist already (commands that only read one must not make one at a
-        mistyped path). A remote commit whose endpoint goes away is tried `upload_attempts` times (the client's
-        own retries inside each), `upload_backoff_s` doubling between them."""
+        mistyped path), and opening it changes nothing. `create=True` (a run) makes the store with its marker
+        file, or accepts a folder that holds the marker, and sweeps staging folders whose writers are gone (another
+        host's after `staging_lease_s` without a heartbeat). A remote commit whose endpoint goes away is tried
+        `upload_attempts` times (the client's own retries inside each), `upload_backoff_s` doubling between them."""
         if not isinstance(url, str) or not url.strip():
             raise StoreError(f"store URL {url!r} is empty")
         options = dict(storage_options or {})
         self.storage_options = dict(options)  # as given (never credentials: refused below), for handles
-        if leaked := _CREDENTIAL_OPTIONS & set(options):
+        if leaked := credential_paths(options):
             raise StoreError(
-                f"store {url!r}: credentials ({', '.join(sorted(leaked))}) must not be given in storage_options, "
+                f"store {url!r}: credentials ({', '.join(leaked)}) must not be given in storage_options, "
                 "which end up in configs and logs; set them in the environment (AWS_ACCESS_KEY_ID, ...) instead"
             )
         if endpoint := options.pop("endpoint_url", None):
@@ -152,8 +167,8 @@ class ArtifactStore:
         options.setdefault("skip_instance_cache", True)
         try:
             self.fs, root = fsspec.core.url_to_fs(url, **options)
-        except (ImportError, ValueError) as exc:
-            raise StoreError(f"store URL {url!r} cannot be opened: {exc}") from exc
+        except (ImportError, ValueError, TypeError) as exc:
+            raise StoreError(f"store URL {url!r} cannot be opened: {exc}") from None
         self.is_local = isinstance(self.fs, LocalFileSystem)
         self.root = root.rstrip("/")
         self.url = self.root if self.is_local else self.fs.unstrip_protocol(self.root)
@@ -161,15 +176,20 @@ class ArtifactStore:
         self.multipart_chunksize = multipart_chunksize
         self.upload_attempts, self.upload_backoff_s = max(1, upload_attempts), upload_backoff_s
         self._verified: dict[tuple[str, int, int], str] = {}
+        self._marked = False
+        self._staging = StagingArea(self._staging_dir, Path(self.root) if self.is_local else self.cache_dir,
+                                    staging_lease_s)
         self._check_access(create)
-        self.sweep_staging()
+        if create:
+            self.ensure_marker()
+            self.sweep_staging()
 
     # -- handles for other processes -----------------------------------------------------------
     def handle(self) -> str:
         """Everything another process (a training worker, a GPU job) needs to open this same store: URL,
         storage options (which never hold credentials) and cache dir, as one JSON string."""
         return json.dumps({"url": self.url, "storage_options": self.storage_options,
-                           "cache_dir": str(self.cache_dir)}, sort_keys=True)
+                           "cache_dir": str(self.cache_dir), "staging_lease_s": self._staging.lease_s}, sort_keys=True)
 
     @classmethod
     def from_handle(cls, handle: str) -> ArtifactStore:
@@ -177,7 +197,8 @@ class ArtifactStore:
         if not handle.lstrip().startswith("{"):
             return cls(handle)
         spec = json.loads(handle)
-        return cls(spec["url"], cache_dir=spec["cache_dir"], storage_options=spec["storage_options"])
+        return cls(spec["url"], cache_dir=spec["cache_dir"], storage_options=spec["storage_options"],
+                   staging_lease_s=spec.get("staging_lease_s", DEFAULT_LEASE_S))
 
     # -- addressing ---------------------------------------------------------------------------
     key = staticmethod(artifact_key)
@@ -200,6 +221,9 @@ class ArtifactStore:
     def _check_access(self, create: bool = True) -> None:
         if self.is_local:
             root = Path(self.root)
+            if system_folder(self.root or "/"):
+                raise StoreError(f"store {self.url} is a system folder (or the filesystem root, or your home folder "
+                                 "itself); point store.url at a folder of its own, e.g. ./.linguaforge/store")
             if not create and not root.is_dir():
                 raise StoreError(f"store {self.url} does not exist (a typo? `linguaforge run` creates a store)")
             try:
@@ -224,6 +248,94 @@ class ArtifactStore:
                 hint = (" — no usable credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                         "(and AWS_ENDPOINT_URL for MinIO) in the environment")
             raise StoreError(f"store {self.url} is not accessible: {type(exc).__name__}: {exc}{hint}") from exc
+
+    # -- the marker: a store knows it is one ------------------------------------------------------
+    def is_marked(self) -> bool:
+        if not self._marked:  # a marker, once seen, stays: asked before every deletion, checked once
+            self.fs.invalidate_cache()
+            self._marked = self.fs.exists(self.path(STORE_MARKER))
+        return self._marked
+
+    def ensure_marker(self) -> None:
+        """Make the marker in a new or empty folder, or in a store made before markers (every entry is a store's:
+        artifact folders with valid manifests, execution records, staging); refuse any other folder."""
+        if self.is_marked():
+            return
+        entries = self._top_level()
+        if entries and (stranger := self._not_a_store_entry(entries)):
+            raise StoreError(
+                f"store {self.url}: the folder holds files that are not a linguaforge store's ({stranger}) and no "
+                f"{STORE_MARKER}; linguaforge writes only into a new or empty folder, or a store it made: point "
+                "store.url at another folder")
+        record = {"format": STORE_FORMAT, "created_at": datetime.now(UTC).isoformat(), "store_id": uuid.uuid4().hex,
+                  "adopted": bool(entries), "code_version": code_version()}
+        self.fs.pipe_file(self.path(STORE_MARKER), json.dumps(record, indent=1).encode())
+        if entries:
+            log.info("marked %s as a linguaforge store (it was made before stores carried %s)", self.url,
+                     STORE_MARKER)
+
+    def require_marker(self, action: str) -> None:
+        """Every command that deletes asks first: a folder without the marker was not made by linguaforge."""
+        if not self.is_marked():
+            raise StoreError(f"{self.url} is not a linguaforge store (it has no {STORE_MARKER}); refusing to "
+                             f"{action}. linguaforge deletes only inside stores it made (a store made before "
+                             "markers gets one from its next `linguaforge run`)")
+
+    def _top_level(self) -> list[str]:
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        except FileNotFoundError:
+            return []
+        return [n for n in names if not n.startswith(".write-test-")]
+
+    def _not_a_store_entry(self, entries: list[str]) -> str | None:
+        """The first entry that a store made before markers would not hold, described; None when all fit."""
+        for name in entries:
+            path = self.path(name)
+            if self.is_local and os.path.islink(path):
+                return f"{name!r} is a symbolic link"
+            if name in (EVENTS_DIR, STAGING_DIR) and self.fs.isdir(path):
+                continue
+            if not _NAME.fullmatch(name) or not self.fs.isdir(path):
+                return f"{name!r}"
+            for child in self.fs.ls(path, detail=False):
+                key = child.rstrip("/").rsplit("/", 1)[-1]
+                if key.startswith(".") and key.endswith(".lock"):
+                    continue
+                try:
+                    manifest = Manifest.model_validate_json(self.fs.cat_file(f"{path}/{key}/{MANIFEST_NAME}"))
+                except (OSError, ValueError):
+                    return f"{name}/{key} has no valid {MANIFEST_NAME}"
+                if (manifest.kind, manifest.key) != (name, key):
+                    return f"{name}/{key}'s manifest names {manifest.kind}/{manifest.key}"
+        return None
+
+    def _deletable(self, path: str, what: str) -> None:
+        """`path` may be deleted: the store is marked, the path lies inside it, and (locally) no folder on the way
+        is a symbolic link (a link is never followed for deletion)."""
+        self.require_marker(f"delete {what}")
+        relative = path[len(self.root):].strip("/") if path.startswith(self.root + "/") else None
+        if not relative or any(part in ("", ".", "..") for part in relative.split("/")):
+            raise StoreError(f"refusing to delete {path}: it is not inside the store {self.url}")
+        if self.is_local:
+            parts = relative.split("/")
+            for depth in range(1, len(parts) + 1):
+                step = os.path.join(self.root, *parts[:depth])
+                if os.path.islink(step):
+                    raise StoreError(f"refusing to delete {what}: {step} is a symbolic link (linguaforge never "
+                                     "deletes through a link; remove the link yourself if it should go)")
+
+    def remove(self, path: str, what: str) -> None:
+        """Delete a file or folder inside the store (checked by `_deletable`); a missing one is fine."""
+        self._deletable(path, what)
+        if self.is_local:
+            target = Path(path)
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        elif self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
 
     # -- reading ------------------------------------------------------------------------------
     def exists(self, kind: str, key: str) -> bool:
@@ -295,11 +407,43 @@ class ArtifactStore:
             kind, key = path.rstrip("/").split("/")[-3:-1]
             try:
                 manifest = self.manifest(kind, key)
+                if link := self._link_in(kind, key, manifest):
+                    raise IntegrityError(f"{link} is a symbolic link (a store holds plain files; links are never "
+                                         "followed for deletion)")
                 for rel, entry in manifest.files.items():
                     self._verify_stored(kind, key, rel, entry)
             except StoreError as exc:
                 damaged[f"{kind}/{key}"] = str(exc)
+        for link in self._linked_folders():
+            damaged.setdefault(link, f"{link} is a symbolic link (a store holds plain folders; links are never "
+                                     "followed, listed or deleted through)")
         return damaged
+
+    def _linked_folders(self) -> list[str]:
+        """Kind and artifact folders of a local store that are symbolic links ("kind" or "kind/key")."""
+        if not self.is_local or not os.path.isdir(self.root):
+            return []
+        found = []
+        for kind in os.scandir(self.root):
+            if kind.is_symlink():
+                found.append(kind.name)
+            elif kind.is_dir() and kind.name not in (EVENTS_DIR, STAGING_DIR):
+                found += [f"{kind.name}/{key.name}" for key in os.scandir(kind.path) if key.is_symlink()]
+        return found
+
+    def _link_in(self, kind: str, key: str, manifest: Manifest) -> str | None:
+        """The first symbolic link on the way to any of the artifact's files (local stores), or None."""
+        if not self.is_local:
+            return None
+        seen = set()
+        for rel in [MANIFEST_NAME, *manifest.files]:
+            parts = [kind, key, *rel.split("/")]
+            for depth in range(1, len(parts) + 1):
+                step = os.path.join(self.root, *parts[:depth])
+                if step not in seen and os.path.islink(step):
+                    return "/".join(parts[:depth])
+                seen.add(step)
+        return None
 
     def _verify_stored(self, kind: str, key: str, rel: str, entry: FileEntry) -> None:
         if self.is_local:
@@ -315,8 +459,22 @@ class ArtifactStore:
                 if f"/{EVENTS_DIR}/" not in path and f"/{STAGING_DIR}/" not in path]
 
     def list(self, kind: str | None = None) -> list[Manifest]:
-        manifests = [Manifest.model_validate_json(self.fs.cat_file(path)) for path in self._manifest_paths(kind)]
-        return sorted(manifests, key=lambda m: m.created_at)
+        """Every committed artifact whose manifest can be read (`unreadable` names the others)."""
+        return sorted(self._read_manifests(kind)[0], key=lambda m: m.created_at)
+
+    def unreadable(self, kind: str | None = None) -> dict[str, str]:
+        """{"kind/key": why} for every manifest that cannot be read (truncated, not JSON, wrong fields)."""
+        return self._read_manifests(kind)[1]
+
+    def _read_manifests(self, kind: str | None) -> tuple[list[Manifest], dict[str, str]]:
+        manifests, bad = [], {}
+        for path in self._manifest_paths(kind):
+            kind_, key = path.rstrip("/").split("/")[-3:-1]
+            try:
+                manifests.append(self.manifest(kind_, key))
+            except StoreError as exc:
+                bad[f"{kind_}/{key}"] = str(exc)
+        return manifests, bad
 
     def verified_local_file(self, kind: str, key: str, rel: str, entry: FileEntry) -> Path:
         """A local path to one artifact file whose size and sha256 match the manifest."""
@@ -378,23 +536,21 @@ class ArtifactStore:
 
     def staging_root(self) -> Path:
         """The local folder new artifacts and checkpoints are staged in (created on first use)."""
-        self._staging_dir.mkdir(parents=True, exist_ok=True)
-        return self._staging_dir
+        return self._staging.create()
+
+    def staging_folder(self, prefix: str):
+        """A context manager: a fresh staging folder with its owner record, removed on exit."""
+        return self._staging.folder(prefix)
 
     def sweep_staging(self) -> list[str]:
-        """Remove staging folders whose writer is gone (a killed process leaves its folder behind): those of
-        this host whose process no longer exists, and any older than a day. Returns the names removed."""
-        root = self._staging_dir
-        if not root.is_dir():
+        """Remove staging folders whose writers are proven gone (storage/staging.py); returns their names."""
+        if self.is_local and not self.is_marked():
             return []
-        removed = []
-        for folder in root.iterdir():
-            if _writer_is_gone(folder):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder.name)
-        if removed:
-            log.info("removed %d staging folder(s) left by killed writers in %s", len(removed), root)
-        return removed
+        return self._staging.sweep()
+
+    def staging_leftovers(self) -> list[str]:
+        """Staging entries without an owner record: not made by this code, so never swept (verify lists them)."""
+        return self._staging.unowned()
 
     @contextmanager
     def writer(
@@ -413,7 +569,7 @@ class ArtifactStore:
         does not exist, whatever files may have reached the store.
         """
         self._check_address(kind, key)
-        staging = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}@{_HOST}@{os.getpid()}@", dir=self.staging_root()))
+        staging = self._staging.new(prefix=f"{kind}-{key}-")
         writer = ArtifactWriter(staging, self.checkpoints(kind, key))
         try:
             yield writer
@@ -426,7 +582,7 @@ class ArtifactStore:
             raise StoreError(f"no space left on the device while writing {kind}/{key} (staged in {staging.parent}); "
                              "nothing was committed: free space, or point store.url / cache_dir elsewhere") from None
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            self._staging.release(staging)
 
     def _commit(self, kind, key, staging: Path, stage, stage_version, params, inputs, metrics) -> ArtifactRef:
         files = {rel: FileEntry(size=(staging / rel).stat().st_size, sha256=sha256_file(staging / rel))
@@ -491,7 +647,7 @@ class ArtifactStore:
         final.mkdir(parents=True, exist_ok=True)
         for stale in final.iterdir():  # leftovers of an earlier attempt killed before its manifest
             if stale.name != CHECKPOINTS_DIR:
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+                self.remove(str(stale), f"a leftover of an uncommitted {final.parent.name}/{final.name}")
         for rel, entry in files.items():
             target = final / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -512,13 +668,13 @@ class ArtifactStore:
 
     def delete(self, kind: str, key: str) -> None:
         """Remove an artifact: manifest first, so that it stops existing before its files go. Cached Prefect
-        results that point to it are noticed on their next hit (tasks.common.VerifiedCache)."""
+        results that point to it are noticed on their next hit (tasks.common.VerifiedCache). Only in a marked
+        store, only inside it, never through a symbolic link."""
         self._check_address(kind, key)
         base = self.path(kind, key)
-        if self.fs.exists(f"{base}/{MANIFEST_NAME}"):
-            self.fs.rm_file(f"{base}/{MANIFEST_NAME}")
-        if self.fs.exists(base):
-            self.fs.rm(base, recursive=True)
+        self._deletable(base, f"artifact {kind}/{key}")
+        self.remove(f"{base}/{MANIFEST_NAME}", f"the manifest of {kind}/{key}")
+        self.remove(base, f"artifact {kind}/{key}")
 
     # -- checkpoints and execution records ----------------------------------------------------
     def checkpoints(self, kind: str, key: str) -> CheckpointArea:

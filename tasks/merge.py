@@ -8,7 +8,7 @@ from prefect.artifacts import create_table_artifact
 from linguaforge.pipelines.maet.decompose import decompose as decompose_deltas
 from linguaforge.pipelines.maet.settings import DecomposeConfig
 from linguaforge.pipelines.merging.deltas import SparseDelta
-from linguaforge.pipelines.merging.engine import MergeSpec, merge
+from linguaforge.pipelines.merging.engine import MergeSpec, write_merge
 from linguaforge.pipelines.merging.methods import METHODS
 from linguaforge.pipelines.merging.methods.maet import selection_warning
 from linguaforge.pipelines.merging.settings import MergeConfig
@@ -72,9 +72,9 @@ def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, abi
                                               for c in ctx.languages}
         spec = MergeSpec.of(m, method, _delta(store, ability, ability_file), langs, ctx.seed)
         with StageProgress(f"merge ({method})") as progress:
-            report = merge(base.local(store), w.path / "model", spec, shard_bytes=m.shard_size_mb * 2**20,
-                           expected_languages=ctx.languages if languages else None, progress=progress,
-                           base_label=base.label)
+            report = write_merge(base.local(store), w.path / "model", spec, shard_bytes=m.shard_size_mb * 2**20,
+                                 expected_languages=ctx.languages if languages else None, progress=progress,
+                                 base_label=base.label)
         w.write_json("merge_report.json", report)
         w.metrics.update({"method": method, "tensors": report["tensors"]})
         if method == "maet":

@@ -11,9 +11,6 @@ moved into place only when complete.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,9 +26,10 @@ from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_diges
 from linguaforge.pipelines.merging.inputs import MergeInput
 from linguaforge.pipelines.merging.methods import METHODS, ElementwiseRule, PlanContext
 from linguaforge.pipelines.merging.settings import MergeConfig
+from linguaforge.pipelines.publish import OutputTransaction, check_output_folder  # noqa: F401 - re-exported
 from linguaforge.pipelines.threads import intra_op_threads
 from linguaforge.pipelines.weights import DTYPES as DTYPES_BY_NAME
-from linguaforge.pipelines.weights import INDEX_NAME, ShardedWriter, WeightReader, copy_non_weight_files
+from linguaforge.pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SLICE_ENTRIES = 1 << 18  # an elementwise merge's slice: 1 MB of float32 per input, in cache while worked on
@@ -105,13 +103,26 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
           expected_languages: list[str] | None = None,
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
           replace: bool = False, base_label: str | None = None) -> dict[str, Any]:
-    """Merge into an HF folder at `out_dir` (created only on success), with a model card naming `base_label` (the
-    hub id or URL the base came from; default its folder). Returns the report: method, counts, and what the
-    method chose (MAET: per-tensor similarity and family, the selected set T).
+    """Merge into an HF folder at `out_dir`, as one transaction (pipelines/publish.py): built beside it, locked
+    while written, swapped in whole, so that a kill leaves the complete old folder or the complete new one.
+    The folder gets a model card naming `base_label` (the hub id or URL the base came from; default its folder).
+    Returns the report: method, counts, and what the method chose (MAET: per-tensor similarity and family, T).
 
-    An `out_dir` that holds files is refused, unless `replace`: then the files the merge writes replace
-    those of the same name, and nothing else in the folder is touched."""
-    check_output_folder(Path(out_dir), replace)
+    An `out_dir` that holds files is refused, unless `replace`: then the files the merge writes replace those of
+    the same name, and the others are kept. An output that is, holds or lies inside an input is refused."""
+    inputs = [base_dir, *(i.delta.path for i in spec.inputs)]
+    with OutputTransaction(out_dir, replace, inputs) as tx:
+        report = write_merge(base_dir, tx.work, spec, shard_bytes, expected_languages, progress, base_label)
+        tx.publish()
+    return report
+
+
+def write_merge(base_dir: str | Path, folder: Path, spec: MergeSpec, shard_bytes: int = 2 * 1024**3,
+                expected_languages: list[str] | None = None,
+                progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+                base_label: str | None = None) -> dict[str, Any]:
+    """The merge into `folder`, which must not exist yet (a staging folder: the store's, or a transaction's).
+    Every output tensor is checked finite as it streams: a NaN or Inf stops the merge, naming the tensor."""
     base = WeightReader(base_dir)
     shapes = base.shapes()
     check_spec(spec, shapes, expected_languages)
@@ -122,41 +133,53 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
     context = PlanContext(base=base, seed=spec.seed, report={"method": spec.method, "tensors": len(shapes)})
     merged = METHODS[spec.method].plan(spec.inputs, spec.params, context)
     dtype = DTYPES[spec.dtype] if spec.dtype else None
-    names = base.names()
-    layout = [(n, _out_dtype(base, n, dtype), shapes[n]) for n in names]  # known before any value is
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        writer = ShardedWriter(staging, shard_bytes, layout=layout)
-        changed = set().union(*(set(i.delta.names()) for i in spec.inputs))
-        sliced = isinstance(merged, ElementwiseRule) and merged.sliceable
-        # a whole-tensor merge reads the next tensor while it makes this one; a sliced one reads slice by slice
-        readers = [] if sliced else [base] + [i.delta for i in spec.inputs if hasattr(i.delta, "prefetch")]
-        # a slice's operations are too short to gain from a second thread, whose spinning between them takes
-        # the core the shard writer needs: merge CLI on the 1.1 B bench, 2 cores, 4 interleaved runs, shards
-        # written through the page cache: 8.7-10.7 s on one thread against 11.0-14.6 s on two (2026-12-04)
-        with intra_op_threads(1) if sliced else nullcontext():
-            for done, (name, out_dtype, shape) in enumerate(layout, 1):
-                if sliced and name in changed:
-                    tensor = _merged_in_slices(merged, base, name, shape, out_dtype)
-                else:
-                    original = base.get(name)
-                    for reader in readers if done < len(layout) else []:
-                        reader.prefetch(layout[done][0])
-                    tensor = merged(name, original) if name in changed else original  # untouched: as is
-                writer.add(name, tensor.to(out_dtype))
-                if progress is not None:
-                    progress(done, len(names), {})
-        context.report["files"] = writer.close()
-        copy_non_weight_files(base_dir, staging)
-        if spec.dtype:
-            _set_config_dtype(staging / "config.json", spec.dtype)
-        write_model_card(staging / "README.md", spec, base_dir, context.report, base_label)
-        _publish(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    layout = [(n, _out_dtype(base, n, dtype), shapes[n]) for n in base.names()]  # known before any value is
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    writer = ShardedWriter(folder, shard_bytes, layout=layout)
+    _stream(writer, base, merged, spec, layout, progress)
+    context.report["files"] = writer.close()
+    copy_non_weight_files(base_dir, folder)
+    if spec.dtype:
+        _set_config_dtype(folder / "config.json", spec.dtype)
+    write_model_card(folder / "README.md", spec, base_dir, context.report, base_label)
     return context.report
+
+
+def _stream(writer: ShardedWriter, base: WeightReader, merged, spec: MergeSpec, layout: list,
+            progress: Callable[[int, int, dict[str, Any]], None] | None) -> None:
+    """Each base tensor read, τ̃ made by the method's rule (untouched tensors as they are), checked, written."""
+    changed = set().union(*(set(i.delta.names()) for i in spec.inputs))
+    sliced = isinstance(merged, ElementwiseRule) and merged.sliceable
+    # a whole-tensor merge reads the next tensor while it makes this one; a sliced one reads slice by slice
+    readers = [] if sliced else [base] + [i.delta for i in spec.inputs if hasattr(i.delta, "prefetch")]
+    # a slice's operations are too short to gain from a second thread, whose spinning between them takes
+    # the core the shard writer needs: merge CLI on the 1.1 B bench, 2 cores, 4 interleaved runs, shards
+    # written through the page cache: 8.7-10.7 s on one thread against 11.0-14.6 s on two (2026-12-04)
+    with intra_op_threads(1) if sliced else nullcontext():
+        for done, (name, out_dtype, shape) in enumerate(layout, 1):
+            if sliced and name in changed:
+                tensor = _merged_in_slices(merged, base, name, shape, out_dtype)
+            else:
+                original = base.get(name)
+                for reader in readers if done < len(layout) else []:
+                    reader.prefetch(layout[done][0])
+                tensor = merged(name, original) if name in changed else original  # untouched: as is
+            writer.add(name, _finite(name, tensor.to(out_dtype), name in changed))
+            if progress is not None:
+                progress(done, len(layout), {})
+
+
+def _finite(name: str, tensor: torch.Tensor, merged: bool) -> torch.Tensor:
+    """A NaN or Inf in the output stops the merge (nothing is published). The sum is one cheap pass; only when it
+    is not finite (a NaN, an Inf, or a float16 sum that merely overflowed) is every entry looked at."""
+    if not tensor.is_floating_point() or torch.isfinite(tensor.sum()) or torch.isfinite(tensor).all():
+        return tensor
+    bad = int((~torch.isfinite(tensor)).sum())
+    origin = ("the merged values overflow the output dtype or an input holds NaN/Inf" if merged
+              else "the base model holds them (this tensor is copied unchanged)")
+    raise InputError(f"merged tensor {name}: {bad} of {tensor.numel()} values are NaN or Inf ({origin}); "
+                     "nothing was written to the output")
 
 
 def _merged_in_slices(rule: ElementwiseRule, base: WeightReader, name: str, shape: tuple[int, ...],
@@ -181,32 +204,3 @@ def _set_config_dtype(path: Path, dtype: str) -> None:
         config = json.loads(path.read_text())
         config["torch_dtype"] = dtype
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def check_output_folder(out_dir: Path, replace: bool) -> None:
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise InputError(f"output {out_dir}: exists and is not a folder")
-    present = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
-    if present and not replace:
-        raise InputError(f"output folder {out_dir} is not empty ({len(present)} files, e.g. {present[0]}); choose "
-                         "another output, or --force to replace the files the merge writes (others are kept)")
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """The finished folder into place: renamed whole when `out_dir` is new, else file by file (replace)."""
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    written = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
-    stale = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
-                   if p.is_file() and (p.suffix == ".safetensors" or p.name == INDEX_NAME))
-    if stale := [f for f in stale if f not in written]:  # other weights beside ours would load as a mixture
-        raise InputError(f"output folder {out_dir} holds weight files this merge does not write "
-                         f"({', '.join(stale[:3])}); remove them first (linguaforge never deletes files it did "
-                         "not write)")
-    for rel in sorted(written):
-        target = out_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / rel, target)

@@ -49,7 +49,12 @@ class ModelDelta:
             if self.shapes[name] != shape:
                 raise InputError(f"model {label}: tensor {name} is {self.shapes[name]}, {shape} in the base; "
                                  "is it a fine-tune of this base?")
-        self.shapes = base_shapes  # extra tensors of the fine-tune (none in a fine-tune) are not merged
+        if extra := [n for n in self.shapes if n not in base_shapes]:
+            # a rule for them (whose values? against which base?) would be a guess: refused, never dropped silently
+            raise InputError(f"model {label}: has {len(extra)} tensor(s) the base lacks (e.g. {extra[0]!r}); "
+                             "linguaforge merges the base's tensors only: remove them from the input, or merge onto "
+                             "a base that has them")
+        self.shapes = base_shapes
 
     def names(self) -> list[str]:
         return list(self.shapes)
