@@ -82,27 +82,61 @@ def cmd_run(args) -> int:
     check_prefect_api()
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     _open_store(cfg, create=True)
-    from linguaforge.flows.live import RunDisplay
+    from linguaforge.flows.live import RunDisplay, run_log_path
+
+    console.print(f"[bold]linguaforge[/] run [cyan]{cfg.name}[/]: pivot {cfg.pivot_language}, "
+                  f"targets {', '.join(cfg.languages)}, store {cfg.store.url}")
+    log_path = run_log_path(cfg)
+    console.print(f"log: {log_path}" + ("" if args.verbose else "  (-v streams it here)"))
+    began = time.perf_counter()
+    with _prefect_api(args.stopper, log_path.with_suffix(".server.log")):
+        try:
+            outputs = _run_pipeline(cfg, args, RunDisplay(console, cfg, args.verbose, log_path))
+        except KeyboardInterrupt:
+            from linguaforge.flows.stopping import cancel_flow_runs
+
+            args.stopper.cleanups.insert(0, lambda: cancel_flow_runs("stopped by a signal to `linguaforge run`"))
+            raise
+        finally:
+            args.stopper.run_cleanups()  # while the API's settings still hold
+    _print_summary(outputs, cfg, time.perf_counter() - began)
+    if args.outputs:  # for scripts and schedulers: every artifact the run made or reused, by role
+        Path(args.outputs).write_text(outputs.model_dump_json(indent=1), encoding="utf-8")
+    return 0
+
+
+def _run_pipeline(cfg, args, display):
     from linguaforge.flows.pipeline import pipeline
     from linguaforge.tasks.progress import attach_console
 
     if not _debugging(args):
         _drop_tracebacks_of_expected_errors()
-    display = RunDisplay(console, cfg, verbose=args.verbose)
-    console.print(f"[bold]linguaforge[/] run [cyan]{cfg.name}[/]: pivot {cfg.pivot_language}, "
-                  f"targets {', '.join(cfg.languages)}, store {cfg.store.url}")
-    console.print(f"log: {display.log_path}" + ("" if args.verbose else "  (-v streams it here)"))
-    began = time.perf_counter()
     with display:
         attach_console(display)
         try:
-            outputs = pipeline(cfg)
+            return pipeline(cfg)
         finally:
             attach_console(None)
-    _print_summary(outputs, cfg, time.perf_counter() - began)
-    if args.outputs:  # for scripts and schedulers: every artifact the run made or reused, by role
-        Path(args.outputs).write_text(outputs.model_dump_json(indent=1), encoding="utf-8")
-    return 0
+
+
+def _prefect_api(stopper, server_log: Path):
+    """The Prefect API of this run: PREFECT_API_URL's, or a temporary server of this command's own (flows/server.py)
+    that lives in its own process group, dies with this process, and is stopped by the stop's clean-ups after the
+    logs are flushed to it."""
+    from contextlib import nullcontext
+
+    from linguaforge.flows.server import TemporaryServer
+    from linguaforge.flows.stopping import flush_prefect_logs
+
+    if os.environ.get("PREFECT_API_URL"):
+        stopper.cleanups.append(flush_prefect_logs)
+        return nullcontext()
+    server = TemporaryServer(server_log)
+    server.start(timeout_s=float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    stopper.cleanups += [flush_prefect_logs, server.stop]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: server.url})
 
 
 def _debugging(args) -> bool:
@@ -617,24 +651,27 @@ def main(argv: list[str] | None = None) -> int:
     args.console_script = argv is None
     _environment()
     from linguaforge.flows.config import ConfigError
+    from linguaforge.flows.server import ServerDidNotStart
+    from linguaforge.flows.stopping import StopOnSignals
     from linguaforge.pipelines.errors import InputError
     from linguaforge.storage import StoreError
 
+    stopper = args.stopper = StopOnSignals(lambda text: err_console.print(f"[yellow]linguaforge:[/] {escape(text)}",
+                                                                          highlight=False))
     try:
-        return args.func(args)
+        with stopper:
+            return args.func(args)
+    except KeyboardInterrupt:
+        stopper.run_cleanups()
+        err_console.print(f"[yellow]linguaforge:[/] stopped ({'SIGTERM' if stopper.exit_code == 143 else 'Ctrl-C'}); "
+                          "nothing half-made was kept. Run the same command again to resume.")
+        return stopper.exit_code
     except Exception as exc:
         if _debugging(args):
             raise
-        code = 2 if isinstance(exc, ConfigError | PrefectUnreachable) else 1
+        code = 2 if isinstance(exc, ConfigError | PrefectUnreachable | ServerDidNotStart) else 1
         label = "" if code == 2 else f"{type(exc).__name__}: "
-        if "ephemeral Prefect API server" in str(exc):  # its start-up outlasted PREFECT_SERVER_EPHEMERAL_...
-            exc = PrefectUnreachable(
-                f"the temporary Prefect server did not start within "
-                f"{os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s (a very busy machine?); "
-                "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start one with `linguaforge server` "
-                "and set PREFECT_API_URL")
-            code, label = 2, ""
-        elif not isinstance(exc, ConfigError | PrefectUnreachable | InputError | StoreError):
+        if not isinstance(exc, ConfigError | PrefectUnreachable | InputError | StoreError):
             label = f"unexpected {type(exc).__name__} (run with --debug for the traceback): "
         err_console.print(f"[red]linguaforge:[/] {escape(label + _clip(str(exc)))}", highlight=False)
         return code

@@ -11,12 +11,14 @@ import linguaforge.tasks.mindmerger  # noqa: F401 - registers the "mindmerger" g
 from linguaforge.flows.config import RunConfig
 from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.stages import base_models, evaluate_models, run_sources
+from linguaforge.flows.stopping import remember_flow_run
 from linguaforge.tasks.evaluate import EvalModel
 
 
 @flow(name="linguaforge-evaluate", log_prints=True)
 def evaluate(config: RunConfig = RunConfig(), models: list[EvalModel] | None = None) -> RunOutputs:  # noqa: B008
     """Score `models` (default: the run's base model) on the configured benchmarks, language by language."""
+    remember_flow_run()
     outputs = base_models(config)
     base, _, world = run_sources(config, outputs)
     return evaluate_models(config, models or [EvalModel(name="base", source=base)], world)

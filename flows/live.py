@@ -78,10 +78,10 @@ class _AboveTheDisplay(logging.Handler):
 class RunDisplay:
     """Used as a context manager around the flow call; the stage tasks report through tasks.progress."""
 
-    def __init__(self, console: Console, cfg: RunConfig, verbose: bool = False):
+    def __init__(self, console: Console, cfg: RunConfig, verbose: bool = False, log_path: Path | None = None):
         self.console, self.verbose = console, verbose
         self.total = expected_stages(cfg)
-        self.log_path = run_log_path(cfg)
+        self.log_path = log_path or run_log_path(cfg)
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
                                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=console, transient=True)

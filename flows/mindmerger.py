@@ -10,6 +10,7 @@ from prefect import flow
 from linguaforge.flows.config import RunConfig
 from linguaforge.flows.outputs import MindMergerOutputs, RunOutputs
 from linguaforge.flows.stages import base_models, run_context, run_sources
+from linguaforge.flows.stopping import remember_flow_run
 from linguaforge.tasks.common import Source
 from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
 
@@ -18,6 +19,7 @@ from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_map
 def mindmerger(config: RunConfig = RunConfig(), llm_name: str = "base",  # noqa: B008 - Prefect reads the default
                llm: Source | None = None) -> RunOutputs:
     """Both stages on `llm` (default: the run's base LLM); committed stages are skipped."""
+    remember_flow_run()
     outputs = base_models(config)
     base, encoder, world = run_sources(config, outputs)
     llm = llm or base

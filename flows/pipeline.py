@@ -17,6 +17,7 @@ from linguaforge.flows.mindmerger import mindmerger
 from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.preflight import check_run
 from linguaforge.flows.stages import models_to_evaluate
+from linguaforge.flows.stopping import remember_flow_run
 from linguaforge.tasks.common import Source
 
 
@@ -36,6 +37,7 @@ def maet_stages(config: RunConfig) -> RunOutputs:
 @flow(name="linguaforge-pipeline", log_prints=True)
 def pipeline(config: RunConfig = RunConfig()) -> RunOutputs:  # noqa: B008 - Prefect reads the default
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
+    remember_flow_run()  # Ctrl-C / SIGTERM: running stages stop at their next step, the run is marked Cancelled
     check_run(config, "(flow parameters)")  # a run started from the UI gets the CLI's checks before it trains
     outputs = maet_stages(config)
     if config.mindmerger.enabled:

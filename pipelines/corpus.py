@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.interrupt import check_stop
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 BLOCKS_PER_SHARD = 50_000
@@ -204,6 +205,7 @@ def _token_lists(texts: Iterable[str], tokenizer) -> Iterator[list[int]]:
     for text in texts:
         batch.append(text)
         if len(batch) == _TOKENIZE_BATCH:
+            check_stop("tokenizing a corpus")
             yield from (ids + [eos] for ids in tokenizer(batch, add_special_tokens=True)["input_ids"])
             batch = []
     if batch:

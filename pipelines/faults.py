@@ -2,8 +2,9 @@
 
 `LINGUAFORGE_KILL_AT=<prefix>#<n>` SIGKILLs this process at the n-th fault point (counted from 1) whose name
 starts with <prefix>; `LINGUAFORGE_FAULT_LOG=<file>` appends the name of every point reached, so a test can
-list the points of a clean run and then kill at each one. Unset (always, outside tests), a point costs a
-dictionary lookup.
+list the points of a clean run and then kill at each one; `LINGUAFORGE_GATE=<name>:<file>` holds the process at
+point <name> (after writing <file>.reached) until <file> exists, so a test can act while it is there. Unset
+(always, outside tests), a point costs two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
+
+from linguaforge.pipelines.interrupt import STOP, check_stop
 
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
@@ -21,6 +25,8 @@ def fault_point(name: str) -> None:
     if log:
         with open(log, "a", encoding="utf-8") as f:
             f.write(name + "\n")
+    if gate := os.environ.get("LINGUAFORGE_GATE"):
+        _hold(name, gate)
     if not kill_at:
         return
     prefix, _, nth = kill_at.rpartition("#")
@@ -31,3 +37,13 @@ def fault_point(name: str) -> None:
         reached = _counts[prefix] == int(nth)
     if reached:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hold(name: str, gate: str) -> None:
+    point, _, file = gate.partition(":")
+    if name != point:
+        return
+    Path(file + ".reached").touch()
+    while not Path(file).exists():  # a stop request opens every gate: the stop is what is being tested
+        if STOP.wait(0.02):
+            check_stop(f"held at {name}")

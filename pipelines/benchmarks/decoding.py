@@ -41,6 +41,8 @@ from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.llama_decoder import LlamaDecoder
 from linguaforge.pipelines.benchmarks.llama_decoder import unsupported as llama_unsupported
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.faults import fault_point
+from linguaforge.pipelines.interrupt import check_stop
 from linguaforge.pipelines.threads import intra_op_threads
 
 
@@ -361,6 +363,7 @@ class HFCausalLMGenerator:
             self.model  # noqa: B018
 
         def decode(batch: list[int]) -> list[list[int]]:
+            fault_point("generate.batch")
             return self._greedy([prompts[i] for i in batch], max_new_tokens, stop)
 
         decoded = in_streams(self._model, decode, batches, self.streams)
@@ -420,6 +423,7 @@ class HFCausalLMGenerator:
         for indices in by_count.values():
             for sub in self._batches([len(prompts[i]) for i in indices]):
                 batch = [indices[j] for j in sub]
+                check_stop("scoring options")
                 result = self._score_options([prompts[i] for i in batch], [options[i] for i in batch])
                 for i, s in zip(batch, result, strict=True):
                     scores[i] = s

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from linguaforge.pipelines.interrupt import check_stop
+
 # (the chosen tokens of the rows still going, the batch positions kept or None when every row goes on)
 #   -> the next logits of those rows
 Advance = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -21,6 +23,7 @@ def greedy_loop(logits: torch.Tensor, max_new_tokens: int, eos_ids: Sequence[int
     generated: list[list[int]] = [[] for _ in rows]
     eos = torch.tensor(list(eos_ids) or [-1], device=logits.device)
     for step in range(max_new_tokens):
+        check_stop("generating")
         chosen = logits.argmax(-1)
         done = torch.isin(chosen, eos).tolist()
         for j, (row, token) in enumerate(zip(rows, chosen.tolist(), strict=True)):

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
 
+from linguaforge.pipelines.interrupt import check_stop, die_with_parent, register_child, unregister_child
 from linguaforge.pipelines.training.loop import Progress
 
-__all__ = ["PROGRESS_PREFIX", "Progress", "print_progress", "run_processes", "torchrun"]
+__all__ = ["PROGRESS_PREFIX", "Progress", "WorkersFailed", "print_progress", "run_processes", "torchrun"]
 PROGRESS_PREFIX = "LINGUAFORGE_PROGRESS "
 
 
@@ -22,19 +24,35 @@ def torchrun(processes: int, module: str, *args: str) -> list[str]:
 
 
 def run_processes(command: list[str], progress: Progress | None) -> None:
-    """Run the workers, forwarding their progress lines; on failure, raise with the output's tail."""
+    """Run the workers, forwarding their progress lines; on failure, raise with the output's tail. The workers
+    live in a process group of their own, die with this process, and are terminated by a stop request."""
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     tail: list[str] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
-        for line in proc.stdout:
-            if line.startswith(PROGRESS_PREFIX):
-                if progress is not None:
-                    report = json.loads(line.removeprefix(PROGRESS_PREFIX))
-                    progress(report["done"], report["total"], report["metrics"])
-            else:
-                tail = (tail + [line])[-200:]
+    check_stop("before the training workers started")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM)) as proc:
+        register_child(proc)
+        try:
+            for line in proc.stdout:
+                if line.startswith(PROGRESS_PREFIX):
+                    if progress is not None:
+                        report = json.loads(line.removeprefix(PROGRESS_PREFIX))
+                        progress(report["done"], report["total"], report["metrics"])
+                else:
+                    tail = (tail + [line])[-200:]
+        finally:
+            unregister_child(proc)
+    check_stop("the training workers were terminated")
     if proc.returncode != 0:
-        raise RuntimeError(f"training workers exited with {proc.returncode}:\n{''.join(tail)}")
+        raise WorkersFailed(proc.returncode, "".join(tail))
+
+
+class WorkersFailed(RuntimeError):
+    """The training workers exited with an error; `output` is the tail of what they printed."""
+
+    def __init__(self, returncode: int, output: str):
+        super().__init__(f"training workers exited with {returncode}:\n{output}")
+        self.returncode, self.output = returncode, output
 
 
 def print_progress(done: int, total: int, metrics: dict[str, Any]) -> None:

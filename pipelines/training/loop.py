@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.interrupt import check_stop
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 
@@ -130,6 +131,7 @@ def train(backend: Backend, recipe: Recipe, checkpoints: CheckpointStore | None 
     backend.model.train()
     began = time.perf_counter()
     for step in range(start, recipe.steps):
+        check_stop(f"training step {step + 1} of {recipe.steps}")
         indices = order.indices(step * per_step, per_step)
         micro_batches = [indices[m * micro: (m + 1) * micro] for m in range(n_micro)]
         n_targets = recipe.target_tokens(indices)  # over all ranks
