@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import logging
@@ -75,10 +76,8 @@ def _open_store(cfg, create: bool = False):
 
 def cmd_run(args) -> int:
     cfg = _load(args)  # the whole configuration is checked before torch, Prefect and transformers load
-    if args.outputs and not Path(args.outputs).resolve().parent.is_dir():
-        from linguaforge.flows.config import ConfigError
-
-        raise ConfigError(f"--outputs {args.outputs}: no such folder {Path(args.outputs).resolve().parent}")
+    if args.outputs:
+        _check_outputs_file(Path(args.outputs))
     check_prefect_api()
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     _open_store(cfg, create=True)
@@ -101,8 +100,31 @@ def cmd_run(args) -> int:
             args.stopper.run_cleanups()  # while the API's settings still hold
     _print_summary(outputs, cfg, time.perf_counter() - began)
     if args.outputs:  # for scripts and schedulers: every artifact the run made or reused, by role
-        Path(args.outputs).write_text(outputs.model_dump_json(indent=1), encoding="utf-8")
+        partial = Path(args.outputs).with_name(f".{Path(args.outputs).name}.partial")
+        partial.write_text(outputs.model_dump_json(indent=1), encoding="utf-8")
+        os.replace(partial, args.outputs)  # whole or not at all
     return 0
+
+
+def _check_outputs_file(path: Path) -> None:
+    """--outputs names a file in an existing folder; one that exists is replaced only if an earlier run wrote it
+    (it reads as a run's outputs): a user's file of the same name is never overwritten."""
+    from linguaforge.flows.config import ConfigError
+    from linguaforge.flows.outputs import RunOutputs
+
+    if not path.resolve().parent.is_dir():
+        raise ConfigError(f"--outputs {path}: no such folder {path.resolve().parent}")
+    if path.is_dir():
+        raise ConfigError(f"--outputs {path}: is a folder; name a file (e.g. {path}/outputs.json)")
+    if path.exists():
+        try:  # ours: exactly the fields a run's outputs file has, and valid as one
+            ours = set(json.loads(path.read_bytes())) == set(RunOutputs.model_fields)
+            RunOutputs.model_validate_json(path.read_bytes())
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ConfigError(f"--outputs {path}: exists and is not a run's outputs file; linguaforge never writes "
+                              "over a file it did not write: name another file") from None
 
 
 def _run_pipeline(cfg, args, display):
@@ -350,10 +372,17 @@ def cmd_eval(args) -> int:
         from linguaforge.pipelines.benchmarks import evaluate_model
 
     languages = _languages_flag(args.languages) if args.languages else None
-    from linguaforge.pipelines.locations import check_local_file_or_folder, check_model_location
+    from linguaforge.pipelines.locations import (
+        check_local_file_or_folder,
+        check_model_location,
+        check_not_pickle_only,
+    )
+    from linguaforge.pipelines.output_folder import claim_output_folder
 
     check_model_location(args.model, "--model")  # before the model (and torch) are loaded
+    check_not_pickle_only(args.model, "--model")
     check_local_file_or_folder(args.data, "--data")
+    claim_output_folder(args.out, "--out", [args.model, args.data])
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         bar = progress.add_task(f"{args.benchmark}", total=None)
@@ -467,6 +496,9 @@ def cmd_report(args) -> int:
     if not scores:
         err_console.print(f"[red]linguaforge:[/] no evaluation scores found in {args.source}")
         return 1
+    from linguaforge.pipelines.output_folder import claim_output_folder
+
+    claim_output_folder(args.out, "--out", [] if args.source.endswith((".yaml", ".yml")) else [args.source])
     rows = build_comparison(scores, args.out, title=title)
     _print_rows(rows)
     console.print(f"report: {args.out}/report.md   plot: {args.out}/comparison.png")
@@ -671,7 +703,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code = 2 if isinstance(exc, ConfigError | PrefectUnreachable | ServerDidNotStart) else 1
         label = "" if code == 2 else f"{type(exc).__name__}: "
-        if not isinstance(exc, ConfigError | PrefectUnreachable | InputError | StoreError):
+        if isinstance(exc, OSError) and exc.errno in OS_ERRORS:  # the machine refused: name the path and why
+            label, exc = "", _os_error(exc)
+        elif not isinstance(exc, ConfigError | PrefectUnreachable | ServerDidNotStart | InputError | StoreError):
             label = f"unexpected {type(exc).__name__} (run with --debug for the traceback): "
         err_console.print(f"[red]linguaforge:[/] {escape(label + _clip(str(exc)))}", highlight=False)
         return code
@@ -680,6 +714,21 @@ def main(argv: list[str] | None = None) -> int:
             # the interpreter's shutdown runs full garbage collections over every object the imports made: 0.8-1.0 s
             # with torch and transformers imported, 0.14 s with them frozen out of collection (the OS frees them)
             gc.freeze()
+
+
+OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+             errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied",
+             errno.EPERM: "operation not permitted", errno.ENOENT: "no such file or folder",
+             errno.ENOTDIR: "a part of the path is a file, not a folder", errno.EISDIR: "is a folder, not a file",
+             errno.ENAMETOOLONG: "the name is too long", errno.EMFILE: "too many open files",
+             errno.EIO: "an input/output error from the device"}
+
+
+def _os_error(exc: OSError) -> str:
+    """What the machine refused, where, and what to do: one line instead of a traceback."""
+    where = exc.filename if exc.filename is not None else "a file"
+    return (f"{where}: {OS_ERRORS[exc.errno]}; the command stopped there (what it commits is whole or absent): "
+            "fix that and run the same command again")
 
 
 def _clip(message: str, limit: int = 2000) -> str:

@@ -30,6 +30,7 @@ from linguaforge.pipelines.settings import (
     CorpusPrepConfig,
     CorpusSource,
     ModelsConfig,
+    Seed,
     Settings,
 )
 from linguaforge.pipelines.training.settings import TrainConfig
@@ -58,7 +59,7 @@ class RunConfig(Settings):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, title="linguaforge run")
 
     name: str = Field("demo", pattern=r"^[A-Za-z0-9._-]+$", max_length=100, description="Run name (labels reports).")
-    seed: int = Field(0, description="Seed for sampling, shuffling and initialisation.")
+    seed: Seed = Field(0, description="Seed for sampling, shuffling and initialisation (0 to 2^32 - 1).")
     store: StoreConfig = Field(default_factory=StoreConfig)
     pivot_language: str = Field("en", title="Pivot language (L0)", description="Language of the ability corpus.")
     languages: list[str] = Field(
@@ -174,12 +175,19 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     return parse_config(read_yaml_mapping(path, "run configuration"), str(path))
 
 
+MAX_YAML_BYTES = 4 << 20  # a run or merge configuration is a few kB; a bigger file is not one
+MAX_YAML_VALUES = 100_000  # values once aliases are expanded: an alias "bomb" of 600 bytes expands to billions
+
+
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """A YAML file whose top level is a mapping (an empty file is an empty one); every way it can be wrong is
-    a ConfigError that names `what` and the file."""
+    a ConfigError that names `what` and the file. Read with limits: its size, and the number of values its
+    aliases expand to (checked on the loaded structure, whose aliases are shared, before anything walks it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {path}: no such file")
+    if (size := path.stat().st_size) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path} is {size} bytes; a configuration is at most {MAX_YAML_BYTES} bytes")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -191,4 +199,21 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{what} {path}: expected a mapping at the top level, got {type(data).__name__}")
+    if _expanded_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ConfigError(f"{what} {path}: its aliases (&name / *name) expand to more than {MAX_YAML_VALUES} "
+                          "values; a configuration is not that large (an alias bomb?)")
     return data or {}
+
+
+def _expanded_values(data: Any, budget: int) -> int:
+    """How many values `data` holds with every alias expanded, counting no further than just past `budget`."""
+    count, stack = 0, [data]
+    while stack and count <= budget:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count

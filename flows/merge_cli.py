@@ -33,6 +33,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.merging.mergekit import is_mergekit_config, job_from_mergekit
 from linguaforge.pipelines.merging.parameters import check_setting
+from linguaforge.pipelines.settings import Seed
 from linguaforge.storage.settings import no_credentials
 
 
@@ -78,7 +79,7 @@ class MergeJob(BaseModel):
     merge: MergeConfig = Field(default_factory=MergeConfig)
     cache_dir: str = StoreConfig.model_fields["cache_dir"].default
     storage_options: dict = Field(default_factory=dict, description="fsspec options for remote paths (no credentials).")
-    seed: int = 0
+    seed: Seed = 0
     force: bool = Field(False, description="Write into a non-empty `out`, replacing only the files the merge writes.")
 
     @field_validator("storage_options")

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.interrupt import check_stop
+from linguaforge.pipelines.locations import url_to_fs
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 BLOCKS_PER_SHARD = 50_000
@@ -108,7 +108,7 @@ def _read_file(spec: CorpusSpec, fmt: str, options: dict) -> Iterator[str]:
 
 
 def _read_file_unchecked(spec: CorpusSpec, fmt: str, options: dict) -> Iterator[str]:
-    fs, path = fsspec.core.url_to_fs(spec.uri, **options)
+    fs, path = url_to_fs(spec.uri, f"corpus ({spec.language})", options)
     if not fs.exists(path):
         raise InputError(f"corpus ({spec.language}) {spec.uri}: file does not exist")
     compression = "gzip" if path.endswith(".gz") else None

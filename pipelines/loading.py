@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from transformers import AutoTokenizer
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.locations import check_model_location
+from linguaforge.pipelines.locations import check_model_location, check_not_pickle_only
 
 
 @contextmanager
@@ -17,6 +17,8 @@ def loading_errors(uri: str, what: str):
     """transformers' own errors for a bad location read as an HF-hub error ('Repo id must be in the form');
     say what was asked for and why it failed, in one line."""
     check_model_location(uri, what)
+    if what != "tokenizer":
+        check_not_pickle_only(uri, what)
     try:
         yield
     except InputError:

@@ -17,6 +17,30 @@ def is_remote(uri: str) -> bool:
     return uri.startswith(REMOTE_SCHEMES)
 
 
+def url_to_fs(uri: str, what: str, storage_options: dict | None = None):
+    """fsspec's (filesystem, path) for `uri`, where an unknown URL scheme, or one whose library is not installed,
+    is an InputError naming the input (fsspec says "Protocol not known", or raises an ImportError)."""
+    import fsspec
+
+    check_scheme(uri, what)
+    try:
+        return fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    except ImportError as exc:
+        raise InputError(f"{what} {uri}: reading {uri.split('://')[0]}:// needs a library that is not installed "
+                         f"({exc})") from None
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{what} {uri}: cannot be opened ({exc})") from None
+
+
+def check_scheme(uri: str, what: str) -> None:
+    """A `scheme://` location must use a scheme linguaforge reads (a plain path has none)."""
+    scheme, sep, _ = uri.partition("://")
+    if sep and not uri.startswith((*REMOTE_SCHEMES, "file://")):
+        known = ", ".join(s.removesuffix("://") for s in REMOTE_SCHEMES)
+        raise InputError(f"{what} {uri}: unsupported URL scheme {scheme + '://'!r} (supported: {known}, file, or "
+                         "a local path)")
+
+
 def is_local(uri: str) -> bool:
     """A path on this machine: anything that is not a URL and does not read as a hub id, or that exists."""
     if is_remote(uri) or uri.startswith(("hf:", "demo:")):
@@ -28,6 +52,7 @@ def check_model_location(uri: str, what: str = "model") -> None:
     """A local model folder must exist and hold an HF `save_pretrained` layout (config.json)."""
     if not isinstance(uri, str) or not uri.strip():
         raise InputError(f"{what}: empty location")
+    check_scheme(uri, what)
     if not is_local(uri):
         return
     path = Path(uri).expanduser()
@@ -37,7 +62,23 @@ def check_model_location(uri: str, what: str = "model") -> None:
         raise InputError(f"{what} {uri}: not a model folder (no config.json; expected what save_pretrained writes)")
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_not_pickle_only(uri: str, what: str) -> None:
+    """A local model folder whose weights are pickles only is refused by name: unpickling an input can run any code
+    in it, so linguaforge loads safetensors only."""
+    path = Path(uri).expanduser()
+    if not is_local(uri) or not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    if pickled := sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES):
+        raise InputError(f"{what} {uri}: its weights are pickle files only ({', '.join(pickled[:3])}); linguaforge "
+                         "never unpickles an input (that can run code): save it as safetensors "
+                         "(save_pretrained(..., safe_serialization=True))")
+
+
 def check_local_file_or_folder(uri: str, what: str) -> None:
+    check_scheme(uri, what)
     if is_local(uri) and not Path(uri).expanduser().exists():
         raise InputError(f"{what} {uri}: no such file or folder")
 
@@ -47,9 +88,7 @@ def resolve_model_dir(uri: str, cache_dir: str | Path = "./.linguaforge/cache", 
     unchanged (a local folder, or an HF hub id that transformers resolves itself)."""
     if not is_remote(uri):
         return uri
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    fs, root = url_to_fs(uri, "model", storage_options)
     if not fs.exists(f"{root.rstrip('/')}/config.json"):
         raise InputError(f"model {uri}: no config.json there (expected an HF save_pretrained folder)")
     local = Path(cache_dir).resolve() / "models" / root.strip("/").replace("/", "__")
@@ -66,9 +105,7 @@ def resolve_file(uri: str, cache_dir: str | Path = "./.linguaforge/cache", stora
         if not Path(uri).is_file():
             raise InputError(f"{uri}: no such file")
         return Path(uri)
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    fs, root = url_to_fs(uri, "file", storage_options)
     if not fs.exists(root):
         raise InputError(f"{uri}: no such file")
     local = Path(cache_dir).resolve() / "files" / root.strip("/").replace("/", "__")

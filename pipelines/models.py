@@ -55,8 +55,9 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def load_causal_lm(uri: str, dtype: str = "float32", revision: str | None = None):
-    with loading_errors(uri, "model"), MODEL_BUILD_LOCK:
-        return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
+    with loading_errors(uri, "model"), MODEL_BUILD_LOCK:  # safetensors only: a pickled checkpoint is never loaded
+        return AutoModelForCausalLM.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision,
+                                                    use_safetensors=True)
 
 
 def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
@@ -68,7 +69,9 @@ def load_encoder(uri: str, dtype: str = "float32", revision: str | None = None):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the skipped decoder weights are expected, not worth a report
         try:
-            return encoder_cls.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision)
+            with loading_errors(uri, "encoder"):
+                return encoder_cls.from_pretrained(uri, dtype=torch_dtype(dtype), revision=revision,
+                                                   use_safetensors=True)
         finally:
             hf_logging.set_verbosity(verbosity)
 

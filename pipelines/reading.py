@@ -9,10 +9,12 @@ from typing import Any
 import fsspec
 
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.locations import check_scheme
 
 
 def read_json(uri: str, what: str, expect: type = dict, storage_options: dict | None = None) -> Any:
     """The parsed JSON at `uri` (a path or fsspec URL), which must be an `expect` (dict or list)."""
+    check_scheme(uri, what)
     try:
         with fsspec.open(uri, "r", encoding="utf-8", **dict(storage_options or {})) as f:
             data = json.load(f)

@@ -9,11 +9,17 @@ pydantic only, so that a configuration is checked before torch is loaded.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DEMO_PREFIX = "demo:"
+
+# Values that pass a plain `int`/`float` check but fail deep inside torch or numpy are refused here, by name:
+# a seed beyond 32 bits (numpy's generators refuse it, torch's overflows), AdamW's betas outside [0, 1).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Seed (0 to 2^32 - 1).")]
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+AdamBetas = Annotated[tuple[Beta, Beta], Field(description="AdamW's (β1, β2), each in [0, 1).")]
 
 
 class Settings(BaseModel):

@@ -23,6 +23,7 @@ import torch
 
 from linguaforge.pipelines.direct_file import DirectFile
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.locations import check_not_pickle_only
 
 INDEX_NAME = "model.safetensors.index.json"
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -39,17 +40,22 @@ class SafetensorsFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
+            size = self.path.stat().st_size
             with open(self.path, "rb") as f:
                 length = int.from_bytes(f.read(8), "little")
+                if length > size - 8:
+                    raise ValueError(f"header of {length} bytes in a file of {size}")
                 header = json.loads(f.read(length))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"weights {self.path}: not a readable safetensors file ({exc})") from None
         self.metadata: dict[str, str] = header.pop("__metadata__", {}) or {}
         self.entries: dict[str, dict] = header
         self.data_start = 8 + length
-        unknown = {e["dtype"] for e in header.values()} - set(DTYPES)
-        if unknown:
-            raise InputError(f"weights {self.path}: tensor dtype {sorted(unknown)[0]} is not supported")
+        for name, entry in header.items():
+            if problem := _entry_problem(entry, size - self.data_start):
+                raise InputError(f"weights {self.path}: tensor {name!r}: {problem} (a damaged or hand-edited file)")
 
     def read(self, name: str) -> torch.Tensor:
         entry = self.entries[name]
@@ -75,6 +81,41 @@ class SafetensorsFile:
                 done += got
 
 
+def _entry_problem(entry, data_bytes: int) -> str | None:
+    """What is wrong with one header entry, or None: the dtype is known, the shape is whole numbers, and the byte
+    range lies in the file and holds exactly shape × dtype size bytes (else a read would take another tensor's)."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        return "the header entry lacks dtype, shape or data_offsets"
+    if entry["dtype"] not in DTYPES:
+        return f"dtype {entry['dtype']!r} is not supported"
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return f"shape {shape!r} is not a list of sizes"
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
+        return f"data_offsets {offsets!r} lie outside the file's {data_bytes} data bytes"
+    expected = math.prod(shape) * torch.empty(0, dtype=DTYPES[entry["dtype"]]).element_size()
+    if offsets[1] - offsets[0] != expected:
+        return f"{offsets[1] - offsets[0]} bytes for a {entry['dtype']} tensor of shape {shape} ({expected} bytes)"
+    return None
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """The index's tensor → shard file map, every way it can be malformed named."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"weights index {index}: not readable JSON ({exc})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) and "/" not in v
+                                                   and v.endswith(".safetensors") for k, v in weight_map.items()):
+        raise InputError(f"weights index {index}: `weight_map` must map tensor names to .safetensors files in the "
+                         "same folder")
+    if missing := sorted({f for f in weight_map.values() if not (index.parent / f).is_file()}):
+        raise InputError(f"weights index {index}: names {missing[0]}, which is not in the folder")
+    return weight_map
+
+
 class WeightReader:
     """Tensor-by-tensor reader over a single-file or sharded safetensors model folder."""
 
@@ -82,10 +123,11 @@ class WeightReader:
         self.dir = Path(model_dir)
         index = self.dir / INDEX_NAME
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = _weight_map(index)
         else:
             files = sorted(self.dir.glob("*.safetensors"))
             if not files:
+                check_not_pickle_only(str(self.dir), "model")
                 raise InputError(f"model {self.dir}: no .safetensors weights (an HF save_pretrained folder is expected)")
             weight_map = {name: f.name for f in files for name in SafetensorsFile(f).entries}
         self.weight_map: dict[str, str] = weight_map

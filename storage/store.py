@@ -70,6 +70,10 @@ _TRANSIENT_NAMES = {"EndpointConnectionError", "ConnectionClosedError", "ReadTim
                     "FSTimeoutError", "IncompleteReadError", "ResponseStreamingError"}
 
 
+_WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "the store's filesystem became read-only", errno.EACCES: "permission denied"}
+
+
 def credential_paths(options: Any, where: str = "") -> list[str]:
     """The dotted paths of every credential in (nested) storage options, e.g. client_kwargs.aws_secret_access_key:
     they must come from the environment, never from a configuration that reaches logs, manifests and Prefect."""
@@ -577,10 +581,11 @@ class ArtifactStore:
                                       writer.metrics)
             writer.checkpoints.clear()  # resumable state is worthless once the result is committed
         except OSError as exc:
-            if exc.errno != errno.ENOSPC:
+            if exc.errno not in _WRITE_ERRORS:
                 raise
-            raise StoreError(f"no space left on the device while writing {kind}/{key} (staged in {staging.parent}); "
-                             "nothing was committed: free space, or point store.url / cache_dir elsewhere") from None
+            raise StoreError(f"{_WRITE_ERRORS[exc.errno]} while writing {kind}/{key} ({exc.filename or staging.parent}); "
+                             "nothing was committed: fix that, or point store.url / cache_dir elsewhere, and run "
+                             "again") from None
         finally:
             self._staging.release(staging)
 

@@ -7,6 +7,7 @@ Otherwise it runs the science in `pipelines/` into a staging folder and commits 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -95,12 +96,19 @@ def stage_key_parts(params: dict[str, Any], sources: dict[str, Source]) -> tuple
     return params, inputs
 
 
+# the machine refusing (a full or read-only disk, permissions): another attempt fails the same way
+_PERMANENT_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+                        errno.ENOTDIR, errno.EISDIR}
+
+
 def retry_transient(task, task_run, state) -> bool:
     """Retry I/O and service hiccups; never retry bad input, which fails the same way every time."""
     try:
         state.result()
     except (InputError, StoreError, ValueError, TypeError, KeyError):
         return False
+    except OSError as exc:
+        return exc.errno not in _PERMANENT_OS_ERRORS
     except Exception:  # noqa: BLE001 - anything else (network, OOM-killer'd worker, S3 5xx) may pass
         return True
     return False
@@ -137,6 +145,9 @@ class VerifiedCache(CachePolicy):
         if key is None or ctx is None or results is None:
             return key
         store = open_store(ctx.store)
+        # the cache belongs to its store: two folders with the same relative store URL share one PREFECT_HOME's
+        # results, so the store's absolute location enters the key (a copied store is another store)
+        key = hashlib.sha256(f"{key}|store={store.url}".encode()).hexdigest()
         key, gone = self._follow(key, results, store)
         if gone and key not in _WARNED:  # one warning per task, however long the chain and however often
             _WARNED.add(key)              # Prefect asks for the key
@@ -156,12 +167,19 @@ class VerifiedCache(CachePolicy):
                 cached = results.read(key).result
             except Exception:  # noqa: BLE001 - an unreadable record is a miss, whatever the reason
                 return _successor(key), gone
-            damage = next(filter(None, (store.damage(ref) for ref in refs_in(cached))), None)
+            damage = next(filter(None, (_foreign(ref, store) or store.damage(ref) for ref in refs_in(cached))), None)
             if damage is None:
                 return key, gone
             gone = gone or damage
             key = _successor(key)
         return key, gone
+
+
+def _foreign(ref: ArtifactRef, store: ArtifactStore) -> str | None:
+    """A cached reference into another store is never handed to a stage of this one."""
+    if ref.uri != store.uri(ref.kind, ref.key):
+        return f"artifact {ref} is cached from another store ({ref.uri})"
+    return None
 
 
 _MAX_REMAKES = 16

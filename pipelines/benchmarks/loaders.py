@@ -29,6 +29,7 @@ from linguaforge.pipelines.benchmarks.registry import XNLI_LABELS, Benchmark, ge
 from linguaforge.pipelines.benchmarks.scoring import number_text, parse_gold_number
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import ISO_639_1, check_language, language_name
+from linguaforge.pipelines.locations import url_to_fs
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CODE_BY_NAME = {name.lower(): code for code, name in ISO_639_1.items()}
@@ -98,7 +99,7 @@ def _resolve(bench: Benchmark, source: str, storage_options: dict | None) -> _So
         raise InputError(f"{bench.name}: the data source is empty (give a folder, a file, a URL or hf:<dataset id>)")
     if source.startswith("hf:"):
         return _Source(hub_id=source[3:] or bench.hub_id)
-    fs, path = fsspec.core.url_to_fs(source, **dict(storage_options or {}))
+    fs, path = url_to_fs(source, "benchmark data", storage_options)
     if fs.exists(path):
         return _Source(fs=fs, path=path, is_dir=fs.isdir(path))
     if "://" not in source and _HUB_ID.fullmatch(source):

@@ -19,7 +19,6 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import fsspec
 import matplotlib
 
 matplotlib.use("Agg")  # headless: workers have no display
@@ -28,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from linguaforge.pipelines.benchmarks.registry import BENCHMARKS  # noqa: E402
 from linguaforge.pipelines.benchmarks.scoring import macro_average  # noqa: E402
 from linguaforge.pipelines.errors import InputError  # noqa: E402
+from linguaforge.pipelines.locations import url_to_fs  # noqa: E402
 
 REPORT_FILE, PLOT_FILE = "report.md", "comparison.png"
 _REQUIRED = ("model", "benchmark", "language", "accuracy", "n", "ci_low", "ci_high")
@@ -39,7 +39,7 @@ def read_scores(sources: str | Path | Iterable[str | Path], storage_options: dic
         sources = [sources]
     scores = []
     for source in sources:
-        fs, root = fsspec.core.url_to_fs(str(source), **dict(storage_options or {}))
+        fs, root = url_to_fs(str(source), "scores", storage_options)
         if not fs.exists(root):
             raise InputError(f"scores {source}: no such file or folder")
         paths = sorted(p for p in fs.find(root) if p.endswith("scores.json")) if fs.isdir(root) else [root]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from linguaforge.pipelines.languages import check_language
-from linguaforge.pipelines.settings import Settings
+from linguaforge.pipelines.settings import Seed, Settings
 from linguaforge.pipelines.training.settings import TrainConfig
 
 
@@ -20,21 +20,21 @@ class BootstrapConfig(Settings):
 class DemoConfig(Settings):
     """The embedded synthetic world: text, ability data, translation pairs, benchmark files, tiny models."""
 
-    seed: int = 0
-    general_docs: int = Field(600, ge=10, description="General documents per (high-resource) language.")
+    seed: Seed = 0
+    general_docs: int = Field(600, ge=10, le=10_000_000, description="General documents per (high-resource) language.")
     low_resource_languages: list[str] = Field(default_factory=lambda: ["sw", "bn"])
     low_resource_fraction: float = Field(0.25, gt=0.0, le=1.0, description="Their share of general_docs.")
     bilingual_share: float = Field(0.1, ge=0.0, le=1.0, description="Share of non-pivot general documents that "
                                    "carry each sentence's English rendering beside it (as web text mixes languages).")
-    ability_problems: int = Field(4000, ge=10, description="English worked math problems.")
-    translation_pairs: int = Field(600, ge=10, description="X→English pairs per language.")
-    query_items: int = Field(400, ge=10, description="Translated math queries per language (augmentation stage).")
-    test_items: int = Field(100, ge=1, description="Items per language in each benchmark test file.")
-    llm_hidden_size: int = Field(128, ge=8)
-    llm_layers: int = Field(4, ge=1)
-    encoder_hidden_size: int = Field(64, ge=8)
-    encoder_layers: int = Field(2, ge=1)
-    vocab_size: int = Field(2000, ge=300, description="Target vocabulary of both trained tokenizers.")
+    ability_problems: int = Field(4000, ge=10, le=10_000_000, description="English worked math problems.")
+    translation_pairs: int = Field(600, ge=10, le=1_000_000, description="X→English pairs per language.")
+    query_items: int = Field(400, ge=10, le=1_000_000, description="Translated math queries per language (augmentation stage).")
+    test_items: int = Field(100, ge=1, le=100_000, description="Items per language in each benchmark test file.")
+    llm_hidden_size: int = Field(128, ge=16, le=4096, multiple_of=16, description="A multiple of 16 (one attention head per 16).")
+    llm_layers: int = Field(4, ge=1, le=64)
+    encoder_hidden_size: int = Field(64, ge=16, le=4096, multiple_of=16, description="A multiple of 16 (one attention head per 16).")
+    encoder_layers: int = Field(2, ge=1, le=64)
+    vocab_size: int = Field(2000, ge=300, le=64_000, description="Target vocabulary of both trained tokenizers.")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
 
     @field_validator("low_resource_languages")

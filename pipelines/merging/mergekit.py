@@ -28,6 +28,20 @@ FIXED_OPTIONS = {("task_arithmetic", "normalize"): False, ("ties", "normalize"):
                  ("dare", "rescale"): True, ("task_arithmetic", "rescale"): False, ("ties", "rescale"): False}
 
 
+def _of_type(value: Any, kind: type, name: str, where: str) -> Any:
+    if not isinstance(value, kind):
+        expected = {dict: "a mapping", list: "a list"}[kind]
+        raise InputError(f"{where}: {name} must be {expected}, got {type(value).__name__} {str(value)[:60]!r}")
+    return value
+
+
+def _text(value: Any, name: str, where: str) -> str:
+    """A model location: a string (YAML reads a bare number or a list as such; neither names a model)."""
+    if not isinstance(value, str):
+        raise InputError(f"{where}: {name} must be a model id or path, got {type(value).__name__} {str(value)[:60]!r}")
+    return value
+
+
 def is_mergekit_config(data: dict[str, Any]) -> bool:
     return "merge_method" in data
 
@@ -55,16 +69,17 @@ def job_from_mergekit(data: dict[str, Any], where: str) -> dict[str, Any]:
     method = method_for(str(data["merge_method"]), where)
     if not data.get("base_model"):
         raise InputError(f"{where}: base_model is required for {data['merge_method']} (deltas are taken against it)")
-    base = str(data["base_model"])
-    globals_ = dict(data.get("parameters") or {})
+    base = _text(data["base_model"], "base_model", where)
+    globals_ = _of_type(data.get("parameters") or {}, dict, "parameters", where)
     merge = _method_options(method, globals_, where)
     models = []
-    for i, entry in enumerate(data.get("models") or []):
+    for i, entry in enumerate(_of_type(data.get("models") or [], list, "models", where)):
         if not isinstance(entry, dict) or "model" not in entry:
             raise InputError(f"{where}: models[{i}] needs a `model`")
-        if str(entry["model"]) == base:
+        if _text(entry["model"], f"models[{i}].model", where) == base:
             continue  # the base listed among the models contributes a zero delta
-        params = {**{k: globals_[k] for k in ("weight", "density") if k in globals_}, **(entry.get("parameters") or {})}
+        own = _of_type(entry.get("parameters") or {}, dict, f"models[{i}].parameters", where)
+        params = {**{k: globals_[k] for k in ("weight", "density") if k in globals_}, **own}
         extra = sorted(set(params) - set(METHODS[method].input_parameters) - {"weight", "density"})
         if extra:
             raise InputError(f"{where}: models[{i}].parameters.{extra[0]} is not a parameter of {data['merge_method']}")

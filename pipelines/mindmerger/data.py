@@ -29,6 +29,7 @@ import torch
 
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language
+from linguaforge.pipelines.locations import check_scheme
 from linguaforge.pipelines.reading import read_json
 
 TASK_BENCHMARK = {"math": "mgsm", "csqa": "xcsqa", "xnli": "xnli"}  # whose evaluation template a task uses
@@ -61,11 +62,16 @@ class TokenizedSet:
 
 # -- reading ------------------------------------------------------------------------------------------
 def _read_lines(uri: str) -> list[str]:
+    check_scheme(uri, "translation file")
     try:
         with fsspec.open(uri, "r", encoding="utf-8") as f:
             return f.read().splitlines()
     except FileNotFoundError:
         raise InputError(f"translation file {uri}: not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"translation file {uri}: not UTF-8 text (byte {exc.start})") from None
+    except IsADirectoryError:
+        raise InputError(f"translation file {uri}: is a folder") from None
 
 
 def read_translation_pairs(folder: str | Path, language: str) -> list[TextExample]:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.settings import Settings
+from linguaforge.pipelines.settings import AdamBetas, Settings
 from linguaforge.pipelines.training.settings import TrainSettings, as_fingerprint, ceil_multiple
 
 STAGES = ("mapping", "augmentation")
@@ -40,10 +40,10 @@ class MindMergerConfig(Settings):
     augmentation: MindMergerStageConfig = Field(
         default_factory=lambda: MindMergerStageConfig(max_source_len=512, max_target_len=512)
     )
-    adam_betas: tuple[float, float] = (0.8, 0.999)
-    adam_eps: float = 1e-8
-    weight_decay: float = 3e-7
-    grad_clip: float = 1.0
+    adam_betas: AdamBetas = (0.8, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(3e-7, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
     dev_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Held-out share for dev perplexity.")
     translation_data: dict[str, str] = Field(
         default_factory=dict,

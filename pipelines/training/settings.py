@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from linguaforge.pipelines.settings import Settings
+from linguaforge.pipelines.settings import AdamBetas, Seed, Settings
 
 
 class TrainConfig(Settings):
@@ -26,7 +26,7 @@ class TrainConfig(Settings):
     batch_tokens: int = Field(8192, ge=1, description="Tokens per optimizer step, reached by gradient accumulation.")
     micro_batch_size: int = Field(8, ge=1, description="Blocks per forward pass.")
     weight_decay: float = Field(0.0, ge=0.0)
-    adam_betas: tuple[float, float] = Field((0.9, 0.95))
+    adam_betas: AdamBetas = (0.9, 0.95)
     adam_eps: float = Field(1e-8, gt=0)
     grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null = no clipping.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on GPU; fp32 on CPU.")
@@ -48,7 +48,7 @@ class TrainConfig(Settings):
 class TrainSettings(TrainConfig):
     """What a back end and the causal-LM recipe read: a TrainConfig and the run's seed."""
 
-    seed: int = 0
+    seed: Seed = 0
 
     @classmethod
     def of(cls, train: TrainConfig, seed: int) -> TrainSettings:

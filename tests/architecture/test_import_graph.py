@@ -132,7 +132,8 @@ def test_rooms_form_no_loop_and_shared_code_knows_no_room():
     for a, b in edges:
         graph.setdefault(a, set()).add(b)
     assert _cycles(graph) == []
-    assert [b for a, b in edges if a == "pipelines/shared"] == []
+    # shared code may use the layer below (storage: staging folders with owners), never a method's room
+    assert [b for a, b in edges if a == "pipelines/shared" and b != "storage"] == []
 
 
 def mermaid() -> str:
