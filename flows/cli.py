@@ -382,7 +382,7 @@ def cmd_eval(args) -> int:
     check_model_location(args.model, "--model")  # before the model (and torch) are loaded
     check_not_pickle_only(args.model, "--model")
     check_local_file_or_folder(args.data, "--data")
-    claim_output_folder(args.out, "--out", [args.model, args.data])
+    claim_output_folder(args.out, "--out", [args.model, args.data], create=False)  # made when results come
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         bar = progress.add_task(f"{args.benchmark}", total=None)
@@ -475,7 +475,9 @@ def _cron(value: str) -> str:
 def cmd_report(args) -> int:
     """Rebuild the comparison: from a run's store (CONFIG.yaml) or from folders of scores.json files."""
     from linguaforge.pipelines.benchmarks import build_comparison, read_scores
+    from linguaforge.pipelines.output_folder import claim_output_folder
 
+    claim_output_folder(args.out, "--out", [] if args.source.endswith((".yaml", ".yml")) else [args.source])
     if args.source.endswith((".yaml", ".yml")):
         args.config = args.source
         cfg = _load(args)
@@ -496,9 +498,6 @@ def cmd_report(args) -> int:
     if not scores:
         err_console.print(f"[red]linguaforge:[/] no evaluation scores found in {args.source}")
         return 1
-    from linguaforge.pipelines.output_folder import claim_output_folder
-
-    claim_output_folder(args.out, "--out", [] if args.source.endswith((".yaml", ".yml")) else [args.source])
     rows = build_comparison(scores, args.out, title=title)
     _print_rows(rows)
     console.print(f"report: {args.out}/report.md   plot: {args.out}/comparison.png")

@@ -17,8 +17,9 @@ from linguaforge.pipelines.publish import overlapping
 OUTPUT_MARKER = ".linguaforge-output.json"
 
 
-def claim_output_folder(folder: str | Path, what: str, inputs: list[str | Path] = ()) -> Path:
-    """`folder`, made (or found) as a linguaforge output folder; refused, naming why, if it cannot be one."""
+def claim_output_folder(folder: str | Path, what: str, inputs: list[str | Path] = (), create: bool = True) -> Path:
+    """`folder`, made (or found) as a linguaforge output folder; refused, naming why, if it cannot be one.
+    `create=False` checks only (before the work starts): nothing is made until there is something to write."""
     folder = Path(folder).expanduser()
     if (clash := overlapping(folder, list(inputs))) is not None:
         raise InputError(f"{what} {folder} is, lies inside, or contains the input {clash}; a command never writes "
@@ -29,6 +30,8 @@ def claim_output_folder(folder: str | Path, what: str, inputs: list[str | Path] 
         if others := sorted(p.name for p in folder.iterdir()):
             raise InputError(f"{what} {folder} holds files linguaforge did not write (e.g. {others[0]}); it never "
                              "writes over them: choose a new or empty folder")
+    if not create:
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / OUTPUT_MARKER).is_file():

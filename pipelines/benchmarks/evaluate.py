@@ -190,6 +190,7 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
     count while it generates: the eval CLI, a process of its own, asks for "auto"; a process that runs other
     torch work in other threads meanwhile (the pipeline's stages) keeps 1."""
     from linguaforge.pipelines.benchmarks.report import build_comparison
+    from linguaforge.pipelines.output_folder import claim_output_folder
 
     bench = get_benchmark(benchmark)
     langs = list(languages) if languages else available_languages(bench, data, storage_options)
@@ -200,6 +201,7 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
     generator = HFCausalLMGenerator.from_pretrained(model, dtype=dtype, batch_size=batch_size, device=device,
                                                     streams=streams)
     name = model_name or model.rstrip("/").rsplit("/", 1)[-1]
+    claim_output_folder(out_dir, "output folder", [model, data])  # the model loaded: results are coming
     results = []
     for i, lang in enumerate(langs):
         unit_progress = None

@@ -167,19 +167,19 @@ def _stream(writer: ShardedWriter, base: WeightReader, merged, spec: MergeSpec, 
                 for reader in readers if done < len(layout) else []:
                     reader.prefetch(layout[done][0])
                 tensor = merged(name, original) if name in changed else original  # untouched: as is
-            writer.add(name, _finite(name, tensor.to(out_dtype), name in changed))
+            writer.add(name, _finite(name, tensor.to(out_dtype), base))
             if progress is not None:
                 progress(done, len(layout), {})
 
 
-def _finite(name: str, tensor: torch.Tensor, merged: bool) -> torch.Tensor:
+def _finite(name: str, tensor: torch.Tensor, base: WeightReader) -> torch.Tensor:
     """A NaN or Inf in the output stops the merge (nothing is published). The sum is one cheap pass; only when it
     is not finite (a NaN, an Inf, or a float16 sum that merely overflowed) is every entry looked at."""
     if not tensor.is_floating_point() or torch.isfinite(tensor.sum()) or torch.isfinite(tensor).all():
         return tensor
     bad = int((~torch.isfinite(tensor)).sum())
-    origin = ("the merged values overflow the output dtype or an input holds NaN/Inf" if merged
-              else "the base model holds them (this tensor is copied unchanged)")
+    origin = ("the base model holds NaN or Inf there" if not torch.isfinite(base.get(name).float()).all()
+              else "the merged values overflow the output dtype, or an input holds NaN or Inf")
     raise InputError(f"merged tensor {name}: {bad} of {tensor.numel()} values are NaN or Inf ({origin}); "
                      "nothing was written to the output")
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -114,6 +116,107 @@ def _models_dir(env: Env) -> str:
     (env.tmp / "notamodel" / "weights.bin").write_bytes(b"\0" * 16)
     return str(env.tmp / "notamodel")
 
+
+
+# -- helpers of the cases below: damaged or unusual model folders, foreign folders, alias bombs ------------------
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+
+
+def _model_copy(env: Env, name: str) -> Path:
+    folder = env.tmp / name
+    shutil.copytree(env.llm, folder)
+    return folder
+
+
+def _weights(folder: Path) -> Path:
+    return next(folder.glob("*.safetensors"))
+
+
+def _with_header(env: Env, name: str, edit) -> str:
+    """A copy of the model whose safetensors header `edit` changed (the data left as it is)."""
+    folder = _model_copy(env, name)
+    path = _weights(folder)
+    data = path.read_bytes()
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    edit(header)
+    body = json.dumps(header).encode()
+    body += b" " * (-len(body) % 8)
+    path.write_bytes(struct.pack("<Q", len(body)) + body + data[8 + length:])
+    return str(folder)
+
+
+def _first_tensor(header: dict) -> dict:
+    return header[next(k for k in header if k != "__metadata__")]
+
+
+def _with_index(env: Env, name: str, text: str) -> str:
+    folder = _model_copy(env, name)
+    (folder / "model.safetensors.index.json").write_text(text)
+    return str(folder)
+
+
+def _pickle_only(env: Env) -> str:
+    folder = _model_copy(env, "pickled")
+    _weights(folder).rename(folder / "pytorch_model.bin")
+    return str(folder)
+
+
+def _tune(env: Env, name: str, change) -> str:
+    """A "fine-tune" of the base: its weights changed by `change(tensors)` (which may add or poison tensors)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _model_copy(env, name)
+    tensors = load_file(_weights(folder))
+    change(tensors)
+    save_file(tensors, _weights(folder), metadata={"format": "pt"})
+    return str(folder)
+
+
+def _poison(tensors: dict) -> None:
+    name = next(iter(tensors))
+    tensors[name][0].fill_(float("nan"))
+
+
+def _overflowing(tensors: dict) -> None:
+    name = next(iter(tensors))
+    tensors[name].fill_(3e38)  # twice the delta of a tensor near float32's largest value: inf
+
+
+def _extra_tensor(tensors: dict) -> None:
+    import torch
+
+    tensors["extra_head.weight"] = torch.zeros(4, 4)
+
+
+def _models_merge(env: Env, name: str, models: list[str], base: str | None = None, **extra) -> list[str]:
+    data = {"base": base or str(env.llm), "out": str(env.tmp / "merged"),
+            "models": [{"model": str(m)} for m in models], "merge": {"method": "task_arithmetic"}, **extra}
+    path = env.tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return ["merge", str(path)]
+
+
+def _foreign_folder(env: Env) -> Path:
+    """Somebody's folder that looks a little like a store: x/app/1.0/manifest.json."""
+    (env.tmp / "x" / "app" / "1.0").mkdir(parents=True)
+    (env.tmp / "x" / "app" / "1.0" / "manifest.json").write_text("{}")
+    return env.tmp / "x"
+
+
+def _eval(env: Env, *extra: str, model: str | None = None, out: str | None = None) -> list[str]:
+    return ["eval", "--model", model or str(env.llm), "--benchmark", "mgsm", "--data", str(env.tmp / "mgsm"),
+            "--out", out or str(env.tmp / "ev"), "--limit", "1", "--max-new-tokens", "2", *extra]
+
+
+def _mgsm(env: Env) -> None:
+    env.file("mgsm/mgsm_en.tsv", "2+2?\t4\n")
+
+
+def _user_report(env: Env, folder: str) -> str:
+    env.file(f"{folder}/report.md", "my own report")
+    return str(env.tmp / folder)
 
 CASES = [
     # -- the run configuration --------------------------------------------------------------------------
@@ -261,6 +364,165 @@ CASES = [
          ["PREFECT_API_URL"]),
     Case("serve with a bad cron", "deployment parameters",
          lambda e: ["serve", e.run_config(), "--eval-cron", "every tuesday"], ["--eval-cron", "'every tuesday' is not a cron expression"]),
+    # -- store ownership: a store knows it is one, and deletes only inside itself ---------------------------------
+    Case("verify --repair on a folder that is not a store", "store ownership",
+         lambda e: ["verify", "--repair", "--store", str(_foreign_folder(e))], ["not a linguaforge store", "refusing"],
+         untouched=lambda e: [e.tmp / "x"]),
+    Case("rm in a folder that is not a store", "store ownership",
+         lambda e: ["rm", "app/1.0", "--store", str(_foreign_folder(e))], ["not a linguaforge store", "refusing"],
+         untouched=lambda e: [e.tmp / "x"]),
+    Case("a run into a folder of somebody else's files", "store ownership",
+         lambda e: ["run", e.run_config(), "--store", str(_foreign_folder(e))], ["not a linguaforge store's", "app"],
+         untouched=lambda e: [e.tmp / "x"]),
+    Case("store.url is /etc", "store ownership", lambda e: ["run", e.run_config(**{"store.url": "/etc"})],
+         ["/etc", "system folder"], untouched=lambda e: []),
+    Case("store.url is the filesystem root", "store ownership", lambda e: ["artifacts", "--store", "/"],
+         ["system folder"], untouched=lambda e: []),
+    Case("store.url is under /usr", "store ownership", lambda e: ["run", e.run_config(**{"store.url": "/usr/lib/lf"})],
+         ["/usr/lib/lf", "system folder"], untouched=lambda e: [Path("/usr/lib/lf")]),
+    # -- credentials, at any depth -----------------------------------------------------------------------------------
+    Case("a secret nested under storage_options.client_kwargs", "credentials",
+         lambda e: ["run", e.run_config(**{"store.storage_options": {"client_kwargs": {"aws_secret_access_key": "s3cr3t"}}})],
+         ["store.storage_options", "client_kwargs.aws_secret_access_key", "environment"]),
+    Case("a password in a list under storage_options", "credentials",
+         lambda e: ["run", e.run_config(**{"store.storage_options": {"config_kwargs": [{"password": "hunter2"}]}})],
+         ["config_kwargs[0].password"]),
+    Case("a secret in a merge config's storage_options", "credentials",
+         lambda e: ["merge", e.merge_config(storage_options={"client_kwargs": {"token": "abc"}})],
+         ["storage_options", "client_kwargs.token"]),
+    # -- YAML read with limits ----------------------------------------------------------------------------------------
+    Case("an alias bomb as the run configuration", "YAML limits", lambda e: ["run", e.file("bomb.yaml", BOMB)],
+         ["bomb.yaml", "expand to more than"]),
+    Case("an alias bomb as a merge configuration", "YAML limits", lambda e: ["merge", e.file("mbomb.yaml", BOMB)],
+         ["mbomb.yaml", "expand to more than"]),
+    Case("an alias bomb inside storage_options", "YAML limits",
+         lambda e: ["run", e.file("sbomb.yaml", "store:\n  storage_options:\n" + "".join(
+             "    " + line + "\n" for line in BOMB.splitlines()))], ["sbomb.yaml", "expand to more than"]),
+    Case("a 5 MB run configuration", "YAML limits", lambda e: ["run", e.file("big.yaml", "# " + "x" * 5_000_000)],
+         ["big.yaml", "at most"]),
+    # -- values that pass a type check and fail inside torch or numpy --------------------------------------------------
+    Case("seed beyond 32 bits", "values torch refuses", lambda e: ["run", e.run_config(seed=2**70)],
+         ["seed", "less than or equal to 4294967295"]),
+    Case("negative seed", "values torch refuses", lambda e: ["run", e.run_config(seed=-1)], ["seed", "greater than"]),
+    Case("AdamW β1 above 1", "values torch refuses",
+         lambda e: ["run", e.run_config(**{"full_cpt.train.adam_betas": [1.5, 0.9]})], ["adam_betas", "less than 1"]),
+    Case("MindMerger β2 of 1", "values torch refuses",
+         lambda e: ["run", e.run_config(**{"mindmerger.adam_betas": [0.9, 1.0]})], ["mindmerger.adam_betas"]),
+    Case("demo hidden size not a multiple of 16", "values torch refuses",
+         lambda e: ["run", e.run_config(**{"demo.llm_hidden_size": 50})], ["demo.llm_hidden_size", "multiple of 16"]),
+    Case("demo vocabulary of a billion", "values torch refuses",
+         lambda e: ["run", e.run_config(**{"demo.vocab_size": 10**9})], ["demo.vocab_size"]),
+    Case("merge seed beyond 32 bits", "values torch refuses", lambda e: ["merge", e.merge_config(seed=2**70)],
+         ["seed"]),
+    # -- wrong types anywhere ------------------------------------------------------------------------------------------
+    Case("a train section that is a string", "types", lambda e: ["run", e.run_config(**{"full_cpt.train": "fast"})],
+         ["full_cpt.train"]),
+    Case("languages as a string", "types", lambda e: ["run", e.run_config(languages="de")], ["languages"]),
+    Case("store as a number", "types", lambda e: ["run", e.run_config(store=5)], ["store"]),
+    Case("AdamW betas as a word", "types",
+         lambda e: ["run", e.run_config(**{"full_cpt.train.adam_betas": "default"})], ["adam_betas"]),
+    Case("mergekit models as a number", "types",
+         lambda e: ["merge", e.file("mk1.yaml", f"merge_method: ties\nbase_model: {e.llm}\nmodels: 5\n")],
+         ["mk1.yaml", "models must be a list"]),
+    Case("mergekit parameters as a list", "types",
+         lambda e: ["merge", e.file("mk2.yaml", f"merge_method: ties\nbase_model: {e.llm}\nparameters: [1]\n"
+                                    f"models:\n  - model: {e.llm}\n")], ["mk2.yaml", "parameters must be a mapping"]),
+    Case("mergekit model as a number", "types",
+         lambda e: ["merge", e.file("mk3.yaml", f"merge_method: ties\nbase_model: {e.llm}\nmodels:\n  - model: 7\n")],
+         ["mk3.yaml", "models[0].model must be a model id or path"]),
+    Case("mergekit base_model as a list", "types",
+         lambda e: ["merge", e.file("mk4.yaml", "merge_method: ties\nbase_model: [a, b]\nmodels:\n  - model: x/y\n")],
+         ["mk4.yaml", "base_model must be a model id or path"]),
+    # -- URL schemes ------------------------------------------------------------------------------------------------------
+    Case("store URL of an unknown scheme", "URL schemes", lambda e: ["run", e.run_config(**{"store.url": "foo://b/x"})],
+         ["foo://b/x", "cannot be opened"], untouched=lambda e: []),
+    Case("corpus URL of an unknown scheme", "URL schemes",
+         lambda e: ["run", e.run_config(**{"corpora.ability": {"uri": "foo://x.jsonl"}})],
+         ["corpora.ability", "unsupported URL scheme 'foo://'"]),
+    Case("base model URL of an unknown scheme", "URL schemes",
+         lambda e: ["run", e.run_config(**{"models.base_llm": "foo://x"})], ["models.base_llm", "unsupported URL scheme"]),
+    Case("eval --model of an unknown scheme", "URL schemes", lambda e: _eval(e, model="foo://x"),
+         ["--model foo://x", "unsupported URL scheme"], untouched=lambda e: [e.tmp / "ev"]),
+    Case("eval --data of an unknown scheme", "URL schemes",
+         lambda e: ["eval", "--model", str(e.llm), "--benchmark", "mgsm", "--data", "foo://x", "--out", str(e.tmp / "ev")],
+         ["--data foo://x", "unsupported URL scheme"], untouched=lambda e: [e.tmp / "ev"]),
+    Case("merge input of an unknown scheme", "URL schemes", lambda e: _models_merge(e, "mf", ["foo://x/y"]),
+         ["foo://x/y", "unsupported URL scheme"]),
+    Case("exemplar file of an unknown scheme", "URL schemes",
+         lambda e: ["run", e.run_config(**{"evaluation.benchmarks": [{**BENCH, "exemplars": "foo://ex.json"}]})],
+         ["exemplars", "unsupported URL scheme"]),
+    # -- weight files and model folders ------------------------------------------------------------------------------------
+    Case("a shard index that is not JSON", "weight files",
+         lambda e: _models_merge(e, "i1", [str(e.llm)], base=_with_index(e, "badindex", "{oops")),
+         ["model.safetensors.index.json", "not readable JSON"]),
+    Case("a shard index whose weight_map is a number", "weight files",
+         lambda e: _models_merge(e, "i2", [str(e.llm)], base=_with_index(e, "badmap", '{"weight_map": 5}')),
+         ["model.safetensors.index.json", "weight_map"]),
+    Case("a shard index naming a missing shard", "weight files",
+         lambda e: _models_merge(e, "i3", [str(e.llm)], base=_with_index(
+             e, "noshard", '{"weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}')),
+         ["model-00002-of-00002.safetensors", "not in the folder"]),
+    Case("a safetensors header that is not JSON", "weight files",
+         lambda e: _models_merge(e, "h1", [str(e.llm)], base=_with_header(e, "hdr", lambda h: h.update(
+             {"__metadata__": {"x": "y"}, "b": {"dtype": "F32", "shape": [1], "data_offsets": "nope"}}))),
+         ["model.safetensors", "tensor 'b'", "data_offsets"]),
+    Case("a tensor whose offsets lie beyond the file", "weight files",
+         lambda e: _models_merge(e, "h2", [str(e.llm)], base=_with_header(
+             e, "far", lambda h: _first_tensor(h).update(data_offsets=[0, 10**12]))),
+         ["model.safetensors", "lie outside the file"]),
+    Case("a tensor whose byte count does not fit its shape", "weight files",
+         lambda e: _models_merge(e, "h3", [str(e.llm)], base=_with_header(
+             e, "short", lambda h: _first_tensor(h).update(shape=[1, 1]))), ["model.safetensors", "bytes for a"]),
+    Case("a tensor of an unknown dtype", "weight files",
+         lambda e: _models_merge(e, "h4", [str(e.llm)], base=_with_header(
+             e, "f8", lambda h: _first_tensor(h).update(dtype="F8_E9M9"))), ["model.safetensors", "F8_E9M9"]),
+    Case("a merge input with pickle weights only", "weight files", lambda e: _models_merge(e, "p1", [_pickle_only(e)]),
+         ["pytorch_model.bin", "never unpickles"]),
+    Case("an eval model with pickle weights only", "weight files", lambda e: (_mgsm(e), _eval(e, model=_pickle_only(e)))[1],
+         ["pytorch_model.bin", "never unpickles"], untouched=lambda e: [e.tmp / "ev"]),
+    Case("an eval model whose config.json is not JSON", "weight files",
+         lambda e: (_mgsm(e), (_model_copy(e, "badcfg") / "config.json").write_text("{oops"),
+                    _eval(e, model=str(e.tmp / "badcfg")))[2], ["badcfg", "cannot be loaded"],
+         untouched=lambda e: [e.tmp / "ev"]),
+    # -- merge outputs: one transaction, apart from its inputs, finite ------------------------------------------------------
+    Case("merge out is a file", "merge outputs",
+         lambda e: _models_merge(e, "o1", [str(e.llm)], out=e.file("afile", "mine")), ["afile", "not a folder"],
+         untouched=lambda e: [e.tmp / "afile"]),
+    Case("merge out is the base, with --force", "merge outputs",
+         lambda e: _models_merge(e, "o2", [_model_copy(e, "tune")], out=str(e.llm), force=True) ,
+         ["never writes over what it reads"], untouched=lambda e: [e.llm]),
+    Case("merge out inside an input", "merge outputs",
+         lambda e: _models_merge(e, "o3", [_model_copy(e, "tune")], out=str(e.tmp / "tune" / "merged")),
+         ["never writes over what it reads"], untouched=lambda e: [e.tmp / "tune"]),
+    Case("merge out around the base", "merge outputs",
+         lambda e: _models_merge(e, "o4", [str(e.llm)], out=str(e.llm.parent), force=True),
+         ["never writes over what it reads"], untouched=lambda e: [e.llm]),
+    Case("a NaN in the base", "merge outputs",
+         lambda e: _models_merge(e, "n1", [str(e.llm)], base=_tune(e, "nanbase", _poison)), ["NaN or Inf", "the base model holds"]),
+    Case("two fine-tunes whose sum overflows", "merge outputs",
+         lambda e: _models_merge(e, "n2", [_tune(e, "big1", _overflowing), _tune(e, "big2", _overflowing)]),
+         ["NaN or Inf", "overflow"]),
+    Case("a fine-tune with a tensor the base lacks", "merge outputs",
+         lambda e: _models_merge(e, "x1", [_tune(e, "extra", _extra_tensor)]), ["extra_head.weight", "the base lacks"]),
+    # -- outputs named on the command line -----------------------------------------------------------------------------------
+    Case("--outputs is a folder", "command outputs", lambda e: ["run", e.run_config(), "--outputs", str(e.tmp)],
+         ["--outputs", "is a folder"]),
+    Case("--outputs is somebody's file", "command outputs",
+         lambda e: ["run", e.run_config(), "--outputs", e.file("mine.json", "user data")],
+         ["mine.json", "never writes over a file it did not write"], untouched=lambda e: [e.tmp / "mine.json"]),
+    Case("eval --out is a file", "command outputs", lambda e: (_mgsm(e), _eval(e, out=e.file("ev.txt", "x")))[1],
+         ["ev.txt", "not a folder"], untouched=lambda e: [e.tmp / "ev.txt"]),
+    Case("eval --out holds somebody's report.md", "command outputs",
+         lambda e: (_mgsm(e), _eval(e, out=_user_report(e, "theirs")))[1], ["theirs", "did not write", "report.md"],
+         untouched=lambda e: [e.tmp / "theirs"]),
+    Case("eval --out inside the model folder", "command outputs",
+         lambda e: (_mgsm(e), _eval(e, out=str(e.llm / "results")))[1], ["never writes over what it reads"],
+         untouched=lambda e: [e.llm]),
+    Case("report --out holds somebody's report.md", "command outputs",
+         lambda e: (e.file("sc/mgsm/en/scores.json", json.dumps({"model": "m", "benchmark": "mgsm", "language": "en",
+                                                                 "n": 1, "correct": 1, "accuracy": 1.0})),
+                    ["report", str(e.tmp / "sc"), "--out", _user_report(e, "rep")])[1],
+         ["rep", "did not write"], untouched=lambda e: [e.tmp / "rep"]),
 ]
 
 
