@@ -74,6 +74,18 @@ _WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "dis
                  errno.EROFS: "the store's filesystem became read-only", errno.EACCES: "permission denied"}
 
 
+def os_errno(exc: BaseException) -> int | None:
+    """The OS error code behind an exception: an OSError's own, or one that a library (safetensors, pyarrow) wrapped
+    in its own exception type and message ("I/O error: No space left on device (os error 28)")."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc.errno
+        if found := re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(exc)):
+            return int(found.group(1) or found.group(2))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def credential_paths(options: Any, where: str = "") -> list[str]:
     """The dotted paths of every credential in (nested) storage options, e.g. client_kwargs.aws_secret_access_key:
     they must come from the environment, never from a configuration that reaches logs, manifests and Prefect."""
@@ -580,12 +592,12 @@ class ArtifactStore:
             writer.ref = self._commit(kind, key, staging, stage, str(stage_version), params, inputs or {},
                                       writer.metrics)
             writer.checkpoints.clear()  # resumable state is worthless once the result is committed
-        except OSError as exc:
-            if exc.errno not in _WRITE_ERRORS:
+        except Exception as exc:  # noqa: BLE001 - only the machine's refusals are translated; the rest re-raised
+            if (code := os_errno(exc)) not in _WRITE_ERRORS:
                 raise
-            raise StoreError(f"{_WRITE_ERRORS[exc.errno]} while writing {kind}/{key} ({exc.filename or staging.parent}); "
-                             "nothing was committed: fix that, or point store.url / cache_dir elsewhere, and run "
-                             "again") from None
+            where = getattr(exc, "filename", None) or staging.parent
+            raise StoreError(f"{_WRITE_ERRORS[code]} while writing {kind}/{key} ({where}); nothing was committed: "
+                             "fix that, or point store.url / cache_dir elsewhere, and run again") from None
         finally:
             self._staging.release(staging)
 

@@ -259,7 +259,10 @@ def run_stage(
             w.metrics.setdefault("seconds", round(time.perf_counter() - began, 2))
             description = describe(w) if describe is not None else None  # staging files vanish on commit
     except BaseException as exc:
-        store.record_event(kind, key, "failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000], **ids)
+        try:  # the record of a failure must never hide the failure (a store that turned read-only refuses both)
+            store.record_event(kind, key, "failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000], **ids)
+        except Exception as record_error:  # noqa: BLE001
+            logger.warning("%s: could not record the failure in the store (%s)", stage, record_error)
         raise
     if w.ref.reused:  # another process committed the same key while this one built it: theirs stands
         store.record_event(kind, key, "superseded", stage=stage, **ids)

@@ -18,6 +18,16 @@ import yaml
 from tests.flows.test_merge_models import fine_tune
 
 pytestmark = pytest.mark.slow
+OUTCOMES: list[dict] = []
+
+
+def _record(row: dict) -> None:
+    import json
+
+    OUTCOMES.append(row)
+    out = Path(__file__).resolve().parents[2] / "build" / "reliability" / "publish_kills.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(OUTCOMES, indent=1))
 
 
 def _merge(config: Path, *extra: str, env: dict | None = None, wait: bool = True, cwd: Path):
@@ -94,6 +104,8 @@ def test_a_kill_at_every_publish_point_leaves_the_old_or_the_new_folder(mode, se
         assert _without_notes(_snapshot(out)) == setup["new"], point
         assert (out / "notes" / "mine.txt").read_text() == "the user's own file"
         assert not (tmp_path / ".out.linguaforge").exists(), f"leftovers after a kill at {point}"
+        _record({"case": f"merge --force killed at {point} ({'renameat2 exchange' if mode == 'exchange' else 'two renames and a journal'})",
+                 "outcome": outcome, "after_rerun": "new, user's file kept, no leftovers"})
     if mode == "exchange":  # one atomic exchange: before it the old folder, after it the new one
         assert [o for _, o in outcomes] == ["old", "old", "new", "new"], outcomes
 
