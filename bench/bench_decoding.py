@@ -22,9 +22,9 @@ from pathlib import Path
 import torch  # noqa: E402
 from options import parse_options  # noqa: E402
 
-from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator  # noqa: E402
 from linguaforge.pipelines.benchmarks.loaders import load_raw  # noqa: E402
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset  # noqa: E402
+from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator  # noqa: E402
 
 LANGUAGES = ["en", "de", "zh", "sw", "bn", "ja"]
 

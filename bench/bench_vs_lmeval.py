@@ -28,7 +28,7 @@ What took it from 1.56-1.65x (2026-12-03: 23.0 / 25.3 s against 35.9 / 41.8 s) t
 - The console script's garbage collector: the interpreter's exit ran full collections over the ~370 000
   objects torch and transformers leave (0.8-1.0 s), and start-up ran 7 full collections while they were made
   (0.93 s). Imported with collection paused, then frozen: all collections 0.08 s, exit 0.14 s.
-- `LlamaDecoder` for plain Llama checkpoints on CPU (pipelines/benchmarks/llama_decoder.py): the same
+- `LlamaDecoder` for plain Llama checkpoints on CPU (pipelines/generation/llama_decoder.py): the same
   computation written out, straight from the safetensors, with the shared prompt prefix's keys and values
   read once per step for all rows; transformers' modelling stack (2.3 s of imports) is not imported for
   generation. This bench: 15.6 s (1.96x) before it, 12.1 s (2.39x) after, two runs.

@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from linguaforge.pipelines.benchmarks.settings import BenchmarkName, BenchmarkSpec, EvaluationConfig
 from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig
+from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.languages import check_language, check_languages
 from linguaforge.pipelines.maet.settings import DecomposeConfig, FullCPTConfig, MaskedCPTConfig, ProbeConfig
 from linguaforge.pipelines.merging.settings import MergeConfig, TensorFamily
@@ -60,6 +61,8 @@ class RunConfig(Settings):
 
     name: str = Field("demo", pattern=r"^[A-Za-z0-9._-]+$", max_length=100, description="Run name (labels reports).")
     seed: Seed = Field(0, description="Seed for sampling, shuffling and initialisation (0 to 2^32 - 1).")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="Where every stage computes: auto (CUDA when "
+                        "present), cpu, cuda or cuda:N; a stage's own `device` overrides it.")
     store: StoreConfig = Field(default_factory=StoreConfig)
     pivot_language: str = Field("en", title="Pivot language (L0)", description="Language of the ability corpus.")
     languages: list[str] = Field(

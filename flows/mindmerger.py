@@ -23,7 +23,7 @@ def mindmerger(config: RunConfig = RunConfig(), llm_name: str = "base",  # noqa:
     outputs = base_models(config)
     base, encoder, world = run_sources(config, outputs)
     llm = llm or base
-    ctx, mm = run_context(config), config.mindmerger
+    ctx, mm = run_context(config, config.mindmerger.device), config.mindmerger
     mapping = mindmerger_mapping(ctx, mm, llm_name, llm, encoder, world)
     augmentation = mindmerger_augmentation(ctx, mm, llm_name, llm, encoder, mapping, world)
     return RunOutputs(mindmerger={llm_name: MindMergerOutputs(mapping=mapping, augmentation=augmentation)})

@@ -16,10 +16,12 @@ from linguaforge.tasks.maet import full_cpt, importance_probe, masked_cpt
 from linguaforge.tasks.merge import decompose, merge_models
 
 
-def run_context(cfg: RunConfig) -> RunContext:
-    """What every stage task reads of the run besides its own settings (each task gets those alone)."""
+def run_context(cfg: RunConfig, device: str | None = None) -> RunContext:
+    """What every stage task reads of the run besides its own settings (each task gets those alone); `device`:
+    a stage family's own device setting, when it has one (else the run's)."""
     return RunContext(name=cfg.name, seed=cfg.seed, store=cfg.store, pivot_language=cfg.pivot_language,
-                      languages=cfg.languages, dtype=cfg.models.dtype, tokenizer=cfg.models.tokenizer)
+                      languages=cfg.languages, dtype=cfg.models.dtype, tokenizer=cfg.models.tokenizer,
+                      device=device or cfg.device)
 
 
 def base_models(cfg: RunConfig) -> RunOutputs:
@@ -92,7 +94,7 @@ def transfer(cfg: RunConfig, deltas: dict[str, ArtifactRef], base: Source) -> Ru
 
 def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef | None) -> RunOutputs:
     """Every model × benchmark × language unit in parallel, then one comparison report over all of them."""
-    units, ctx, batch = {}, run_context(cfg), cfg.evaluation.batch_size
+    units, ctx, batch = {}, run_context(cfg, cfg.evaluation.device), cfg.evaluation.batch_size
     for spec in cfg.evaluation.benchmarks:
         for lang in benchmark_languages(ctx, spec, world):
             for model in models:

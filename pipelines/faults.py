@@ -47,3 +47,18 @@ def _hold(name: str, gate: str) -> None:
     while not Path(file).exists():  # a stop request opens every gate: the stop is what is being tested
         if STOP.wait(0.02):
             check_stop(f"held at {name}")
+
+
+def simulated_oom(kind: str, size: int, step: int | None = None) -> None:
+    """`LINGUAFORGE_OOM=<kind>:<largest size that fits>[@<first step>]` raises torch's real OutOfMemoryError when a
+    `kind` batch ("train": a micro-batch's rows, "generate": a generation batch) is larger than that size (from that
+    optimizer step on): the memory limit of a GPU, on any machine, for the tests of what is done about it."""
+    spec = os.environ.get("LINGUAFORGE_OOM")
+    if not spec or not spec.startswith(kind + ":"):
+        return
+    limit, _, first = spec.removeprefix(kind + ":").partition("@")
+    if size > int(limit) and (not first or step is None or step >= int(first)):
+        import torch
+
+        raise torch.OutOfMemoryError(f"CUDA out of memory (simulated by LINGUAFORGE_OOM={spec}): a {kind} batch of "
+                                     f"{size} does not fit; at most {limit} do")

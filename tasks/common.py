@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.locations import resolve_model_dir
+from linguaforge.pipelines.memory import is_oom
 from linguaforge.pipelines.settings import DEMO_PREFIX
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, StoreError
 from linguaforge.storage.settings import StoreConfig, open_store  # noqa: F401 - tasks open stores from here
@@ -40,6 +41,7 @@ class RunContext(BaseModel):
     languages: list[str] = ["de", "zh", "sw", "bn"]
     dtype: str = "float32"
     tokenizer: str | None = None
+    device: str = "auto"  # where this run's stages compute (a stage's own setting wins: pipelines/devices.py)
 
     @property
     def all_languages(self) -> list[str]:
@@ -107,10 +109,12 @@ def retry_transient(task, task_run, state) -> bool:
         state.result()
     except (InputError, StoreError, ValueError, TypeError, KeyError):
         return False
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        if is_oom(exc):  # handled where it happens (smaller batches); the same attempt again would fail the same way
+            return False
+        if not isinstance(exc, OSError):
+            return True  # anything else (network, OOM-killer'd worker, S3 5xx) may pass
         return exc.errno not in _PERMANENT_OS_ERRORS
-    except Exception:  # noqa: BLE001 - anything else (network, OOM-killer'd worker, S3 5xx) may pass
-        return True
     return False
 
 

@@ -93,7 +93,7 @@ def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: 
               models: ArtifactRef) -> ArtifactRef:
     """Briefly pre-train the tiny LLM on the general text of every language: the demo's 'base model'."""
     store = open_store(ctx.store)
-    settings = TrainSettings.of(demo.bootstrap.train, ctx.seed)
+    settings = TrainSettings.of(demo.bootstrap.train, ctx.seed, ctx.device)
     params = bootstrap_params(ctx, demo, prep)
     sources = {"world": Source.of(world), "llm": Source.of(models, "llm")}
 
@@ -107,7 +107,8 @@ def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: 
         with tempfile.TemporaryDirectory() as tmp:
             pack_corpus(docs, tokenizer, Path(tmp), prep.block_size, source="demo general text")
             with StageProgress("bootstrap", settings.steps) as progress:
-                summary, trained = run_cpt(llm_dir, tmp, settings, checkpoints=w.checkpoints, progress=progress)
+                summary, trained = run_cpt(llm_dir, tmp, settings, checkpoints=w.checkpoints, progress=progress,
+                                           label="bootstrap")
         save_trained_model(llm_dir, trained, w.path / "model")
         losses = summary.pop("losses")
         loss_curve(losses, w.path / "loss_curve.png", "demo bootstrap (all languages)")

@@ -15,13 +15,14 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
 from linguaforge.pipelines.benchmarks import (
-    HFCausalLMGenerator,
     available_languages,
     build_comparison,
     evaluate_unit,
     headline_rows,
 )
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
+from linguaforge.pipelines.devices import resolve_device
+from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator
 from linguaforge.pipelines.settings import DEMO_PREFIX, key_params
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
 from linguaforge.tasks.common import (
@@ -60,7 +61,8 @@ def register_generator(kind: str, factory: GeneratorFactory) -> None:
 
 
 def _hf_generator(model: EvalModel, store: ArtifactStore, ctx: RunContext, batch_size: int):
-    return HFCausalLMGenerator.from_pretrained(model.source.local(store), dtype=ctx.dtype, batch_size=batch_size)
+    return HFCausalLMGenerator.from_pretrained(model.source.local(store), dtype=ctx.dtype, batch_size=batch_size,
+                                               device=str(resolve_device(ctx.device, "evaluation device")))
 
 
 register_generator("hf", _hf_generator)

@@ -33,7 +33,7 @@ def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: 
     """One CPT with progress in the UI and the terminal, then its loss curve and summary into the artifact."""
     with StageProgress(label, settings.steps) as progress:
         summary, weights = run_cpt(base_dir, blocks, settings, mask=mask, checkpoints=w.checkpoints,
-                                   progress=progress)
+                                   progress=progress, label=label)
     loss_curve(summary["losses"], w.path / "loss_curve.png", label)
     w.write_json("train.json", content_only(summary))
     w.metrics.update({k: v for k, v in summary.items() if k != "losses"})
@@ -44,7 +44,7 @@ def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: 
 def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """Eq. 1: a short CPT on the corpus, then the top k1 % neurons by |θ' − θ| become the key neurons."""
     store = open_store(ctx.store)
-    settings = TrainSettings.of(probe.train, ctx.seed)
+    settings = TrainSettings.of(probe.train, ctx.seed, ctx.device)
     params = probe_params(ctx, probe)
     sources = {"corpus": Source.of(corpus), "base": base}
 
@@ -70,7 +70,7 @@ def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactR
     """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base.
     `train`: the ability + pivot run's settings or a language run's (MaskedCPTConfig.settings_for)."""
     store = open_store(ctx.store)
-    settings = TrainSettings.of(train, ctx.seed)
+    settings = TrainSettings.of(train, ctx.seed, ctx.device)
     params = cpt_params(ctx, train)
     sources = {"corpus": Source.of(corpus), "base": base} | {f"mask{i}": Source.of(m) for i, m in enumerate(masks)}
 
@@ -90,7 +90,7 @@ def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactR
 def full_cpt(ctx: RunContext, full: FullCPTConfig, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """The baseline: CPT of every weight on the ability corpus; kept as a model and as a (dense) delta."""
     store = open_store(ctx.store)
-    settings = TrainSettings.of(full.train, ctx.seed)
+    settings = TrainSettings.of(full.train, ctx.seed, ctx.device)
     params = cpt_params(ctx, full.train)
     sources = {"corpus": Source.of(corpus), "base": base}
 

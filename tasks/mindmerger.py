@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from linguaforge.pipelines.devices import resolve_device
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.mindmerger.data import (
     TextExample,
@@ -43,9 +44,12 @@ MAPPING_VERSION = 2  # 2: keys derived from the settings models
 AUGMENTATION_VERSION = 2
 # what each stage does not read of MindMergerConfig: the other stage's schedule, data that enter the key as
 # sources, and the run-level choices (whether MindMerger runs, on which LLMs: the LLM is a source too)
+# (where it computes, and recomputed activations, change no result beyond float rounding)
 STAGE_IGNORES = {
-    "mapping": frozenset({"enabled", "llms", "augmentation", "task", "translation_data", "query_data"}),
-    "augmentation": frozenset({"enabled", "llms", "mapping", "translation_data", "query_data"}),
+    "mapping": frozenset({"enabled", "llms", "augmentation", "task", "translation_data", "query_data", "device",
+                          "gradient_checkpointing"}),
+    "augmentation": frozenset({"enabled", "llms", "mapping", "translation_data", "query_data", "device",
+                               "gradient_checkpointing"}),
 }
 
 
@@ -64,7 +68,7 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: Mi
                 label: str, texts: list[TextExample], encoder: Source, llm: Source, init: str | None = None) -> None:
     """Tokenize, split, train one stage into the artifact folder, and record what it did."""
     sc = mm.stage_config(stage)
-    settings = mm.stage_settings(stage, ctx.dtype, ctx.seed)
+    settings = mm.stage_settings(stage, ctx.dtype, ctx.seed, ctx.device)
     encoder_dir, llm_dir = encoder.local(store), llm.local(store)
     tokenized = tokenize(texts, load_tokenizer(encoder_dir), load_tokenizer(llm_dir), sc.max_source_len,
                          sc.max_target_len)
@@ -157,6 +161,7 @@ def mindmerger_generator(model: EvalModel, store: ArtifactStore, ctx: RunContext
     # identities as recorded at training (source labels), so the mapping's check compares like with like
     return MindMergerGenerator.from_pretrained(encoder.local(store), llm.local(store), str(root / "best"),
                                                dtype=ctx.dtype, batch_size=batch_size,
+                                               device=str(resolve_device(ctx.device, "evaluation device")),
                                                encoder_id=encoder.label, llm_id=llm.label)
 
 

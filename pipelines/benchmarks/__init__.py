@@ -1,4 +1,5 @@
-"""Multilingual benchmark evaluation: registry, loaders, prompt presets, batched decoding, scoring, reports.
+"""Multilingual benchmark evaluation: registry, loaders, prompt presets, scoring, reports (the model side, batched
+decoding, is pipelines/generation/).
 
 The unit of work is one model × one benchmark × one language (`evaluate_unit`), which writes
 `records.parquet` and `scores.json` into a folder; `build_comparison` turns many units' scores into
@@ -10,7 +11,6 @@ from importlib import import_module
 # Names resolve on first use (PEP 562), so that the light parts (registry, presets, loaders, report) load
 # without torch: a configuration is then checked in well under a second, before any heavy import.
 _HOMES = {
-    "decoding": ["HFCausalLMGenerator", "OptionScorer", "TextGenerator", "cut_at_stop"],
     "evaluate": ["evaluate_model", "evaluate_unit"],
     "items": ["BenchmarkItem"],
     "loaders": ["available_languages", "load_raw"],
@@ -28,9 +28,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BENCHMARKS", "Benchmark", "BenchmarkItem", "HFCausalLMGenerator", "OptionScorer", "PromptPreset", "TextGenerator",
+    "BENCHMARKS", "Benchmark", "BenchmarkItem", "PromptPreset",
     "available_languages", "build_comparison", "build_items", "build_report", "builtin_presets", "comparison_rows",
-    "cut_at_stop", "evaluate_model", "evaluate_unit", "get_benchmark", "headline_rows", "load_exemplars",
+    "evaluate_model", "evaluate_unit", "get_benchmark", "headline_rows", "load_exemplars",
     "load_preset", "load_raw",
     "read_scores", "stop_strings",
 ]

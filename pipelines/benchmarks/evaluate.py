@@ -23,12 +23,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from linguaforge.pipelines.benchmarks.decoding import (
-    HFCausalLMGenerator,
-    OptionScorer,
-    TextGenerator,
-    default_streams,
-)
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results
 from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
@@ -36,6 +30,12 @@ from linguaforge.pipelines.benchmarks.prompts import build_items, load_exemplars
 from linguaforge.pipelines.benchmarks.registry import Benchmark, get_benchmark
 from linguaforge.pipelines.benchmarks.scoring import score_classification, score_math, summarise
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.generation.causal_lm import (
+    HFCausalLMGenerator,
+    OptionScorer,
+    TextGenerator,
+    default_streams,
+)
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.reproducible import content_only
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from linguaforge.pipelines.benchmarks.registry import BENCHMARKS, Benchmark
+from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.settings import Settings
 
@@ -40,4 +41,7 @@ class EvaluationConfig(Settings):
         BenchmarkSpec(name="mgsm", data="demo:bench/mgsm"),
         BenchmarkSpec(name="xnli", data="demo:bench/xnli"),
     ])
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="Items per generation batch; halved (and the items finished) "
+                            "when a batch does not fit in memory.")
+    device: str | None = Field(None, pattern=DEVICE_PATTERN, description="Where models are evaluated; null = the "
+                               "run's `device`.")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from linguaforge.pipelines.devices import resolve_device
 from linguaforge.pipelines.maet.importance import NeuronMask, check_k1, delta_score_source, select_top_k
 from linguaforge.pipelines.maet.masked import MaskedAdamW, apply_mask
 from linguaforge.pipelines.merging.deltas import base_weights_digest, write_sparse_delta
@@ -24,24 +25,37 @@ from linguaforge.pipelines.training.backends import TorchBackend
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
 from linguaforge.pipelines.training.launcher import Progress, run_processes, torchrun
 from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.oom import with_oom_fallback
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.pipelines.weights import WeightReader
 
 
 def run_cpt(model_dir: str, blocks_dir: str, settings: TrainSettings, mask: NeuronMask | None = None,
-            checkpoints=None, progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+            checkpoints=None, progress: Progress | None = None,
+            label: str = "training") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train `model_dir` on the packed blocks (only `mask`'s neurons, if given). Returns the training
-    summary (with the loss per step) and the trained weights by parameter name."""
-    if settings.processes > 1:
-        return _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress)
+    summary (with the loss per step) and the trained weights by parameter name. Out of memory, the micro-batch
+    is halved and training resumes from its last checkpoint (training/oom.py)."""
     data = PackedBlocks.from_dir(Path(blocks_dir))
-    backend = make_backend(load_causal_lm(model_dir), settings, data.block_size, mask)
-    result = train(backend, CausalLMRecipe(data, settings), checkpoints=checkpoints, progress=progress)
-    return result.summary() | {"losses": result.losses}, backend.full_state_dict()
+    fallbacks: list[dict[str, Any]] = []
+
+    def attempt(s: TrainSettings):
+        if s.processes > 1:
+            return _run_cpt_processes(model_dir, blocks_dir, s, mask, checkpoints, progress)
+        backend = make_backend(load_causal_lm(model_dir), s, data.block_size, mask)
+        result = train(backend, CausalLMRecipe(data, s), checkpoints=checkpoints, progress=progress)
+        return result.summary() | {"losses": result.losses}, backend.full_state_dict()
+
+    summary, weights = with_oom_fallback(attempt, settings, f"{label} of {model_dir}",
+                                         lambda s: s.halved(data.block_size, s.processes), fallbacks)
+    return summary | ({"oom_fallbacks": fallbacks} if fallbacks else {}), weights
 
 
 def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: int, mask: NeuronMask | None = None):
-    """Plain torch or DeepSpeed, by `settings.backend`; with a mask, only its neurons train."""
+    """Plain torch or DeepSpeed, by `settings.backend`, on `settings.device`; with a mask, only its neurons train."""
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # a cache is for generation; with recomputation it is only memory
     selections = apply_mask(model, mask) if mask is not None else None
     if settings.backend == "deepspeed":
         from linguaforge.pipelines.training.deepspeed_backend import DeepSpeedBackend
@@ -51,7 +65,8 @@ def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: in
     if selections is not None:
         optimizer = MaskedAdamW(selections, lr=settings.learning_rate, betas=tuple(settings.adam_betas),
                                 eps=settings.adam_eps, weight_decay=settings.weight_decay)
-    return TorchBackend(model, settings, optimizer=optimizer)
+    return TorchBackend(model, settings, device=resolve_device(settings.device, "training device"),
+                        optimizer=optimizer)
 
 
 def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress):

@@ -1,4 +1,4 @@
-"""MindMerger behind the benchmark evaluation's model interface (pipelines/benchmarks/decoding.py).
+"""MindMerger behind the benchmark evaluation's model interface (pipelines/generation/causal_lm.py).
 
 `MindMergerGenerator` implements `TextGenerator.generate` and `OptionScorer.option_logprobs`, so
 `evaluate_unit` scores a MindMerger model with exactly the code that scores a plain LLM: the same items,
@@ -18,27 +18,31 @@ from collections.abc import Sequence
 
 import torch
 
-from linguaforge.pipelines.benchmarks.decoding import (
-    continue_greedy,
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.faults import simulated_oom
+from linguaforge.pipelines.generation.base import (
+    BatchedGenerator,
+    GenerationItem,
+    batch_size_for,
     cut_at_stop,
-    growing_cache,
     stop_in_tail,
 )
-from linguaforge.pipelines.benchmarks.items import BenchmarkItem
-from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.generation.causal_lm import continue_greedy, growing_cache
+from linguaforge.pipelines.interrupt import check_stop
 from linguaforge.pipelines.mindmerger.data import Example, collate
 from linguaforge.pipelines.mindmerger.model import MindMergerModel
 
 
-class MindMergerGenerator:
-    def __init__(self, model: MindMergerModel, encoder_tokenizer, llm_tokenizer, batch_size: int = 8,
+class MindMergerGenerator(BatchedGenerator):
+    """The generator of a MindMerger model: the batching of every generator (generation/base.py), the greedy loop
+    of the causal-LM one, its prefill from the mapped encoder states."""
+
+    def __init__(self, model: MindMergerModel, encoder_tokenizer, llm_tokenizer, batch_size: int | str = 8,
                  device: str | torch.device | None = None):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.model = model.train(False)
         self.encoder_tokenizer, self.tokenizer = encoder_tokenizer, llm_tokenizer
-        self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else next(model.llm.parameters()).device
+        self.batch_size = batch_size_for(batch_size, self.device)
         self.model.to(self.device)
         eos = {llm_tokenizer.eos_token_id}
         gen_eos = getattr(getattr(model.llm, "generation_config", None), "eos_token_id", None)
@@ -61,7 +65,7 @@ class MindMergerGenerator:
         return cls(model, load_tokenizer(encoder_uri), load_tokenizer(llm_uri), batch_size, device)
 
     # -- shared -------------------------------------------------------------------------------------
-    def _examples(self, items: Sequence[BenchmarkItem]) -> list[Example]:
+    def _examples(self, items: Sequence[GenerationItem]) -> list[Example]:
         sources = self.encoder_tokenizer([it.source_text for it in items], add_special_tokens=True)["input_ids"]
         prompts = self.tokenizer([it.prompt for it in items], add_special_tokens=False)["input_ids"]
         for it, src in zip(items, sources, strict=True):
@@ -69,25 +73,25 @@ class MindMergerGenerator:
                 raise InputError(f"item {it.id} ({it.benchmark}/{it.language}): the source text encodes to no tokens")
         return [Example(list(s), list(p), [], it.language) for it, s, p in zip(items, sources, prompts, strict=True)]
 
-    def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Longest first (similar lengths share a batch; a batch too big for memory fails at once)."""
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        return [order[s: s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     # -- generation -----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, items: Sequence[BenchmarkItem], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+    def generate(self, items: Sequence[GenerationItem], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         stop = [s for s in stop if s]
         examples = self._examples(items)
         outputs: list[str | None] = [None] * len(items)
         lengths = [len(e.source_ids) + len(e.prompt_ids) for e in examples]
+        def rows(batch: list[int]) -> list[str]:
+            check_stop("generating")
+            simulated_oom("generate", len(batch))  # tests: a GPU's memory limit on any machine
+            return self._greedy([examples[i] for i in batch], max_new_tokens, stop)
+
         for batch in self._batches(lengths):
-            for i, text in zip(batch, self._greedy([examples[i] for i in batch], max_new_tokens, stop), strict=True):
+            for i, text in zip(batch, self._fitting(rows, batch, "MindMerger generating"), strict=True):
                 outputs[i] = text
         return outputs  # type: ignore[return-value]
 
@@ -108,7 +112,7 @@ class MindMergerGenerator:
 
     # -- log-likelihood -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def option_logprobs(self, items: Sequence[BenchmarkItem]) -> list[list[float]]:
+    def option_logprobs(self, items: Sequence[GenerationItem]) -> list[list[float]]:
         """Summed log-probability of each continuation after [BOS][mapped source][boundary][prompt]."""
         examples = self._examples(items)
         rows: list[Example] = []
@@ -124,9 +128,12 @@ class MindMergerGenerator:
                 owner.append((i, k))
         scores = [[0.0] * len(it.continuations) for it in items]
         lengths = [len(r.source_ids) + len(r.prompt_ids) + len(r.target_ids) for r in rows]
+        def score(batch: list[int]) -> list[float]:
+            check_stop("scoring options")
+            return self.model.token_logprobs(self._to_device(collate([rows[j] for j in batch]))).tolist()
+
         for batch in self._batches(lengths):
-            sums = self.model.token_logprobs(self._to_device(collate([rows[j] for j in batch])))
-            for j, value in zip(batch, sums.tolist(), strict=True):
+            for j, value in zip(batch, self._fitting(score, batch, "MindMerger scoring options"), strict=True):
                 i, k = owner[j]
                 scores[i][k] = value
         return scores

@@ -113,12 +113,26 @@ class MindMergerModel(nn.Module):
                              f"{self.d_enc} and the LLM takes {self.d_llm}")
         self.bos_id = int(bos_id)
         self.padding_side = padding_side
+        self.recompute_llm = False
         self.train(False)
+
+    def enable_llm_recomputation(self) -> None:
+        """Gradient checkpointing through the frozen LLM (the mapping's gradient flows back through it): its layers'
+        activations are recomputed in the backward pass instead of kept. transformers recomputes only in training
+        mode, so the LLM is put in it while training, with every dropout off (the same numbers as eval mode)."""
+        self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(self.llm.config, "attention_dropout"):
+            self.llm.config.attention_dropout = 0.0
+        self.recompute_llm = True
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> MindMergerModel:
         super().train(mode)
         self.encoder.eval()  # frozen parts never run dropout: states are a pure function of the input
-        self.llm.eval()
+        self.llm.train(mode and self.recompute_llm)
+        for module in self.llm.modules():
+            if isinstance(module, nn.Dropout):
+                module.eval()
         return self
 
     # -- the frozen encoder ----------------------------------------------------------------------

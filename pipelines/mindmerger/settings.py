@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.settings import AdamBetas, Settings
 from linguaforge.pipelines.training.settings import TrainSettings, as_fingerprint, ceil_multiple
@@ -52,11 +53,15 @@ class MindMergerConfig(Settings):
     query_data: str = Field("demo:queries/math", description="Translated task queries for the augmentation stage.")
     backend: Literal["torch", "deepspeed"] = "torch"
     deepspeed_config: str | None = None
+    device: str | None = Field(None, pattern=DEVICE_PATTERN, description="Where MindMerger trains and generates; "
+                               "null = the run's `device`.")
+    gradient_checkpointing: bool = Field(False, description="Recompute the frozen LLM's activations in the backward "
+                                         "pass (the mapping's gradient flows through it): less memory, more compute.")
 
     def stage_config(self, stage: str) -> MindMergerStageConfig:
         return self.mapping if stage == "mapping" else self.augmentation
 
-    def stage_settings(self, stage: str, dtype: str, seed: int) -> StageSettings:
+    def stage_settings(self, stage: str, dtype: str, seed: int, device: str = "auto") -> StageSettings:
         """One stage's training settings: its own schedule and the optimiser settings both stages share."""
         sc = self.stage_config(stage)
         return StageSettings(
@@ -64,7 +69,8 @@ class MindMergerConfig(Settings):
             micro_batch_size=sc.micro_batch_size, adam_betas=self.adam_betas, adam_eps=self.adam_eps,
             weight_decay=self.weight_decay, grad_clip=self.grad_clip,
             precision="bf16" if dtype == "bfloat16" else "fp32", backend=self.backend,
-            deepspeed_config=self.deepspeed_config, checkpoint_every=sc.checkpoint_every, seed=seed)
+            deepspeed_config=self.deepspeed_config, checkpoint_every=sc.checkpoint_every, seed=seed,
+            device=self.device or device, gradient_checkpointing=self.gradient_checkpointing)
 
 
 @dataclass
@@ -90,6 +96,9 @@ class StageSettings:
     encoder_cache_max_gb: float = 8.0  # host memory for cached states; above it, encode per micro-batch
     encoder_batch_size: int = 32
     seed: int = 0
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    micro_batches: int | None = None  # set by an out-of-memory fallback: keeps the examples per step
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -98,7 +107,17 @@ class StageSettings:
 
     def micro_batches_per_step(self, world: int = 1) -> int:
         """Micro-batches per optimizer step, a multiple of the data-parallel world size."""
+        if self.micro_batches is not None:
+            return self.micro_batches
         return ceil_multiple(math.ceil(self.global_batch_size / self.micro_batch_size), world)
+
+    def halved(self, world: int = 1) -> StageSettings | None:
+        """After an out-of-memory: half the micro-batch, as many more micro-batches (the same examples per step)."""
+        per_step = self.micro_batch_size * self.micro_batches_per_step(world)
+        for micro in range(self.micro_batch_size // 2, 0, -1):
+            if per_step % micro == 0 and (per_step // micro) % world == 0:
+                return replace(self, micro_batch_size=micro, micro_batches=per_step // micro)
+        return None
 
     def steps(self, n_train: int, world: int = 1) -> int:
         per_step = self.micro_batches_per_step(world) * self.micro_batch_size
@@ -111,7 +130,12 @@ class StageSettings:
                              weight_decay=self.weight_decay, adam_betas=self.adam_betas, adam_eps=self.adam_eps,
                              grad_clip=self.grad_clip, precision=self.precision, backend=self.backend,
                              deepspeed_config=self.deepspeed_config, checkpoint_every=self.checkpoint_every,
-                             seed=self.seed)
+                             seed=self.seed, device=self.device, gradient_checkpointing=self.gradient_checkpointing,
+                             micro_batches_per_step=self.micro_batches)
 
     def fingerprint(self) -> dict[str, Any]:
-        return as_fingerprint(asdict(self), "checkpoint_every")  # how often we save does not change the result
+        # how often we save, where it computes and how a step's examples are split into micro-batches do not
+        # change the result (only float sums reorder): an out-of-memory fallback resumes its own checkpoints
+        fields = asdict(self) | {"examples_per_step": self.micro_batch_size * self.micro_batches_per_step()}
+        return as_fingerprint(fields, "checkpoint_every", "device", "gradient_checkpointing", "micro_batch_size",
+                              "micro_batches")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from linguaforge.pipelines.devices import resolve_device
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.mindmerger.checkpoint import (
     MappingMeta,
@@ -51,6 +52,7 @@ from linguaforge.pipelines.mindmerger.settings import StageSettings
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.training.backends import TorchBackend, load_optimizer, save_optimizer
 from linguaforge.pipelines.training.loop import Progress, TrainResult, train
+from linguaforge.pipelines.training.oom import with_oom_fallback
 
 log = logging.getLogger("linguaforge.mindmerger")
 
@@ -276,14 +278,25 @@ def run_stage_training(encoder_uri: str, llm_uri: str, train: list[Example], dev
     """Train one stage and write into `out_dir`: last/ and best/ mappings (safetensors + mapping.json),
     best/pytorch_model.bin (the official layout), and train.json. `encoder_id`/`llm_id` name the models in
     the metadata (default: the URIs they were loaded from; a task passes names valid on any machine)."""
-    model = build_model(encoder_uri, llm_uri, dtype, settings.seed, init, encoder_id, llm_id)
     world = 1
     if settings.backend == "deepspeed":
         import os
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
-    backend = make_backend(model, settings, settings.steps(len(train), world), device)
-    result, best_state = train_stage(backend, train, dev, settings, checkpoints, progress)
+    device = device or resolve_device(settings.device, "MindMerger device")
+    fallbacks: list[dict[str, Any]] = []
+
+    def attempt(s: StageSettings):
+        model = build_model(encoder_uri, llm_uri, dtype, s.seed, init, encoder_id, llm_id)
+        if s.gradient_checkpointing:
+            model.enable_llm_recomputation()
+        backend = make_backend(model, s, s.steps(len(train), world), device)
+        return backend, *train_stage(backend, train, dev, s, checkpoints, progress)
+
+    backend, result, best_state = with_oom_fallback(attempt, settings, f"MindMerger {settings.stage} stage",
+                                                    lambda s: s.halved(world), fallbacks)
+    if fallbacks:
+        result.run.details["oom_fallbacks"] = fallbacks
     if getattr(backend, "rank", 0) == 0:
         write_stage_outputs(backend.model, best_state, result, settings.stage, encoder_id or encoder_uri,
                             llm_id or llm_uri, Path(out_dir))

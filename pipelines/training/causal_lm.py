@@ -90,9 +90,12 @@ class CausalLMRecipe:
         metrics["tokens_per_s"] = metrics.pop("samples_per_s") * self.data.block_size
 
     def fingerprint(self) -> dict[str, Any]:
-        # how often we save does not change what we compute, nor does the process count (the data order is
-        # global; only float sums reorder)
-        return as_fingerprint(self.settings.model_dump(mode="json"), "checkpoint_every", "processes")
+        # how often we save does not change what we compute, nor the process count, the device, recomputed
+        # activations or how a step's blocks are split into micro-batches (the data order is global and a step's
+        # blocks are fixed; only float sums reorder): an out-of-memory fallback resumes its own checkpoints
+        fields = self.settings.model_dump(mode="json") | {"blocks_per_step": self.micro_batches(1) * self.micro_batch_size}
+        return as_fingerprint(fields, "checkpoint_every", "processes", "device", "gradient_checkpointing",
+                              "micro_batch_size", "micro_batches_per_step")
 
     def save(self, folder: Path) -> dict[str, Any]:
         return {}

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.faults import simulated_oom
 from linguaforge.pipelines.interrupt import check_stop
 
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -136,7 +137,10 @@ def train(backend: Backend, recipe: Recipe, checkpoints: CheckpointStore | None 
         micro_batches = [indices[m * micro: (m + 1) * micro] for m in range(n_micro)]
         n_targets = recipe.target_tokens(indices)  # over all ranks
         # gradients are averaged over ranks, hence the factor `world` in the token weighting
-        local = sum(backend.forward_backward(recipe.batch(b), world / n_targets) for b in micro_batches[rank::world])
+        local = 0.0
+        for b in micro_batches[rank::world]:
+            simulated_oom("train", len(b), step + 1)  # tests: a GPU's memory limit on any machine
+            local += backend.forward_backward(recipe.batch(b), world / n_targets)
         loss_sum = backend.all_reduce_sum(local) if world > 1 else local
         grad_norm = backend.optimizer_step(step)
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.settings import AdamBetas, Seed, Settings
 
 
@@ -16,8 +17,10 @@ class TrainConfig(Settings):
     """How one training run optimises: the run configuration's `train:` sections (probe, masked CPT, full CPT,
     the demo bootstrap)."""
 
-    # how often we save, and how many processes share the data (the order is global), do not change the result
-    key_exclude: ClassVar[frozenset[str]] = frozenset({"checkpoint_every", "processes"})
+    # how often we save, how many processes share the data (the order is global), where it computes and whether
+    # activations are recomputed do not change the result (beyond float rounding)
+    key_exclude: ClassVar[frozenset[str]] = frozenset({"checkpoint_every", "processes", "device",
+                                                       "gradient_checkpointing"})
 
     steps: int = Field(100, ge=1, description="Optimizer steps.")
     learning_rate: float = Field(1e-4, gt=0, le=1.0)
@@ -37,6 +40,11 @@ class TrainConfig(Settings):
     checkpoint_every: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
     processes: int = Field(1, ge=1, le=1024, description="Training processes (one per GPU) launched with torchrun "
                            "on this node; 1 = train inside the task's own process.")
+    device: str | None = Field(None, pattern=DEVICE_PATTERN, description="auto, cpu, cuda or cuda:N for this stage; "
+                               "null = the run's `device`.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass instead of "
+                                         "keeping them: much less memory for about a third more compute (an 8 B "
+                                         "model at block size 2 048 needs it).")
 
     @model_validator(mode="after")
     def _several_processes_need_deepspeed(self) -> TrainConfig:
@@ -49,14 +57,28 @@ class TrainSettings(TrainConfig):
     """What a back end and the causal-LM recipe read: a TrainConfig and the run's seed."""
 
     seed: Seed = 0
+    micro_batches_per_step: int | None = Field(None, ge=1, description="Set when an out-of-memory fallback halved "
+                                               "micro_batch_size: the accumulation that keeps the blocks per step.")
 
     @classmethod
-    def of(cls, train: TrainConfig, seed: int) -> TrainSettings:
-        return cls(**train.model_dump(), seed=seed)
+    def of(cls, train: TrainConfig, seed: int, device: str = "auto") -> TrainSettings:
+        """A stage's settings with the run's seed, and the run's device unless the stage names its own."""
+        return cls(**(train.model_dump() | {"device": train.device or device}), seed=seed)
 
     def accumulation(self, block_size: int) -> int:
         """Micro-batches per optimizer step to reach batch_tokens (at least one)."""
+        if self.micro_batches_per_step is not None:
+            return self.micro_batches_per_step
         return max(1, math.ceil(self.batch_tokens / (self.micro_batch_size * block_size)))
+
+    def halved(self, block_size: int, world: int = 1) -> TrainSettings | None:
+        """The settings after an out-of-memory: a smaller micro-batch and as much more accumulation, so that every
+        optimizer step takes the same blocks (the same data order, the same tokens). None at micro-batch 1."""
+        per_step = self.micro_batch_size * ceil_multiple(self.accumulation(block_size), world)
+        for micro in range(self.micro_batch_size // 2, 0, -1):
+            if per_step % micro == 0 and (per_step // micro) % world == 0:
+                return self.model_copy(update={"micro_batch_size": micro, "micro_batches_per_step": per_step // micro})
+        return None
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of learning_rate at optimizer step `step` (0-based): linear warmup, then constant or cosine."""

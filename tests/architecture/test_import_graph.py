@@ -109,7 +109,7 @@ def test_no_import_loops():
     assert _cycles(project_graph()) == []
 
 
-ROOMS = ("maet", "merging", "mindmerger", "benchmarks", "demo", "training")
+ROOMS = ("maet", "merging", "mindmerger", "benchmarks", "generation", "demo", "training")
 
 
 def room_of(module: str) -> str:

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from linguaforge.pipelines.benchmarks.decoding import (
+from linguaforge.pipelines.benchmarks.items import BenchmarkItem
+from linguaforge.pipelines.benchmarks.loaders import load_raw
+from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.generation.causal_lm import (
     HFCausalLMGenerator,
     OptionScorer,
     TextGenerator,
@@ -18,10 +22,6 @@ from linguaforge.pipelines.benchmarks.decoding import (
     growing_cache,
     shared_prefix,
 )
-from linguaforge.pipelines.benchmarks.items import BenchmarkItem
-from linguaforge.pipelines.benchmarks.loaders import load_raw
-from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
-from linguaforge.pipelines.errors import InputError
 from tests.pipelines.benchmark_model import tiny_lm_dir  # noqa: F401  (fixture)
 
 F = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"

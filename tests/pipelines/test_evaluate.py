@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator
 from linguaforge.pipelines.benchmarks.evaluate import evaluate_model, evaluate_unit
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator
 from linguaforge.pipelines.reproducible import content_only
 from tests.pipelines.benchmark_model import tiny_lm_dir  # noqa: F401  (fixture)
 

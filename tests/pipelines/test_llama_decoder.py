@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator, shared_prefix
-from linguaforge.pipelines.benchmarks.llama_decoder import LlamaDecoder, unsupported
+from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator, shared_prefix
+from linguaforge.pipelines.generation.llama_decoder import LlamaDecoder, unsupported
 from tests.pipelines.benchmark_model import tiny_lm_dir  # noqa: F401  (fixture)
 from tests.pipelines.test_decoding import MIXED, _items
 
@@ -108,7 +108,7 @@ def test_generating_does_not_import_transformers_model_classes(tiny_lm_dir):  # 
     scoring still loads the model when it is asked for."""
     script = (
         "import sys\n"
-        "from linguaforge.pipelines.benchmarks.decoding import HFCausalLMGenerator\n"
+        "from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator\n"
         "from tests.pipelines.test_decoding import _items\n"
         f"g = HFCausalLMGenerator.from_pretrained({str(tiny_lm_dir)!r}, batch_size=4)\n"
         "g.generate(_items([('mgsm', 'mgsm', 'en')]), 4, [])\n"

@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-from linguaforge.pipelines.benchmarks.decoding import OptionScorer, TextGenerator
 from linguaforge.pipelines.benchmarks.evaluate import evaluate_unit
 from linguaforge.pipelines.benchmarks.loaders import load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
 from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.generation.causal_lm import OptionScorer, TextGenerator
 from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
 from tests.pipelines import mindmerger_common as mm
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)

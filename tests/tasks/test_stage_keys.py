@@ -78,7 +78,7 @@ def key(params: dict) -> str:
     return artifact_key("stage", 1, params, {})
 
 
-TRAIN_EXCLUDED = {"checkpoint_every", "processes"}
+TRAIN_EXCLUDED = set(TrainConfig.key_exclude)  # where it runs, how often it saves: declared on the model
 # stage → (settings, params of settings, the fields that stage declares it does not read)
 STAGES = {
     "importance_probe": (ProbeConfig(), lambda s: maet.probe_params(CTX, s), {f"train.{f}" for f in TRAIN_EXCLUDED}),

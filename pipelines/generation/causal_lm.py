@@ -32,52 +32,25 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import torch
 
-from linguaforge.pipelines.benchmarks.greedy import greedy_loop
-from linguaforge.pipelines.benchmarks.items import BenchmarkItem
-from linguaforge.pipelines.benchmarks.llama_decoder import LlamaDecoder
-from linguaforge.pipelines.benchmarks.llama_decoder import unsupported as llama_unsupported
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.faults import fault_point
+from linguaforge.pipelines.faults import fault_point, simulated_oom
+from linguaforge.pipelines.generation.base import (  # noqa: F401 - the protocols are re-exported
+    BatchedGenerator,
+    GenerationItem,
+    OptionScorer,
+    TextGenerator,
+    batch_size_for,
+    cut_at_stop,
+    stop_in_tail,
+)
+from linguaforge.pipelines.generation.greedy import greedy_loop
+from linguaforge.pipelines.generation.llama_decoder import LlamaDecoder
+from linguaforge.pipelines.generation.llama_decoder import unsupported as llama_unsupported
 from linguaforge.pipelines.interrupt import check_stop
 from linguaforge.pipelines.threads import intra_op_threads
-
-
-@runtime_checkable
-class TextGenerator(Protocol):
-    def generate(self, items: Sequence[BenchmarkItem], max_new_tokens: int, stop: Sequence[str]) -> list[str]:
-        """Greedy continuation of each item's prompt, cut at EOS and at the first stop string."""
-        ...
-
-
-@runtime_checkable
-class OptionScorer(Protocol):
-    def option_logprobs(self, items: Sequence[BenchmarkItem]) -> list[list[float]]:
-        """Per item, the summed log-probability of each of `item.continuations` after `item.prompt`."""
-        ...
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """`text` up to the earliest occurrence of any stop string."""
-    cut = len(text)
-    for s in stop:
-        if s:
-            pos = text.find(s)
-            if pos != -1:
-                cut = min(cut, pos)
-    return text[:cut]
-
-
-def stop_in_tail(tokenizer, tokens: list[int], stop: Sequence[str]) -> bool:
-    """A stop string in the text so far: checked after every token, so only the tail can hold a new one, and only
-    the last tokens are decoded (enough for the longest stop string at up to 4 bytes a character)."""
-    tail = tokenizer.decode(tokens[-(4 * max(len(s) for s in stop) + 8):], skip_special_tokens=True,
-                            clean_up_tokenization_spaces=False)
-    return any(s in tail for s in stop)
-
 
 DECODE_ATTENTION = "linguaforge_sdpa_decode"
 
@@ -265,7 +238,7 @@ def in_streams(model, decode: Callable[[list[int]], list[list[int]]], batches: l
         return list(pool.map(in_inference_mode, batches))
 
 
-class HFCausalLMGenerator:
+class HFCausalLMGenerator(BatchedGenerator):
     """Any HF causal LM + its tokenizer, batched. A tokenizer without a pad token is fine: padded
     positions are masked, so any id serves (EOS, as MindMerger does, else 0).
 
@@ -274,19 +247,17 @@ class HFCausalLMGenerator:
     something else needs it (option scoring). `streams` > 1 decodes that many batches at once (`in_streams`),
     which sets the process's intra-op thread count meanwhile: ask for it in a process of its own."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, device: str | torch.device | None = None,
+    def __init__(self, model, tokenizer, batch_size: int | str = 8, device: str | torch.device | None = None,
                  streams: int = 1, decoder: Callable[[], LlamaDecoder] | None = None,
                  model_eos_ids: Sequence[int] = ()):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         if streams < 1:
             raise InputError(f"streams must be at least 1, got {streams}")
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
         self._model, self._load_model = (model, None) if isinstance(model, torch.nn.Module) else (None, model)
         self._decoder, self._load_decoder = None, decoder
         self.device = torch.device(device) if device is not None else (
             next(model.parameters()).device if self._model is not None else torch.device("cpu"))
+        self.batch_size = batch_size_for(batch_size, self.device)
         self.streams = streams
         if self._model is not None:
             self._prepare(self._model, device)
@@ -352,7 +323,7 @@ class HFCausalLMGenerator:
 
     # -- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, items: Sequence[BenchmarkItem], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+    def generate(self, items: Sequence[GenerationItem], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         stop = [s for s in stop if s]
@@ -362,9 +333,13 @@ class HFCausalLMGenerator:
         if self._llama_decoder() is None:  # whichever decodes is loaded once, before the streams start
             self.model  # noqa: B018
 
+        def rows(batch: list[int]) -> list[list[int]]:
+            simulated_oom("generate", len(batch))  # tests: a GPU's memory limit on any machine
+            return self._greedy([prompts[i] for i in batch], max_new_tokens, stop)
+
         def decode(batch: list[int]) -> list[list[int]]:
             fault_point("generate.batch")
-            return self._greedy([prompts[i] for i in batch], max_new_tokens, stop)
+            return self._fitting(rows, batch, "generating")
 
         decoded = in_streams(self._model, decode, batches, self.streams)
         for batch, rows in zip(batches, decoded, strict=True):
@@ -404,7 +379,7 @@ class HFCausalLMGenerator:
 
     # -- log-likelihood ---------------------------------------------------------------------------
     @torch.inference_mode()
-    def option_logprobs(self, items: Sequence[BenchmarkItem]) -> list[list[float]]:
+    def option_logprobs(self, items: Sequence[GenerationItem]) -> list[list[float]]:
         prompts = self._encode([it.prompt for it in items], "prompt", items)
         options = []
         for it in items:
@@ -424,7 +399,8 @@ class HFCausalLMGenerator:
             for sub in self._batches([len(prompts[i]) for i in indices]):
                 batch = [indices[j] for j in sub]
                 check_stop("scoring options")
-                result = self._score_options([prompts[i] for i in batch], [options[i] for i in batch])
+                result = self._fitting(lambda b: self._score_options([prompts[i] for i in b], [options[i] for i in b]),
+                                       batch, "scoring options")
                 for i, s in zip(batch, result, strict=True):
                     scores[i] = s
         return scores  # type: ignore[return-value]
@@ -514,18 +490,12 @@ class HFCausalLMGenerator:
         return {"logits_to_keep": keep} if self._has_logits_to_keep else {}
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _encode(self, texts: list[str], what: str, items: Sequence[BenchmarkItem]) -> list[list[int]]:
+    def _encode(self, texts: list[str], what: str, items: Sequence[GenerationItem]) -> list[list[int]]:
         ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         for it, tok in zip(items, ids, strict=True):
             if not tok:
                 raise InputError(f"item {it.id} ({it.benchmark}/{it.language}): the {what} encodes to no tokens")
         return ids
-
-    def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices grouped into batches, longest prompts first (similar lengths share a batch, and a batch
-        that does not fit in memory fails at once, not at the end)."""
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        return [order[s: s + self.batch_size] for s in range(0, len(order), self.batch_size)]
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
