@@ -372,6 +372,7 @@ def cmd_eval(args) -> int:
         from linguaforge.pipelines.benchmarks import evaluate_model
 
     languages = _languages_flag(args.languages) if args.languages else None
+    from linguaforge.pipelines.devices import check_device, resolve_device
     from linguaforge.pipelines.locations import (
         check_local_file_or_folder,
         check_model_location,
@@ -379,6 +380,7 @@ def cmd_eval(args) -> int:
     )
     from linguaforge.pipelines.output_folder import claim_output_folder
 
+    check_device(args.device, "--device")
     check_model_location(args.model, "--model")  # before the model (and torch) are loaded
     check_not_pickle_only(args.model, "--model")
     check_local_file_or_folder(args.data, "--data")
@@ -396,7 +398,7 @@ def cmd_eval(args) -> int:
                                 preset=args.preset, batch_size=args.batch_size, limit=args.limit,
                                 scoring=args.scoring, max_new_tokens=args.max_new_tokens, exemplars=args.exemplars,
                                 dtype=args.dtype, model_name=args.name, progress=report,
-                                streams=args.streams or "auto")
+                                streams=args.streams or "auto", device=str(resolve_device(args.device, "--device")))
     _print_rows(json.loads((Path(args.out) / "rows.json").read_text()) if (Path(args.out) / "rows.json").exists()
                 else _rows(scores))
     console.print(f"records and scores: {args.out}/{args.benchmark}/<language>/   report: {args.out}/report.md")
@@ -454,6 +456,10 @@ def _at_least_one(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _batch_size(value: str) -> int | str:
+    return value if value == "auto" else _at_least_one(value)
 
 
 def _cron(value: str) -> str:
@@ -623,11 +629,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="./linguaforge-eval", help="output folder (default ./linguaforge-eval)")
     ev.add_argument("--preset", default="mindmerger", help="prompt preset (mindmerger, native_cot, ...)")
     ev.add_argument("--scoring", default="generate", choices=["generate", "loglik"])
-    ev.add_argument("--batch-size", type=_at_least_one, default=8)
+    ev.add_argument("--batch-size", type=_batch_size, default="auto",
+                    help="items per batch, or auto (the default: the largest that fits on a GPU, found by halving on "
+                         "out-of-memory from 64; 8 on the CPU)")
     ev.add_argument("--limit", type=_at_least_one, help="at most this many items per language")
     ev.add_argument("--max-new-tokens", type=_at_least_one)
     ev.add_argument("--exemplars", help="few-shot exemplar file for native_cot presets")
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ev.add_argument("--streams", type=_at_least_one,
                     help="batches generated at once, each on its share of the CPU threads (default: 2 on a CPU "
                          "with 2 threads or more, else 1)")

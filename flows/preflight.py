@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from linguaforge.flows.config import DEMO_PREFIX, ConfigError, RunConfig
 from linguaforge.pipelines.benchmarks.registry import Benchmark
 from linguaforge.pipelines.corpus import CorpusSpec, check_readable
+from linguaforge.pipelines.devices import check_device
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.locations import check_local_file_or_folder, check_model_location, is_local
 
@@ -32,6 +33,8 @@ def check_run(cfg: RunConfig, source: str) -> None:
 def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
     from linguaforge.pipelines.benchmarks.prompts import load_exemplars, load_preset
 
+    for where, setting in device_settings(cfg):  # `cuda` on a machine without CUDA: refused here, never run on CPU
+        yield where, lambda where=where, setting=setting: check_device(setting, where)
     models = cfg.models
     for where, uri in [("models.base_llm", models.base_llm), ("models.encoder", models.encoder),
                        ("models.tokenizer", models.tokenizer)]:
@@ -62,6 +65,18 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
             languages = spec.languages or cfg.all_languages
             yield f"{where}.data", lambda spec=spec, languages=languages: _check_benchmark_files(
                 spec.benchmark, spec.data, languages)
+
+
+def device_settings(cfg: RunConfig) -> list[tuple[str, str]]:
+    """Every device the run names: the run's, and each stage's own."""
+    named = [("device", cfg.device), ("probe.train.device", cfg.probe.train.device),
+             ("masked_cpt.train.device", cfg.masked_cpt.train.device), ("full_cpt.train.device", cfg.full_cpt.train.device),
+             ("mindmerger.device", cfg.mindmerger.device), ("evaluation.device", cfg.evaluation.device)]
+    if cfg.masked_cpt.language_train is not None:
+        named.append(("masked_cpt.language_train.device", cfg.masked_cpt.language_train.device))
+    if cfg.demo is not None:
+        named.append(("demo.bootstrap.train.device", cfg.demo.bootstrap.train.device))
+    return [(where, setting) for where, setting in named if setting is not None]
 
 
 def _check_benchmark_files(bench: Benchmark, data: str, languages: list[str]) -> None:

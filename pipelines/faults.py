@@ -51,7 +51,8 @@ def _hold(name: str, gate: str) -> None:
 
 def simulated_oom(kind: str, size: int, step: int | None = None) -> None:
     """`LINGUAFORGE_OOM=<kind>:<largest size that fits>[@<first step>]` raises torch's real OutOfMemoryError when a
-    `kind` batch ("train": a micro-batch's rows, "generate": a generation batch) is larger than that size (from that
+    `kind` batch ("train": a micro-batch's rows, "generate": a generation batch, "score": an option-scoring batch) is
+    larger than that size (from that
     optimizer step on): the memory limit of a GPU, on any machine, for the tests of what is done about it."""
     spec = os.environ.get("LINGUAFORGE_OOM")
     if not spec or not spec.startswith(kind + ":"):

@@ -399,11 +399,14 @@ class HFCausalLMGenerator(BatchedGenerator):
             for sub in self._batches([len(prompts[i]) for i in indices]):
                 batch = [indices[j] for j in sub]
                 check_stop("scoring options")
-                result = self._fitting(lambda b: self._score_options([prompts[i] for i in b], [options[i] for i in b]),
-                                       batch, "scoring options")
+                result = self._fitting(lambda b: self._score_rows(b, prompts, options), batch, "scoring options")
                 for i, s in zip(batch, result, strict=True):
                     scores[i] = s
         return scores  # type: ignore[return-value]
+
+    def _score_rows(self, batch: list[int], prompts: list[list[int]], options: list) -> list[list[float]]:
+        simulated_oom("score", len(batch))  # tests: a GPU's memory limit on any machine
+        return self._score_options([prompts[i] for i in batch], [options[i] for i in batch])
 
     def _score_options(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
         if getattr(self.model.config, "_attn_implementation", "eager") in ("eager", "sdpa"):

@@ -130,6 +130,7 @@ class MindMergerGenerator(BatchedGenerator):
         lengths = [len(r.source_ids) + len(r.prompt_ids) + len(r.target_ids) for r in rows]
         def score(batch: list[int]) -> list[float]:
             check_stop("scoring options")
+            simulated_oom("score", len(batch))
             return self.model.token_logprobs(self._to_device(collate([rows[j] for j in batch]))).tolist()
 
         for batch in self._batches(lengths):

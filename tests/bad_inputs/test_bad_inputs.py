@@ -504,6 +504,14 @@ CASES = [
          ["NaN or Inf", "overflow"]),
     Case("a fine-tune with a tensor the base lacks", "merge outputs",
          lambda e: _models_merge(e, "x1", [_tune(e, "extra", _extra_tensor)]), ["extra_head.weight", "the base lacks"]),
+    # -- devices this machine does not have (the GPU machines run `make gpu-check` instead) ----------------------
+    Case("device cuda on a machine without CUDA", "devices", lambda e: ["run", e.run_config(device="cuda")],
+         ["device", "no CUDA device"]),
+    Case("a stage's device cuda:7", "devices", lambda e: ["run", e.run_config(**{"full_cpt.train.device": "cuda:7"})],
+         ["full_cpt.train.device", "cuda:7"]),
+    Case("device gpu (not a device name)", "devices", lambda e: ["run", e.run_config(device="gpu")], ["device"]),
+    Case("eval --device cuda without CUDA", "devices", lambda e: _eval(e, "--device", "cuda"),
+         ["--device", "no CUDA device"], untouched=lambda e: [e.tmp / "ev"]),
     # -- outputs named on the command line -----------------------------------------------------------------------------------
     Case("--outputs is a folder", "command outputs", lambda e: ["run", e.run_config(), "--outputs", str(e.tmp)],
          ["--outputs", "is a folder"]),
@@ -541,6 +549,8 @@ def assets(demo_assets, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_cleanly(case: Case, assets, tmp_path, repo_root):
+    if case.area == "devices" and _has_cuda():
+        pytest.skip("this machine has CUDA: the device cases are about one without it")
     env = Env(tmp_path, assets["llm"], {k: v for k, v in assets.items() if k != "llm"})
     argv = case.argv(env)
     before = {p: p.exists() and sorted(p.rglob("*")) if p.is_dir() else p.exists() for p in case.untouched(env)}
@@ -567,6 +577,12 @@ def test_bad_input_is_refused_cleanly(case: Case, assets, tmp_path, repo_root):
         now = path.exists() and sorted(path.rglob("*")) if path.is_dir() else path.exists()
         assert now == was, f"{path} changed"
     assert not list(env.store.glob("*/*/manifest.json")), "something was committed"
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _record() -> None:
