@@ -52,6 +52,10 @@ class OrchestrationConfig(Settings):
                     "linguaforge-maet/maet-gpu; null = in this flow run's own process.")
     gpu_job_variables: dict[str, Any] = Field(default_factory=dict,
                                               description="Job variables for that run, e.g. {gpus: 8}.")
+    gpus_per_node: int | None = Field(
+        None, ge=1, le=64, title="GPUs per node",
+        description="GPU slots: stages that compute share this many GPUs, a k-GPU stage holding k slots of a "
+                    "Prefect global concurrency limit and running pinned to the GPUs it holds; null = no limit.")
 
 
 class RunConfig(Settings):

@@ -12,6 +12,7 @@ from linguaforge.flows.outputs import MindMergerOutputs, RunOutputs
 from linguaforge.flows.stages import base_models, run_context, run_sources
 from linguaforge.flows.stopping import remember_flow_run
 from linguaforge.tasks.common import Source
+from linguaforge.tasks.gpu_slots import size_gpu_slots
 from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
 
 
@@ -20,6 +21,7 @@ def mindmerger(config: RunConfig = RunConfig(), llm_name: str = "base",  # noqa:
                llm: Source | None = None) -> RunOutputs:
     """Both stages on `llm` (default: the run's base LLM); committed stages are skipped."""
     remember_flow_run()
+    size_gpu_slots(config.orchestration.gpus_per_node)
     outputs = base_models(config)
     base, encoder, world = run_sources(config, outputs)
     llm = llm or base

@@ -19,6 +19,7 @@ from linguaforge.flows.preflight import check_run
 from linguaforge.flows.stages import models_to_evaluate
 from linguaforge.flows.stopping import remember_flow_run
 from linguaforge.tasks.common import Source
+from linguaforge.tasks.gpu_slots import size_gpu_slots
 
 
 def maet_stages(config: RunConfig) -> RunOutputs:
@@ -38,6 +39,7 @@ def maet_stages(config: RunConfig) -> RunOutputs:
 def pipeline(config: RunConfig = RunConfig()) -> RunOutputs:  # noqa: B008 - Prefect reads the default
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
     remember_flow_run()  # Ctrl-C / SIGTERM: running stages stop at their next step, the run is marked Cancelled
+    size_gpu_slots(config.orchestration.gpus_per_node)  # stages that compute share the node's GPUs
     check_run(config, "(flow parameters)")  # a run started from the UI gets the CLI's checks before it trains
     outputs = maet_stages(config)
     if config.mindmerger.enabled:

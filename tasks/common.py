@@ -42,6 +42,7 @@ class RunContext(BaseModel):
     dtype: str = "float32"
     tokenizer: str | None = None
     device: str = "auto"  # where this run's stages compute (a stage's own setting wins: pipelines/devices.py)
+    gpus_per_node: int | None = None  # GPU slots (tasks/gpu_slots.py); None: no limit
 
     @property
     def all_languages(self) -> list[str]:

@@ -24,6 +24,7 @@ from linguaforge.pipelines.settings import CorpusPrepConfig, key_params
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
 from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task
+from linguaforge.tasks.gpu_slots import gpu_slots, pinned
 from linguaforge.tasks.progress import StageProgress
 
 DEMO_WORLD_VERSION = 4  # 4: keys derived from the settings models
@@ -106,9 +107,10 @@ def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: 
             for lang in ctx.all_languages)
         with tempfile.TemporaryDirectory() as tmp:
             pack_corpus(docs, tokenizer, Path(tmp), prep.block_size, source="demo general text")
-            with StageProgress("bootstrap", settings.steps) as progress:
-                summary, trained = run_cpt(llm_dir, tmp, settings, checkpoints=w.checkpoints, progress=progress,
-                                           label="bootstrap")
+            with gpu_slots(settings.processes, ctx.gpus_per_node, "bootstrap") as gpus, \
+                    StageProgress("bootstrap", settings.steps) as progress:
+                summary, trained = run_cpt(llm_dir, tmp, pinned(settings, gpus), checkpoints=w.checkpoints,
+                                           progress=progress, label="bootstrap")
         save_trained_model(llm_dir, trained, w.path / "model")
         losses = summary.pop("losses")
         loss_curve(losses, w.path / "loss_curve.png", "demo bootstrap (all languages)")

@@ -34,6 +34,7 @@ from linguaforge.tasks.common import (
     stage_task,
     ui_key,
 )
+from linguaforge.tasks.gpu_slots import gpu_slots, pinned_device
 from linguaforge.tasks.progress import StageProgress, ui_artifact
 
 EVAL_UNIT_VERSION = 4  # 3: keys derived from the settings models; 4: math units count outputs holding a number
@@ -106,8 +107,10 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
     params = unit_params(model, spec, language)
 
     def build(w: ArtifactWriter) -> None:
-        generator = _GENERATORS[model.kind](model, store, ctx, batch_size)
-        with StageProgress(f"eval {model.name} {spec.name} {language}") as progress:
+        label = f"eval {model.name} {spec.name} {language}"
+        with gpu_slots(1, ctx.gpus_per_node, label) as gpus, StageProgress(label) as progress:
+            pinned_ctx = ctx.model_copy(update={"device": pinned_device(ctx.device, gpus)})
+            generator = _GENERATORS[model.kind](model, store, pinned_ctx, batch_size)
             scores = evaluate_unit(
                 generator, spec.benchmark, language, _data_location(data, store), w.path, preset=spec.prompt,
                 limit=spec.limit, progress=progress, scoring=spec.scoring, max_new_tokens=spec.max_new_tokens,

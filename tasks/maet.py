@@ -12,6 +12,7 @@ from linguaforge.pipelines.settings import key_params
 from linguaforge.pipelines.training.settings import TrainConfig, TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
 from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task
+from linguaforge.tasks.gpu_slots import gpu_slots, pinned
 from linguaforge.tasks.progress import StageProgress
 
 PROBE_VERSION = 2  # 2: keys derived from the settings models
@@ -28,11 +29,12 @@ def cpt_params(ctx: RunContext, train: TrainConfig) -> dict:
     return {"train": key_params(train), "seed": ctx.seed}
 
 
-def _train(w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: TrainSettings,
+def _train(ctx: RunContext, w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: TrainSettings,
            mask: NeuronMask | None = None):
     """One CPT with progress in the UI and the terminal, then its loss curve and summary into the artifact."""
-    with StageProgress(label, settings.steps) as progress:
-        summary, weights = run_cpt(base_dir, blocks, settings, mask=mask, checkpoints=w.checkpoints,
+    with gpu_slots(settings.processes, ctx.gpus_per_node, label) as gpus, \
+            StageProgress(label, settings.steps) as progress:
+        summary, weights = run_cpt(base_dir, blocks, pinned(settings, gpus), mask=mask, checkpoints=w.checkpoints,
                                    progress=progress, label=label)
     loss_curve(summary["losses"], w.path / "loss_curve.png", label)
     w.write_json("train.json", content_only(summary))
@@ -50,7 +52,7 @@ def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: Art
 
     def build(w: ArtifactWriter) -> None:
         base_dir = base.local(store)
-        probed = _train(w, f"probe {name}", base_dir, sources["corpus"].local(store), settings)
+        probed = _train(ctx, w, f"probe {name}", base_dir, sources["corpus"].local(store), settings)
         mask = key_neuron_mask(base_dir, probed, probe.k1_percent, probe.granularity, probe.selection)
         mask.save(w.path / "mask.safetensors", corpus=name)
         selected = mask.selected()
@@ -77,7 +79,7 @@ def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactR
     def build(w: ArtifactWriter) -> None:
         base_dir = base.local(store)
         mask = _union([NeuronMask.load(store.open(m).path("mask.safetensors")) for m in masks])
-        trained = _train(w, f"masked CPT {name}", base_dir, sources["corpus"].local(store), settings, mask)
+        trained = _train(ctx, w, f"masked CPT {name}", base_dir, sources["corpus"].local(store), settings, mask)
         nnz = write_cpt_delta(w.path / "delta.safetensors", base_dir, base.label, trained)
         w.metrics.update({"changed_entries": sum(nnz.values()), "changed_tensors": sum(v > 0 for v in nnz.values()),
                           "delta_bytes": (w.path / "delta.safetensors").stat().st_size})
@@ -96,7 +98,7 @@ def full_cpt(ctx: RunContext, full: FullCPTConfig, corpus: ArtifactRef, base: So
 
     def build(w: ArtifactWriter) -> None:
         base_dir = base.local(store)
-        trained = _train(w, "full CPT (ability)", base_dir, sources["corpus"].local(store), settings)
+        trained = _train(ctx, w, "full CPT (ability)", base_dir, sources["corpus"].local(store), settings)
         write_cpt_delta(w.path / "delta.safetensors", base_dir, base.label, trained)
         save_trained_model(base_dir, trained, w.path / "model")
         w.metrics["delta_bytes"] = (w.path / "delta.safetensors").stat().st_size

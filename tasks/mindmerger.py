@@ -38,6 +38,7 @@ from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
 from linguaforge.tasks.common import RunContext, Source, demo_source, open_store, run_stage, stage_task
 from linguaforge.tasks.evaluate import EvalModel, register_generator
+from linguaforge.tasks.gpu_slots import gpu_slots, pinned_device
 from linguaforge.tasks.progress import StageProgress
 
 MAPPING_VERSION = 2  # 2: keys derived from the settings models
@@ -82,7 +83,9 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: Mi
     stats = {"read": len(texts), "kept": len(tokenized.examples), "train": len(train), "dev": len(dev),
              "kept_per_language": per_language, "skipped": tokenized.report()}
     w.write_json("data/stats.json", stats)
-    with StageProgress(f"{label}", settings.steps(len(train))) as progress:
+    with gpu_slots(1, ctx.gpus_per_node, label) as gpus, \
+            StageProgress(f"{label}", settings.steps(len(train))) as progress:
+        settings.device = pinned_device(settings.device, gpus)
         result = run_stage_training(encoder_dir, llm_dir, train, dev, settings, w.path, dtype=ctx.dtype,
                                     init=init, checkpoints=w.checkpoints, progress=progress,
                                     encoder_id=encoder.label, llm_id=llm.label)

@@ -82,7 +82,7 @@ def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progr
             command += ["--mask", str(tmp / "mask.safetensors")]
         if checkpoints is not None:
             command += ["--store", checkpoints.store.handle(), "--kind", checkpoints.kind, "--key", checkpoints.key]
-        run_processes(command, progress)
+        run_processes(command, progress, settings.gpus)
         summary = json.loads((tmp / "out" / "train.json").read_text())
         return summary, load_file(tmp / "out" / "weights.safetensors")
 

@@ -95,7 +95,7 @@ class CausalLMRecipe:
         # blocks are fixed; only float sums reorder): an out-of-memory fallback resumes its own checkpoints
         fields = self.settings.model_dump(mode="json") | {"blocks_per_step": self.micro_batches(1) * self.micro_batch_size}
         return as_fingerprint(fields, "checkpoint_every", "processes", "device", "gradient_checkpointing",
-                              "micro_batch_size", "micro_batches_per_step")
+                              "micro_batch_size", "micro_batches_per_step", "gpus")
 
     def save(self, folder: Path) -> dict[str, Any]:
         return {}

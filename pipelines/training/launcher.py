@@ -23,10 +23,13 @@ def torchrun(processes: int, module: str, *args: str) -> list[str]:
             "-m", module, *args]
 
 
-def run_processes(command: list[str], progress: Progress | None) -> None:
+def run_processes(command: list[str], progress: Progress | None, gpus: list[int] | None = None) -> None:
     """Run the workers, forwarding their progress lines; on failure, raise with the output's tail. The workers
-    live in a process group of their own, die with this process, and are terminated by a stop request."""
+    live in a process group of their own, die with this process, and are terminated by a stop request; `gpus`:
+    the node's GPUs they may use (the stage's GPU slots)."""
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     tail: list[str] = []
     check_stop("before the training workers started")
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

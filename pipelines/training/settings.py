@@ -59,6 +59,8 @@ class TrainSettings(TrainConfig):
     seed: Seed = 0
     micro_batches_per_step: int | None = Field(None, ge=1, description="Set when an out-of-memory fallback halved "
                                                "micro_batch_size: the accumulation that keeps the blocks per step.")
+    gpus: list[int] | None = Field(None, description="The node's GPUs this run holds (GPU slots): its workers see "
+                                   "these alone (CUDA_VISIBLE_DEVICES). None: as `device` says.")
 
     @classmethod
     def of(cls, train: TrainConfig, seed: int, device: str = "auto") -> TrainSettings:
