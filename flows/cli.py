@@ -394,17 +394,31 @@ def cmd_eval(args) -> int:
                             description=f"{args.benchmark} {metrics.get('language', '')} "
                                         f"acc={metrics.get('accuracy', 0):.3f}")
 
-        scores = evaluate_model(args.model, args.benchmark, args.data, args.out, languages=languages,
-                                preset=args.preset, batch_size=args.batch_size, limit=args.limit,
-                                scoring=args.scoring, max_new_tokens=args.max_new_tokens, exemplars=args.exemplars,
-                                dtype=args.dtype, model_name=args.name, progress=report,
-                                streams=args.streams or "auto", device=str(resolve_device(args.device, "--device")))
+        with _parallel_generator(args) as generator:
+            scores = evaluate_model(args.model, args.benchmark, args.data, args.out, languages=languages,
+                                    preset=args.preset, batch_size=args.batch_size, limit=args.limit,
+                                    scoring=args.scoring, max_new_tokens=args.max_new_tokens,
+                                    exemplars=args.exemplars, dtype=args.dtype, model_name=args.name,
+                                    progress=report, streams=args.streams or "auto",
+                                    device=str(resolve_device(args.device, "--device")), generator=generator)
     _print_rows(json.loads((Path(args.out) / "rows.json").read_text()) if (Path(args.out) / "rows.json").exists()
                 else _rows(scores))
     console.print(f"records and scores: {args.out}/{args.benchmark}/<language>/   report: {args.out}/report.md")
     if args.output_format == "lm-eval":
         console.print(f"lm-eval results: {_write_lmeval_results(args, scores)}")
     return 0
+
+
+@contextmanager
+def _parallel_generator(args):
+    """--devices d1,d2,...: a worker process per device, each scoring its share of the items; else None."""
+    if not args.devices:
+        yield None
+        return
+    from linguaforge.pipelines.generation.parallel import ParallelGenerator
+
+    with ParallelGenerator(args.model, args.devices, dtype=args.dtype, batch_size=args.batch_size) as generator:
+        yield generator
 
 
 @contextmanager
@@ -456,6 +470,22 @@ def _at_least_one(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _devices(value: str) -> list[str]:
+    """0,1 → cuda:0,cuda:1; names (cpu, cuda:N) as they are; each checked like --device."""
+    from linguaforge.pipelines.devices import check_device
+    from linguaforge.pipelines.errors import InputError
+
+    devices = [f"cuda:{d}" if d.strip().isdigit() else d.strip() for d in value.split(",") if d.strip()]
+    try:
+        for device in devices:
+            check_device(device, "--devices")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--devices: ")) from None
+    if not devices:
+        raise argparse.ArgumentTypeError("names no device")
+    return devices
 
 
 def _batch_size(value: str) -> int | str:
@@ -637,6 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--exemplars", help="few-shot exemplar file for native_cot presets")
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    ev.add_argument("--devices", type=_devices, help="data-parallel: one worker per device, the items shared out "
+                    "among them (e.g. 0,1,2,3 for four GPUs, or cuda:0,cuda:1); the records are those of one process")
     ev.add_argument("--streams", type=_at_least_one,
                     help="batches generated at once, each on its share of the CPU threads (default: 2 on a CPU "
                          "with 2 threads or more, else 1)")

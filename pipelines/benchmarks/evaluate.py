@@ -182,13 +182,14 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
                    limit: int | None = None, scoring: str = "generate", max_new_tokens: int | None = None,
                    exemplars: str | None = None, dtype: str = "float32", device: str | None = None,
                    model_name: str | None = None, storage_options: dict | None = None,
-                   progress: Progress | None = None, streams: int | str = 1) -> list[dict]:
+                   progress: Progress | None = None, streams: int | str = 1, generator=None) -> list[dict]:
     """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language under
     `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` + `comparison.png`. Returns the scores.
 
     `streams` (`decoding.in_streams`; "auto": `decoding.default_streams`) sets the process's intra-op thread
     count while it generates: the eval CLI, a process of its own, asks for "auto"; a process that runs other
-    torch work in other threads meanwhile (the pipeline's stages) keeps 1."""
+    torch work in other threads meanwhile (the pipeline's stages) keeps 1. `generator`: one already made (a
+    ParallelGenerator over several devices) instead of loading `model` here."""
     from linguaforge.pipelines.benchmarks.report import build_comparison
     from linguaforge.pipelines.output_folder import claim_output_folder
 
@@ -198,8 +199,9 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
         raise InputError(f"{data}: no {bench.name} languages found there")
     if streams == "auto":
         streams = default_streams(torch.device(device or "cpu"))
-    generator = HFCausalLMGenerator.from_pretrained(model, dtype=dtype, batch_size=batch_size, device=device,
-                                                    streams=streams)
+    if generator is None:
+        generator = HFCausalLMGenerator.from_pretrained(model, dtype=dtype, batch_size=batch_size, device=device,
+                                                        streams=streams)
     name = model_name or model.rstrip("/").rsplit("/", 1)[-1]
     claim_output_folder(out_dir, "output folder", [model, data])  # the model loaded: results are coming
     results = []
