@@ -8,7 +8,7 @@ export DS_ACCELERATOR ?= cpu
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser demo test test-fast test-under-load faults reliability-doc bench bench-anchors science sweep-maet lint clean
+.PHONY: setup browser demo test test-fast test-under-load faults reliability-doc bench bench-anchors science sweep-maet lint clean gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -71,6 +71,15 @@ science: setup
 
 sweep-maet: setup
 	$(PY) bench/sweep_maet.py
+
+# On a lent GPU machine (its own torch and transformers, no package index): one short prepared run that prints one
+# table (bench/gpu_check.py). `make gpu-wheels` here first puts the few wheels it lacks in build/gpu-wheels.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py
+
+gpu-wheels: setup
+	$(PY) bench/gpu_wheels.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

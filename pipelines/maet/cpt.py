@@ -56,6 +56,8 @@ def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: in
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # a cache is for generation; with recomputation it is only memory
+    device = _rank_device() if settings.backend == "deepspeed" else resolve_device(settings.device, "training device")
+    model.to(device)  # first: the mask's indices and hooks, and the optimizer's moments, are made where the weights are
     selections = apply_mask(model, mask) if mask is not None else None
     if settings.backend == "deepspeed":
         from linguaforge.pipelines.training.deepspeed_backend import DeepSpeedBackend
@@ -65,8 +67,15 @@ def make_backend(model: torch.nn.Module, settings: TrainSettings, block_size: in
     if selections is not None:
         optimizer = MaskedAdamW(selections, lr=settings.learning_rate, betas=tuple(settings.adam_betas),
                                 eps=settings.adam_eps, weight_decay=settings.weight_decay)
-    return TorchBackend(model, settings, device=resolve_device(settings.device, "training device"),
-                        optimizer=optimizer)
+    return TorchBackend(model, settings, device=device, optimizer=optimizer)
+
+
+def _rank_device() -> torch.device:
+    """Where DeepSpeed puts this rank's model: its local GPU (torchrun sets LOCAL_RANK), or the CPU."""
+    import os
+
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else \
+        torch.device("cpu")
 
 
 def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progress):

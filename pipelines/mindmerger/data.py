@@ -23,8 +23,6 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from linguaforge.pipelines.errors import InputError
@@ -201,6 +199,9 @@ def split_dev(examples: list[Example], dev_fraction: float, seed: int) -> tuple[
 
 # -- storage (Parquet, no pickle) -------------------------------------------------------------------------
 def save_examples(examples: list[Example], path: Path) -> None:
+    import pyarrow as pa  # here: the model and its batches need no pyarrow (a GPU check imports them without)
+    import pyarrow.parquet as pq
+
     ints = pa.list_(pa.int32())
     table = pa.table({
         "source_ids": pa.array([e.source_ids for e in examples], ints),
@@ -212,6 +213,8 @@ def save_examples(examples: list[Example], path: Path) -> None:
 
 
 def load_examples(path: Path) -> list[Example]:
+    import pyarrow.parquet as pq
+
     t = pq.read_table(path).to_pydict()
     return [Example(s, p, g, lang) for s, p, g, lang in
             zip(t["source_ids"], t["prompt_ids"], t["target_ids"], t["language"], strict=True)]

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +25,9 @@ class PackedBlocks:
     def __init__(self, files: Sequence[Path]):
         if not files:
             raise InputError("packed corpus: no Parquet shards given")
+        import pyarrow as pa  # here: the training loop itself needs no pyarrow (a GPU check imports it without)
+        import pyarrow.parquet as pq
+
         table = pa.concat_tables([pq.read_table(f, memory_map=True) for f in files])
         column = table.column("input_ids").combine_chunks()
         self.block_size = column.type.list_size
