@@ -23,14 +23,23 @@ PROMISES = """## What is promised
   changed after its commit). A missing, replaced or altered artifact is re-made, and the run says so.
   `linguaforge verify [--repair]` re-hashes every byte; `linguaforge rm KIND/KEY` deletes the supported way.
 - **A kill commits nothing partial.** An artifact exists only once its manifest is written, last and
-  atomically; a killed writer's staging folder is removed by the next process that opens the store.
+  atomically; a killed writer's staging folder is removed by the next run that can prove its writer gone
+  (its process ended on this host, or another host's heartbeat is older than the lease).
+- **Nothing is deleted or overwritten that the command did not make.** A store carries a marker file; every
+  command that deletes refuses a folder without it, deletes only inside the store and never through a link; a
+  merge's output is swapped in whole (a kill leaves the old folder or the new one), locked while written, and never
+  the folder of an input; output folders and files that hold someone else's data are refused.
+- **Stops are clean.** Ctrl-C or SIGTERM: every loop stops at its next step, the flow run is marked Cancelled,
+  no process is left behind (the temporary server dies with the CLI, SIGKILL included), exit 130 / 143.
+- **Out of memory is handled, never retried unchanged** (smaller micro-batches with the same samples per step,
+  resumed from the last checkpoint; smaller evaluation batches with the same outputs).
 - **Resumes are exact.** Training resumes from its last complete checkpoint; the same configuration and seed
   give byte-identical artifacts and the same keys on every run and after every resume (on CPU).
 - **Bad input is refused with one message** that names the input and what is wrong: no traceback (unless
   `--debug` or `LINGUAFORGE_DEBUG=1`), nothing committed, nothing written. A run configuration is checked
   whole, files it names included, before torch is imported (a typo is reported in well under a second).
-- **Nothing is unpickled** from a store or a download (the official MindMerger checkpoint is read with
-  `weights_only=True`), no hub code runs (`trust_remote_code` is never passed), credentials never reach
+- **Nothing is unpickled** from a store or a download: models with pickled weights only are refused by name
+  (the official MindMerger mapping checkpoint is the one exception, read with `weights_only=True`), no hub code runs (`trust_remote_code` is never passed), credentials never reach
   manifests, logs, the Prefect database or messages (tests/security).
 
 ## What is not promised
