@@ -99,3 +99,21 @@ def test_credentials_never_reach_what_a_run_writes(s3_bucket, tmp_path, repo_roo
     assert any(p.name.endswith(".db") for p in (tmp_path / "prefect-home").rglob("*"))  # the database was searched
     for blob in written:
         assert secret.encode() not in blob and key_id.encode() not in blob
+
+
+def test_a_secret_nested_in_storage_options_is_refused_and_written_nowhere(tmp_path, repo_root):
+    """The guard walks nested options: a run configuration with a credential under client_kwargs is refused before
+    anything starts, and the secret appears in nothing the command printed or wrote."""
+    secret = "NeStEd-5e9b1d77c0a2"
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"store": {"url": str(tmp_path / "store"), "cache_dir": str(tmp_path / "cache"),
+                                                "storage_options": {"client_kwargs": {"aws_secret_access_key": secret,
+                                                                                      "region_name": "x"}}}}))
+    env = {**os.environ, "COLUMNS": "200", "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    run = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)], cwd=repo_root, env=env,
+                         capture_output=True, timeout=300)
+    assert run.returncode == 2 and b"client_kwargs.aws_secret_access_key" in run.stderr, run.stderr[-2000:]
+    written = [run.stdout, run.stderr] + [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != config]
+    assert all(secret.encode() not in blob for blob in written)
+    assert not (tmp_path / "store").exists() and not (tmp_path / "prefect-home").exists()
