@@ -223,7 +223,8 @@ def _print_headline(rows: list[dict], pivot: str) -> None:
     if not rows:
         return
     benches = [k for k in rows[0] if k not in ("model", "vs")]
-    table = Table(title=f"headline: average Δ (points) over the non-{pivot} languages, 95 % interval")
+    table = Table(title=f"headline: average Δ of chance-adjusted accuracy (points) over the non-{pivot} languages, "
+                        "95 % paired interval")
     for column in ("model", "vs", *benches):
         table.add_column(column, justify="left" if column in ("model", "vs") else "right")
     for row in rows:
@@ -248,14 +249,14 @@ def _rows(scores):
 def _print_rows(rows: list[dict]) -> None:
     """The per-language comparison as one table: a row per benchmark × model, a column per language."""
     languages = list(dict.fromkeys(r["language"] for r in rows if r["language"] != "average")) + ["average"]
-    table = Table(title="accuracy % per language (Δ: points vs the model's own base)")
+    table = Table(title="accuracy % / chance-adjusted (Δ: adjusted points vs the model's own base)")
     for column in ("benchmark", "model", *languages):
         table.add_column(column, justify="left" if column in ("benchmark", "model") else "right")
     fixed = {"benchmark", "metric", "language", "n"}
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
         by_lang = {r["language"]: r for r in rows if r["benchmark"] == bench}
         models = [c for c in next(iter(by_lang.values())) if c not in fixed and " - " not in c
-                  and not c.startswith("n ")]
+                  and not c.startswith(("n ", "adj ", "chance "))]
         for i, model in enumerate(models):
             delta = next((c for c in by_lang[languages[-1]] if c.startswith(f"{model} - ")), None)
             cells = []
@@ -265,6 +266,8 @@ def _print_rows(rows: list[dict]) -> None:
                     cells.append("[dim]not scored[/]")
                     continue
                 text = f"{row[model]:.1f}"
+                if row.get(f"adj {model}") is not None:
+                    text += f"/{row[f'adj {model}']:+.1f}"
                 if delta and row.get(delta) is not None:
                     text += f" ({row[delta]:+.1f})"
                 cells.append(f"[bold]{text}[/]" if lang == "average" else text)

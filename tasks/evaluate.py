@@ -37,8 +37,9 @@ from linguaforge.tasks.common import (
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned_device
 from linguaforge.tasks.progress import StageProgress, ui_artifact
 
-EVAL_UNIT_VERSION = 4  # 3: keys derived from the settings models; 4: math units count outputs holding a number
-REPORT_VERSION = 3  # 3: the share of math outputs holding a number, per model and language
+EVAL_UNIT_VERSION = 5  # 3: keys derived from the settings models; 4: math units count outputs holding a number;
+# 5: each unit keeps its per-item answers, its chance level and chance-adjusted accuracy
+REPORT_VERSION = 4  # 3: the share of math outputs holding a number, per model and language; 4: chance-adjusted
 # the data enter by their source, the language is the unit's own; a spec's other fields all shape the scores
 UNIT_IGNORES = frozenset({"data", "languages"})
 

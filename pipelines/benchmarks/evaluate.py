@@ -23,12 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from linguaforge.pipelines.benchmarks.chance import answer_summary
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results
 from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_exemplars, load_preset, stop_strings
 from linguaforge.pipelines.benchmarks.registry import Benchmark, get_benchmark
-from linguaforge.pipelines.benchmarks.scoring import score_classification, score_math, summarise
+from linguaforge.pipelines.benchmarks.scoring import gold_key, score_classification, score_math, summarise
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.generation.causal_lm import (
     HFCausalLMGenerator,
@@ -84,10 +85,12 @@ def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language
     records = [_record(it, out, lp, rules, scoring, prompt_preset.name, bench.task)
                for it, out, lp in zip(items, outputs, logprobs, strict=True)]
     per_rule = {rule: summarise([r[f"correct_{rule}"] for r in records]) for rule in rules}
+    items = _answers(records, rules[0])
     scores = {
         "model": model_name, "base": base_name, "benchmark": bench.name, "language": language,
         "preset": prompt_preset.name, "scoring": scoring, "primary_rule": rules[0],
-        **per_rule[rules[0]], "rules": per_rule,
+        **per_rule[rules[0]], **answer_summary(items["answer"], items["gold"], items["correct"]), "items": items,
+        "rules": per_rule,
         "max_new_tokens": budget if scoring == "generate" else None, "stop": stop,
         "data_source": data_label or data_source, "limit": limit, "exemplars": exemplars,
         "seconds": round(elapsed, 3), "items_per_second": round(len(items) / elapsed, 3) if elapsed > 0 else None,
@@ -97,6 +100,14 @@ def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language
         scores["with_number"] = sum(bool(re.search(r"\d", r["output"])) for r in records) / len(records)
     _write_unit(Path(out_dir), records, content_only(scores))
     return scores
+
+
+def _answers(records: list[dict], rule: str) -> dict[str, list]:
+    """Per item, under the primary rule: id, extracted answer, gold (as answers are compared), correct; what the
+    report reads the chance level and paired differences from."""
+    return {"id": [r["id"] for r in records], "answer": [r[f"extracted_{rule}"] for r in records],
+            "gold": [gold_key(r["gold"], rule) for r in records],
+            "correct": [r[f"correct_{rule}"] for r in records]}
 
 
 def _decode(generator, items: list[BenchmarkItem], scoring: str, budget: int, stop: list[str],

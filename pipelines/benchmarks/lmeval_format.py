@@ -31,6 +31,9 @@ def _task_results(scores: dict) -> dict[str, Any]:
     for rule, summary in scores["rules"].items():
         row[f"acc,{rule}"] = summary["accuracy"]
         row[f"acc_stderr,{rule}"] = mean_stderr(summary["accuracy"], summary["n"])
+    if scores.get("chance") is not None:  # the primary rule's chance level and chance-adjusted accuracy
+        rule = scores["primary_rule"]
+        row[f"acc_chance,{rule}"], row[f"acc_adjusted,{rule}"] = scores["chance"], scores["adjusted"]
     return row
 
 

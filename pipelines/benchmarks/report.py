@@ -7,14 +7,16 @@ Prefect table artifact takes). `build_report(paths, out_dir)` does the same from
 folders holding them (`linguaforge report RUN`).
 
 Table: one row per benchmark × language and one `average` row per benchmark (the macro average over
-the languages every model in the table was scored on); per model its accuracy in %, and for a model
-with a base, the difference to the base in percentage points.
+the languages every model in the table was scored on); per model its accuracy in %, its chance level and its
+chance-adjusted accuracy (pipelines/benchmarks/chance.py), and for a model with a base, the difference of the
+adjusted accuracies in percentage points: a model that answers one value everywhere moves nothing. The headline's
+differences have paired bootstrap intervals over the items both models answered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: workers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from linguaforge.pipelines.benchmarks.chance import paired_difference  # noqa: E402
 from linguaforge.pipelines.benchmarks.registry import BENCHMARKS  # noqa: E402
 from linguaforge.pipelines.benchmarks.scoring import macro_average  # noqa: E402
 from linguaforge.pipelines.errors import InputError  # noqa: E402
@@ -91,22 +94,22 @@ def headline_rows(scores: Sequence[dict], pivot: str = "en") -> list[dict]:
 
 
 def _difference(table: _Table, bench: str, model: str, ref: str, pivot: str) -> dict | None:
-    """Mean over the non-pivot languages of acc(model) − acc(ref), in points, with a normal 95 % interval.
-
-    The variance of each language's difference is taken as that of two independent proportions. The
-    models answer the same items, so a paired interval would be narrower: this one is conservative."""
+    """Mean over the non-pivot languages of adjusted(model) − adjusted(ref), in points, with a 95 % paired
+    bootstrap interval over the items both answered (chance.paired_difference). None when no language has both,
+    or the units hold no per-item answers (scored before linguaforge kept them: evaluate again)."""
     langs = [lang for lang in table.languages(bench) if lang != pivot
              and (bench, lang, model) in table.cells and (bench, lang, ref) in table.cells]
-    if not langs:
+    units = [(table.cells[(bench, lang, model)].get("items"), table.cells[(bench, lang, ref)].get("items"))
+             for lang in langs]
+    if not langs or any(a is None or b is None for a, b in units):
         return None
-    diffs, var = [], 0.0
-    for lang in langs:
-        a, b = table.cells[(bench, lang, model)], table.cells[(bench, lang, ref)]
-        diffs.append(a["accuracy"] - b["accuracy"])
-        var += a["accuracy"] * (1 - a["accuracy"]) / a["n"] + b["accuracy"] * (1 - b["accuracy"]) / b["n"]
-    mean, half = sum(diffs) / len(langs), 1.96 * math.sqrt(var) / len(langs)
-    return {"delta": round(100 * mean, 2), "ci_low": round(100 * (mean - half), 2),
-            "ci_high": round(100 * (mean + half), 2), "languages": langs}
+    found = paired_difference(units, seed=_seed(bench, model, ref))
+    return None if found is None else found | {"languages": langs}
+
+
+def _seed(*names: str) -> int:
+    """A fixed seed per comparison (the same interval every time the report is built)."""
+    return int.from_bytes(hashlib.sha256("|".join(names).encode()).digest()[:4], "little")
 
 
 def _headline(table: _Table, pivot: str) -> list[dict]:
@@ -125,7 +128,8 @@ def headline_markdown(table: _Table, pivot: str) -> list[str]:
     if not rows:
         return []
     benches = table.benchmarks
-    lines = [f"## Headline: average Δ over the non-{pivot} languages (points, 95 % interval)", "",
+    lines = [f"## Headline: average Δ of chance-adjusted accuracy over the non-{pivot} languages (points, 95 % "
+             "paired interval)", "",
              "| model | vs | " + " | ".join(benches) + " |", "|" + "---|" * (len(benches) + 2)]
     for row in rows:
         cells = [row["model"], row["vs"]]
@@ -134,8 +138,10 @@ def headline_markdown(table: _Table, pivot: str) -> list[str]:
             cells.append("*not scored*" if d is None else
                          f"{d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]")
         lines.append("| " + " | ".join(cells) + " |")
-    return lines + ["", "The interval treats the two models' answers as independent (conservative: "
-                    "they answer the same items). An interval that lies above 0 is an effect.", ""]
+    return lines + ["", "Adjusted accuracy = accuracy − chance, where chance is what the same answers would score "
+                    "with the golds shuffled (a model that answers one value everywhere scores 0). The interval is "
+                    "a paired bootstrap over the items both models answered (2 000 resamples, seeded); one that "
+                    "lies above 0 is an effect.", ""]
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -231,21 +237,23 @@ class _Table:
         cols = ["benchmark", "metric", "language", "n"]
         per_model_n = any(self.n_varies(b) for b in self.benchmarks)
         for m in self.models:
-            cols.append(m)
+            cols += [m, f"adj {m}", f"chance {m}"]
             cols += [key for _, key in self.references(m)]
             if per_model_n:
                 cols.append(f"n {m}")
         return cols
 
-    def accuracy(self, bench: str, lang: str, model: str) -> float | None:
+    def accuracy(self, bench: str, lang: str, model: str, field: str = "accuracy") -> float | None:
+        """In points: the accuracy, or (`field`) the chance level or the adjusted accuracy (None if not kept)."""
         cell = self.cells.get((bench, lang, model))
-        return None if cell is None else 100.0 * cell["accuracy"]
+        return None if cell is None or cell.get(field) is None else 100.0 * cell[field]
 
-    def average(self, bench: str, model: str) -> float | None:
+    def average(self, bench: str, model: str, field: str = "accuracy") -> float | None:
         langs = self.common_languages(bench)
         if not langs or (bench, langs[0], model) not in self.cells:
             return None
-        return macro_average([self.accuracy(bench, lang, model) for lang in langs])
+        values = [self.accuracy(bench, lang, model, field) for lang in langs]
+        return None if None in values else macro_average(values)
 
     def rows(self) -> list[dict]:
         rows = []
@@ -257,12 +265,17 @@ class _Table:
                     row["n"] = next(self.cells[(bench, lang, m)]["n"] for m in self.models
                                     if (bench, lang, m) in self.cells)
                 for m in self.models:
-                    value = self.average(bench, m) if lang == "average" else self.accuracy(bench, lang, m)
+                    def score(model: str, field: str, b=bench, lg=lang) -> float | None:
+                        return self.average(b, model, field) if lg == "average" else self.accuracy(b, lg, model, field)
+
+                    value, adjusted = score(m, "accuracy"), score(m, "adjusted")
                     row[m] = None if value is None else round(value, 2)
-                    for ref_model, key in self.references(m):
-                        ref = (self.average(bench, ref_model) if lang == "average"
-                               else self.accuracy(bench, lang, ref_model))
-                        row[key] = None if value is None or ref is None else round(value - ref, 2)
+                    row[f"adj {m}"] = None if adjusted is None else round(adjusted, 2)
+                    chance = score(m, "chance")
+                    row[f"chance {m}"] = None if chance is None else round(chance, 2)
+                    for ref_model, key in self.references(m):  # Δ: of the chance-adjusted accuracies
+                        ref = score(ref_model, "adjusted")
+                        row[key] = None if adjusted is None or ref is None else round(adjusted - ref, 2)
                     if f"n {m}" in row and lang != "average" and (cell := self.cells.get((bench, lang, m))):
                         row[f"n {m}"] = cell["n"]
                 rows.append(row)
@@ -271,10 +284,12 @@ class _Table:
     def markdown(self, title: str) -> str:
         lines = [f"# {title}", ""]
         lines += headline_markdown(self, self.pivot)
-        lines += ["Accuracy in % with its 95 % Wilson interval; Δ = difference to the model's base in "
-                  "percentage points (a model stacked on a derived model also shows its difference to the run's "
-                  "base); average = macro average over the languages every model was scored on; *not scored* "
-                  "= no result (which is not 0 %).", ""]
+        lines += ["Accuracy in % with its 95 % Wilson interval, then its chance-adjusted value (accuracy − chance, "
+                  "chance = what the same answers score with the golds shuffled); Δ = difference of the adjusted "
+                  "accuracies to the model's base in percentage points (a model stacked on a derived model also "
+                  "shows its difference to the run's base); ⚠ = one answer makes more than 25 % of the outputs; "
+                  "average = macro average over the languages every model was scored on; *not scored* = no result "
+                  "(which is not 0 %).", ""]
         for bench in self.benchmarks:
             models = self.models_of(bench)
             varies = self.n_varies(bench)
@@ -290,14 +305,22 @@ class _Table:
                         cells.append("*not scored*")
                         continue
                     text = f"{100 * c['accuracy']:.1f} [{100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}]"
-                    text += self._deltas(m, 100 * c["accuracy"], lambda ref, b=bench, lg=lang: self.accuracy(b, lg, ref))
+                    adjusted = self.accuracy(bench, lang, m, "adjusted")
+                    if adjusted is not None:
+                        text += f" · adj {adjusted:+.1f}" + self._deltas(
+                            m, adjusted, lambda ref, b=bench, lg=lang: self.accuracy(b, lg, ref, "adjusted"))
+                    if c.get("degenerate"):
+                        text += f" ⚠ {100 * c['top_share']:.0f} % “{c['top_answer']}”"
                     cells.append(text + (f" n={c['n']}" if varies else ""))
                 lines.append("| " + " | ".join(cells) + " |")
             avg = ["**average**", ""]
             for m in models:
-                v = self.average(bench, m)
-                avg.append("*not scored*" if v is None else f"**{v:.1f}**" + self._deltas(
-                    m, v, lambda ref, b=bench: self.average(b, ref)))
+                v, adjusted = self.average(bench, m), self.average(bench, m, "adjusted")
+                text = "*not scored*" if v is None else f"**{v:.1f}**"
+                if adjusted is not None:
+                    text += f" · adj **{adjusted:+.1f}**" + self._deltas(
+                        m, adjusted, lambda ref, b=bench: self.average(b, ref, "adjusted"))
+                avg.append(text)
             lines += ["| " + " | ".join(avg) + " |", ""]
             missing = [lang for lang in self.languages(bench) if lang not in self.common_languages(bench)]
             if missing:
@@ -347,6 +370,8 @@ class _Table:
                         ax.plot([x], [2], marker="x", color="0.5", ms=4)
                     elif c["accuracy"] == 0:  # a real 0 %: a tick at the axis, in the model's colour
                         ax.plot([x], [0.8], marker="_", color=self.colour(m), ms=8, mew=2)
+                    if c is not None and c.get("chance") is not None:  # chance: a black tick across the bar
+                        ax.plot([x - width * 0.45, x + width * 0.45], [100 * c["chance"]] * 2, color="black", lw=1.2)
                     if c is not None:
                         acc = 100 * c["accuracy"]
                         xs.append(i + (j - (len(models) - 1) / 2) * width)
@@ -365,8 +390,8 @@ class _Table:
             ax.set(title=f"{bench} ({self.rule_of[bench]})", ylabel="accuracy %", ylim=(0, 100))
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=7, ncols=min(4, len(models)))
-        axes[-1, 0].annotate("x = not scored", (1.0, -0.22), xycoords="axes fraction", ha="right", fontsize=7,
-                             color="0.4")
+        axes[-1, 0].annotate("black tick = chance level (the same answers, golds shuffled); x = not scored",
+                             (1.0, -0.22), xycoords="axes fraction", ha="right", fontsize=7, color="0.4")
         fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, format="png")

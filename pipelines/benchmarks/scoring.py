@@ -91,6 +91,16 @@ def score_math(output: str, gold: str, phrases: Sequence[str] = ("The answer is"
     return out
 
 
+def gold_key(gold: str, rule: str) -> str:
+    """The gold answer as the text a rule's extracted answer is compared with (equal texts ⇔ correct), so that
+    answers and golds can be counted together (pipelines/benchmarks/chance.py)."""
+    if rule == "mindmerger":
+        return number_text(extract_mindmerger(gold))
+    if rule in ("flexible", "strict"):
+        return number_text(parse_gold_number(gold))
+    return gold  # classification labels, and log-likelihood choices
+
+
 def number_text(value: float) -> str:
     """A number as the text a gold or a prediction is compared by: integers without ".0" (up to 1e18, past
     which a float holds no exact integer), anything else as Python writes it."""
