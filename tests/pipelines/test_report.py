@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from linguaforge.pipelines.benchmarks.chance import answer_summary
 from linguaforge.pipelines.benchmarks.report import (
     build_comparison,
     build_report,
@@ -13,7 +14,6 @@ from linguaforge.pipelines.benchmarks.report import (
     headline_rows,
     read_scores,
 )
-from linguaforge.pipelines.benchmarks.chance import answer_summary
 from linguaforge.pipelines.benchmarks.scoring import wilson_interval
 from linguaforge.pipelines.errors import InputError
 
