@@ -93,7 +93,7 @@ def _entry_problem(entry, data_bytes: int) -> str | None:
         return f"shape {shape!r} is not a list of sizes"
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
-        return f"data_offsets {offsets!r} lie outside the file's {data_bytes} data bytes"
+        return f"data_offsets {offsets!r} lie outside the file's {data_bytes} data bytes (truncated?)"
     expected = math.prod(shape) * torch.empty(0, dtype=DTYPES[entry["dtype"]]).element_size()
     if offsets[1] - offsets[0] != expected:
         return f"{offsets[1] - offsets[0]} bytes for a {entry['dtype']} tensor of shape {shape} ({expected} bytes)"

@@ -18,9 +18,9 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -129,14 +129,23 @@ class StagingArea:
         return self.root
 
     def new(self, prefix: str) -> Path:
-        """A fresh folder with its owner record, kept alive by the heartbeat until `release`."""
-        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.create()))
-        record = folder.with_name(folder.name + OWNER_SUFFIX)
-        partial = record.with_name(record.name + ".partial")
-        partial.write_text(json.dumps(asdict(Owner.current())))
-        os.replace(partial, record)  # a record appears whole or not at all
-        HEARTBEAT.add(record)
-        return folder
+        """A fresh folder with its owner record, kept alive by the heartbeat until `release`. The record is written
+        first: a kill at any point leaves nothing without an owner (a record without its folder is swept too)."""
+        root = self.create()
+        while True:
+            folder = root / f"{prefix}{uuid.uuid4().hex[:12]}"
+            record = folder.with_name(folder.name + OWNER_SUFFIX)
+            partial = record.with_name(f"{record.name}.{uuid.uuid4().hex[:8]}.partial")
+            partial.write_text(json.dumps(asdict(Owner.current())))
+            try:
+                os.link(partial, record)  # appears whole, and never over another writer's record
+            except FileExistsError:
+                partial.unlink()
+                continue
+            partial.unlink()
+            HEARTBEAT.add(record)
+            folder.mkdir(mode=0o700)
+            return folder
 
     def release(self, folder: Path) -> None:
         record = folder.with_name(folder.name + OWNER_SUFFIX)
@@ -175,6 +184,10 @@ class StagingArea:
             _remove_tree(folder)
             record.unlink(missing_ok=True)
             removed.append(folder.name)
+        for partial in self.root.glob(f"*{OWNER_SUFFIX}.*.partial"):  # a record killed before it was in place
+            owner = _read_owner(partial)
+            if owner is not None and owner.is_gone(time.time() - partial.lstat().st_mtime, self.lease_s):
+                partial.unlink(missing_ok=True)
         if removed:
             log.info("removed %d staging folder(s) left by writers that are gone, in %s", len(removed), self.root)
         return removed

@@ -3,19 +3,23 @@ and the full-CPT baseline. Each is one cached, resumable Prefect task; the flow 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
-from linguaforge.pipelines.maet.importance import NeuronMask
+from linguaforge.pipelines.maet.importance import GradientSum, NeuronMask, mask_anatomy
 from linguaforge.pipelines.maet.settings import FullCPTConfig, ProbeConfig
+from linguaforge.pipelines.merging.methods.maet import family_of
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.settings import key_params
+from linguaforge.pipelines.training.causal_lm import PackedBlocks
 from linguaforge.pipelines.training.settings import TrainConfig, TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
 from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned
 from linguaforge.tasks.progress import StageProgress
 
-PROBE_VERSION = 2  # 2: keys derived from the settings models
+PROBE_VERSION = 3  # 2: keys derived from the settings models; 3: the mask's anatomy (anatomy.json)
 MASKED_CPT_VERSION = 2
 FULL_CPT_VERSION = 2
 
@@ -30,12 +34,12 @@ def cpt_params(ctx: RunContext, train: TrainConfig) -> dict:
 
 
 def _train(ctx: RunContext, w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: TrainSettings,
-           mask: NeuronMask | None = None):
+           mask: NeuronMask | None = None, gradients: GradientSum | None = None):
     """One CPT with progress in the UI and the terminal, then its loss curve and summary into the artifact."""
     with gpu_slots(settings.processes, ctx.gpus_per_node, label) as gpus, \
             StageProgress(label, settings.steps) as progress:
         summary, weights = run_cpt(base_dir, blocks, pinned(settings, gpus), mask=mask, checkpoints=w.checkpoints,
-                                   progress=progress, label=label)
+                                   progress=progress, label=label, gradients=gradients)
     loss_curve(summary["losses"], w.path / "loss_curve.png", label)
     w.write_json("train.json", content_only(summary))
     w.metrics.update({k: v for k, v in summary.items() if k != "losses"})
@@ -51,19 +55,32 @@ def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: Art
     sources = {"corpus": Source.of(corpus), "base": base}
 
     def build(w: ArtifactWriter) -> None:
-        base_dir = base.local(store)
-        probed = _train(ctx, w, f"probe {name}", base_dir, sources["corpus"].local(store), settings)
-        mask = key_neuron_mask(base_dir, probed, probe.k1_percent, probe.granularity, probe.selection)
+        base_dir, blocks = base.local(store), sources["corpus"].local(store)
+        gradients = GradientSum() if probe.importance == "gradient" else None
+        probed = _train(ctx, w, f"probe {name}", base_dir, blocks, settings, gradients=gradients)
+        mask = key_neuron_mask(base_dir, probed, probe.k1_percent, probe.granularity, probe.selection, gradients)
         mask.save(w.path / "mask.safetensors", corpus=name)
         selected = mask.selected()
         total = sum(m.numel() for m in mask.masks.values())
+        anatomy = mask_anatomy(mask, family_of, PackedBlocks.from_dir(Path(blocks)).token_ids())
+        w.write_json("anatomy.json", anatomy)
         w.metrics.update({"key_neurons": sum(selected.values()), "neurons": total,
-                          "selected_per_tensor": selected})
+                          "selected_per_tensor": selected, "anatomy": anatomy})
 
     return run_stage(store, kind="mask", stage="importance_probe", version=PROBE_VERSION, params=params,
                      sources=sources, build=build,
                      describe=lambda w: f"key neurons of **{name}**: {w.metrics['key_neurons']} of "
-                                        f"{w.metrics['neurons']} ({probe.granularity} granularity)")
+                                        f"{w.metrics['neurons']} ({probe.granularity} granularity, "
+                                        f"{probe.importance}); " + anatomy_line(w.metrics["anatomy"]))
+
+
+def anatomy_line(anatomy: dict) -> str:
+    """A mask at a glance: which families its neurons are in, and whether its vocabulary rows are the corpus's."""
+    families = ", ".join(f"{f} {100 * s:.0f} %" for f, s in sorted(anatomy["share_of_selected"].items(),
+                                                                   key=lambda kv: -kv[1]) if s > 0)
+    rows = [f"{100 * anatomy[k]:.0f} % of its {k.removesuffix('_rows_in_corpus')} rows are tokens of the corpus"
+            for k in ("lm_head_rows_in_corpus", "embed_rows_in_corpus") if anatomy.get(k) is not None]
+    return f"selected by family: {families}" + ("; " + "; ".join(rows) if rows else "")
 
 
 @stage_task(name="masked_cpt", version=MASKED_CPT_VERSION, task_run_name="masked_cpt-{name}", retries=2)

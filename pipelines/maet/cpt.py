@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import load_file
 
 from linguaforge.pipelines.devices import resolve_device
-from linguaforge.pipelines.maet.importance import NeuronMask, check_k1, delta_score_source, select_top_k
+from linguaforge.pipelines.errors import InputError
+from linguaforge.pipelines.maet.importance import (
+    GradientSum,
+    NeuronMask,
+    check_k1,
+    delta_score_source,
+    select_top_k,
+)
 from linguaforge.pipelines.maet.masked import MaskedAdamW, apply_mask
 from linguaforge.pipelines.merging.deltas import base_weights_digest, write_sparse_delta
 from linguaforge.pipelines.models import load_causal_lm
@@ -31,18 +38,25 @@ from linguaforge.pipelines.weights import WeightReader
 
 
 def run_cpt(model_dir: str, blocks_dir: str, settings: TrainSettings, mask: NeuronMask | None = None,
-            checkpoints=None, progress: Progress | None = None,
-            label: str = "training") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+            checkpoints=None, progress: Progress | None = None, label: str = "training",
+            gradients: GradientSum | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train `model_dir` on the packed blocks (only `mask`'s neurons, if given). Returns the training
     summary (with the loss per step) and the trained weights by parameter name. Out of memory, the micro-batch
-    is halved and training resumes from its last checkpoint (training/oom.py)."""
+    is halved and training resumes from its last checkpoint (training/oom.py). `gradients`: filled with the
+    gradient summed over the steps (Eq. 1's accumulated gradient; one process, plain torch back end)."""
     data = PackedBlocks.from_dir(Path(blocks_dir))
     fallbacks: list[dict[str, Any]] = []
+    if gradients is not None and (settings.processes > 1 or settings.backend != "torch"):
+        raise InputError(f"{label}: importance by the accumulated gradient needs one process on the plain torch "
+                         "back end (probe.train: processes 1, backend torch); or use importance: value_change")
 
     def attempt(s: TrainSettings):
         if s.processes > 1:
             return _run_cpt_processes(model_dir, blocks_dir, s, mask, checkpoints, progress)
         backend = make_backend(load_causal_lm(model_dir), s, data.block_size, mask)
+        if gradients is not None:
+            gradients.sums.clear()  # an out-of-memory restart sums again from its first step
+            backend.gradient_observers.append(gradients)
         result = train(backend, CausalLMRecipe(data, s), checkpoints=checkpoints, progress=progress)
         return result.summary() | {"losses": result.losses}, backend.full_state_dict()
 
@@ -97,13 +111,14 @@ def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progr
 
 
 def key_neuron_mask(base_dir: str, probed: dict[str, torch.Tensor], k1_percent: float, granularity: str,
-                    selection: str) -> NeuronMask:
-    """Eq. 1 on a finished probe: importance = |θ' − θ| per neuron, top k1 % kept. The base is read one
-    tensor at a time from its safetensors, so selection memory stays a few tensors."""
+                    selection: str, gradients: GradientSum | None = None) -> NeuronMask:
+    """Eq. 1 on a finished probe: importance = |θ' − θ| per neuron (or, given `gradients`, |Σ_t g_t|), top k1 %
+    kept. The base is read one tensor at a time from its safetensors, so selection memory stays a few tensors."""
     check_k1(k1_percent)
     base = WeightReader(base_dir)
     names = [n for n in base.names() if n in probed]
-    source = delta_score_source(names, base.get, probed.__getitem__, granularity)
+    source = (gradients.score_source(names, granularity) if gradients is not None
+              else delta_score_source(names, base.get, probed.__getitem__, granularity))
     masks = select_top_k(source, k1_percent, granularity, selection)
     return NeuronMask(granularity, source.shapes, masks, k1_percent)
 

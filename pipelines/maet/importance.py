@@ -1,6 +1,9 @@
 """Eq. 1: neuron importance after a short probe CPT, top-k1 % key-neuron selection, and the mask format.
 
-importance(neuron) = |θ' − θ|, where a neuron is
+importance(neuron) = |θ' − θ| (`value_change`: the paper's proxy), or |Σ_t g_t| (`gradient`: the gradient
+accumulated over the probe's steps, Eq. 1's definition; under AdamW the proxy fails: Adam moves any coordinate
+whose gradient keeps one sign by about the learning rate a step, whatever the gradient's size, so the rows of
+tokens absent from the corpus, pushed down a little every step, rank first), where a neuron is
 - `row` granularity: one output unit of a weight matrix (row i of a [out, in] tensor), scored by the L2
   norm of its row delta; 1-D tensors (norms, biases) count each element as a neuron;
 - `element` granularity: each scalar.
@@ -67,6 +70,52 @@ def delta_score_source(names: Iterable[str], base: Callable[[str], torch.Tensor]
         return neuron_scores(delta, granularity, inplace=True)
 
     return ScoreSource(names, shapes, scores)
+
+
+class GradientSum:
+    """Σ_t g_t per parameter over a probe's steps (a TorchBackend gradient observer), in float32 on the CPU."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def __call__(self, named_params) -> None:
+        for name, param in named_params:
+            if param.grad is not None:
+                grad = param.grad.detach().float().cpu()
+                if name in self.sums:
+                    self.sums[name] += grad
+                else:
+                    self.sums[name] = grad.clone()
+
+    def score_source(self, names: Iterable[str], granularity: str) -> ScoreSource:
+        names = [n for n in names if n in self.sums]
+        return ScoreSource(names, {n: tuple(self.sums[n].shape) for n in names},
+                           lambda name: neuron_scores(self.sums[name], granularity))
+
+
+def mask_anatomy(mask: NeuronMask, family_of: Callable[[str], str | None], corpus_tokens: set[int] | None) -> dict:
+    """What a mask selected, at a glance: per tensor family the share of its neurons selected; and for the rows
+    of the token embedding and the LM head, the share whose tokens occur in the probe's corpus (a mask of absent
+    tokens' rows has learned nothing about the corpus)."""
+    selected: dict[str, int] = {}
+    total: dict[str, int] = {}
+    in_corpus: dict[str, list[int]] = {}
+    for name, neurons in mask.masks.items():
+        family = family_of(name) or "other"
+        selected[family] = selected.get(family, 0) + int(neurons.sum())
+        total[family] = total.get(family, 0) + neurons.numel()
+        if corpus_tokens is not None and family in ("embed", "lm_head") and mask.granularity == "row":
+            rows = neurons.nonzero().flatten().tolist()
+            hits = in_corpus.setdefault(family, [0, 0])
+            hits[0] += sum(r in corpus_tokens for r in rows)
+            hits[1] += len(rows)
+    all_selected = sum(selected.values()) or 1
+    anatomy = {"share_of_selected": {f: round(selected[f] / all_selected, 4) for f in sorted(selected)},
+               "share_of_family_selected": {f: round(selected[f] / total[f], 4) for f in sorted(total)}}
+    for family, (hits, rows) in in_corpus.items():
+        anatomy[f"{family}_rows_selected"] = rows
+        anatomy[f"{family}_rows_in_corpus"] = round(hits / rows, 4) if rows else None
+    return anatomy
 
 
 def check_k1(k1_percent: float) -> None:

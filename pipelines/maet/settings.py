@@ -19,6 +19,10 @@ class ProbeConfig(Settings):
         "row", description="row: one output unit of a weight matrix, scored by its row-delta norm; element: each scalar."
     )
     selection: Literal["global", "per_tensor"] = Field("global", description="Top-k1 over the whole model or per tensor.")
+    importance: Literal["value_change", "gradient"] = Field(
+        "value_change", description="Eq. 1's score: value_change = |θ' − θ| after the probe (the paper's proxy; under "
+        "AdamW it ranks the rows of tokens absent from the corpus first), gradient = |Σ_t g_t|, the gradient "
+        "accumulated over the probe's steps (Eq. 1's definition; plain torch back end).")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=50, schedule="constant"))
 
 

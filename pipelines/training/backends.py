@@ -51,6 +51,9 @@ class TorchBackend:
             betas=tuple(settings.adam_betas), eps=settings.adam_eps,
         )
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+        # called with the named trainable parameters after every step's backward passes, before clipping (Eq. 1's
+        # accumulated gradient reads them there)
+        self.gradient_observers: list[Callable[[list[tuple[str, torch.nn.Parameter]]], None]] = []
 
     def forward_backward(self, batch: dict[str, torch.Tensor], loss_scale: float) -> float:
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -60,6 +63,8 @@ class TorchBackend:
         return loss.item()
 
     def optimizer_step(self, step: int) -> float:
+        for observe in self.gradient_observers:
+            observe(self.named_params)
         params = [p for _, p in self.named_params]
         clip = self.settings.grad_clip if self.settings.grad_clip is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item()

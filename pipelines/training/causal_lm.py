@@ -42,6 +42,11 @@ class PackedBlocks:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def token_ids(self) -> set[int]:
+        """Every token id that occurs in the blocks (padding left out)."""
+        real = np.arange(self.block_size)[None, :] < self.n_real[:, None]
+        return set(np.unique(self.input_ids[real]).tolist())
+
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         ids = torch.from_numpy(self.input_ids[indices].astype(np.int64))
         real = torch.arange(self.block_size)[None, :] < torch.from_numpy(self.n_real[indices])[:, None]

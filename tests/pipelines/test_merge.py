@@ -67,6 +67,9 @@ def test_eq2_both_forms_by_hand(hand):
     assert not (tmp / "never").exists()
 
 
+TABLE_3 = ["q", "k", "v", "o", "up", "gate", "down"]
+
+
 def test_eq3_to_5_by_hand_with_a_tie_at_the_cut(hand):
     tmp, base = hand
     q, k, v, up, norm = NAMES
@@ -74,7 +77,7 @@ def test_eq3_to_5_by_hand_with_a_tie_at_the_cut(hand):
     l1 = _delta(tmp / "l1.safetensors", base, {q: [1, 0], k: [0, 1], v: [1, 0], up: [1, 0], norm: [0.5, 0.5]})
     l2 = _delta(tmp / "l2.safetensors", base, {up: [1, 0]})
     spec = MergeSpec.pipeline(ability=ability, languages={"l1": l1, "l2": l2}, mu={"l1": 1.0, "l2": 0.5}, k2_percent=50,
-                     gamma=0.2, eta=1.0)
+                              gamma=0.2, eta=1.0, tensor_families=TABLE_3)  # the paper's ablation: no norms
     report = merge(base, tmp / "out", spec)
     # R_Lang: q [1,0], k [0,1], v [1,0], up [1.5,0]; S: q 1, k 1, v 0, up 3
     assert report["similarity"] == {q: 1.0, k: 1.0, v: 0.0, up: 3.0}

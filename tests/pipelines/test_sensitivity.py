@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from linguaforge.pipelines.benchmarks import (
-    HFCausalLMGenerator,
     build_items,
     load_preset,
     load_raw,
     stop_strings,
 )
 from linguaforge.pipelines.benchmarks.registry import get_benchmark
+from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator
 from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, write_sparse_delta
 from linguaforge.pipelines.merging.engine import MergeSpec, merge
 from linguaforge.pipelines.weights import WeightReader

@@ -151,7 +151,8 @@ METHOD = MergeMethod(
         "gamma": (float, Field(0.2, title="γ", description="Scale of R(A) on the selected tensors (Eq. 5).")),
         "eta": (float, Field(1.0, title="η", description="Scale of R_Lang on the selected tensors (Eq. 5).")),
         "tensor_families": (list[TensorFamily], Field(
-            default_factory=lambda: ["q", "k", "v", "o", "up", "gate", "down"],
-            description="Tensor families eligible for T (the paper's Table 3).")),
+            default_factory=lambda: list(FAMILIES),
+            description="Tensor families eligible for T. Eq. 4 ranks every tensor (the default: every family); the "
+                        "paper's Table 3 ablation is [q, k, v, o, up, gate, down].")),
     },
 )
