@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from linguaforge.flows.cli import _cron
+from linguaforge.flows.cli.common import cron_flag as _cron
 from linguaforge.storage import ArtifactStore
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from linguaforge.flows.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""How results look in the terminal: the run's summary, the per-language comparison and the headline, as tables."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from linguaforge.flows.cli.common import console, open_run_store, short
+
+
+def print_summary(outputs, cfg, seconds: float) -> None:
+    table = Table(title=f"linguaforge run {cfg.name} — {seconds:.0f}s")
+    for column in ("stage output", "status", "artifact", "location"):
+        table.add_column(column)
+    refs = outputs.all_refs()
+    ran = sum(not ref.reused for ref in refs)
+    for name, ref in outputs.stages():
+        status = "[dim]skipped (committed)[/]" if ref.reused else "[green]ran[/]"
+        table.add_row(name, status, f"{ref.kind}/{ref.key[:12]}", short(ref.uri))
+    if units := [unit.ref for unit in outputs.evaluations]:
+        fresh = sum(not ref.reused for ref in units)
+        table.add_row(f"eval ({len(units)} units)", f"[green]{fresh} ran[/], {len(units) - fresh} skipped",
+                      "eval/…", short(units[0].uri.rsplit("/", 1)[0]))
+    console.print(table)
+    if outputs.report is not None:
+        _print_comparison(cfg, outputs.report)
+    if ran == 0:
+        console.print(f"Every stage was already committed in {cfg.store.url}: nothing re-executed.")
+    else:
+        console.print(f"{ran} stage(s) ran, {len(refs) - ran} skipped. Artifacts are in {cfg.store.url}.")
+
+def _print_comparison(cfg, report_ref) -> None:
+    reader = open_run_store(cfg).open(report_ref)
+    print_rows(reader.read_json("rows.json"))
+    if "headline.json" in reader.files():
+        _print_headline(reader.read_json("headline.json"), cfg.pivot_language)
+    console.print(f"report: {short(str(reader.path('report.md')))}")
+    console.print(f"plot:   {short(str(reader.path('comparison.png')))}")
+
+def _print_headline(rows: list[dict], pivot: str) -> None:
+    """What moved: every derived model's average Δ over the non-pivot languages, with its interval."""
+    if not rows:
+        return
+    benches = [k for k in rows[0] if k not in ("model", "vs")]
+    table = Table(title=f"headline: average Δ of chance-adjusted accuracy (points) over the non-{pivot} languages, "
+                        "95 % paired interval")
+    for column in ("model", "vs", *benches):
+        table.add_column(column, justify="left" if column in ("model", "vs") else "right")
+    for row in rows:
+        cells = []
+        for bench in benches:
+            d = row[bench]
+            if d is None:
+                cells.append("not scored")
+                continue
+            colour = "green" if d["ci_low"] > 0 else "red" if d["ci_high"] < 0 else "white"
+            cells.append(f"[{colour}]{d['delta']:+.1f}[/] [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]")
+        table.add_row(row["model"], row["vs"], *cells)
+    console.print(table)
+
+def comparison_table_rows(scores):
+    from linguaforge.pipelines.benchmarks import comparison_rows
+
+    return comparison_rows(scores)
+
+def print_rows(rows: list[dict]) -> None:
+    """The per-language comparison as one table: a row per benchmark × model, a column per language."""
+    languages = list(dict.fromkeys(r["language"] for r in rows if r["language"] != "average")) + ["average"]
+    table = Table(title="accuracy % / chance-adjusted (Δ: adjusted points vs the model's own base)")
+    for column in ("benchmark", "model", *languages):
+        table.add_column(column, justify="left" if column in ("benchmark", "model") else "right")
+    fixed = {"benchmark", "metric", "language", "n"}
+    for bench in dict.fromkeys(r["benchmark"] for r in rows):
+        by_lang = {r["language"]: r for r in rows if r["benchmark"] == bench}
+        models = [c for c in next(iter(by_lang.values())) if c not in fixed and " - " not in c
+                  and not c.startswith(("n ", "adj ", "chance "))]
+        for i, model in enumerate(models):
+            delta = next((c for c in by_lang[languages[-1]] if c.startswith(f"{model} - ")), None)
+            cells = []
+            for lang in languages:
+                row = by_lang.get(lang)
+                if row is None or row.get(model) is None:
+                    cells.append("[dim]not scored[/]")
+                    continue
+                text = f"{row[model]:.1f}"
+                if row.get(f"adj {model}") is not None:
+                    text += f"/{row[f'adj {model}']:+.1f}"
+                if delta and row.get(delta) is not None:
+                    text += f" ({row[delta]:+.1f})"
+                cells.append(f"[bold]{text}[/]" if lang == "average" else text)
+            table.add_row(bench if i == 0 else "", model, *cells, end_section=i == len(models) - 1)
+    console.print(table)
