@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+
 
 def _console(stderr: bool) -> Console:
     """A terminal gets tables at its own width; a pipe or a log file (CI, `| tee`, Prefect workers) gets them
@@ -20,9 +21,10 @@ def _console(stderr: bool) -> Console:
     wide = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(stderr=stderr, width=240 if wide else None)
 
-console = _console(stderr=False)
 
+console = _console(stderr=False)
 err_console = _console(stderr=True)
+
 
 def environment() -> None:
     """Quiet, offline-friendly defaults, set before prefect/transformers/deepspeed are imported."""
@@ -37,6 +39,7 @@ def environment() -> None:
         # Prefect waits 20 s for its temporary server; on a busy machine it takes longer to start
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
+
 def load_run_config(args) -> RunConfig:  # noqa: F821 - imported lazily below
     """The run configuration, checked in full (files it names included) before anything heavy is imported."""
     from linguaforge.flows.config import load_config
@@ -50,14 +53,17 @@ def load_run_config(args) -> RunConfig:  # noqa: F821 - imported lazily below
         check_run(cfg, str(path or "the embedded demo"))
     return cfg
 
+
 def open_run_store(cfg, create: bool = False):
     """The run's store. Read-only commands leave `create` off: a mistyped path must not become an empty store."""
     from linguaforge.storage.settings import open_store
 
     return open_store(cfg.store, create=create)
 
+
 def debugging(args) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get("LINGUAFORGE_DEBUG") == "1"
+
 
 def check_prefect_api() -> None:
     """With PREFECT_API_URL set, the server must answer before anything runs; without it, Prefect starts a
@@ -78,8 +84,10 @@ def check_prefect_api() -> None:
     raise PrefectUnreachable(f"no Prefect server answers at PREFECT_API_URL={url} ({reason}); start one with "
                              "`linguaforge server`, or unset PREFECT_API_URL to run on a temporary server")
 
+
 class PrefectUnreachable(RuntimeError):
     pass
+
 
 def store_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     """A command that works on the store a run configuration (or --store) names."""
@@ -88,6 +96,7 @@ def store_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     command.add_argument("--store", help="artifact store URL (overrides store.url)")
     return command
 
+
 def warn_unreadable(store, kind: str | None = None) -> None:
     """Manifests that cannot be read are named, never a reason to stop listing the others."""
     if bad := store.unreadable(kind):
@@ -95,10 +104,12 @@ def warn_unreadable(store, kind: str | None = None) -> None:
                           f"{', '.join(sorted(bad)[:5])}{' …' if len(bad) > 5 else ''} (`linguaforge verify` "
                           "says why; `verify --repair` removes them)", highlight=False)
 
+
 def languages_flag(value: str) -> list[str]:
     from linguaforge.pipelines.languages import check_languages
 
     return check_languages([c.strip() for c in value.split(",")], "--languages")  # the config's own check
+
 
 def at_least_one(value: str) -> int:
     try:
@@ -108,6 +119,7 @@ def at_least_one(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
 
 def devices_flag(value: str) -> list[str]:
     """0,1 → cuda:0,cuda:1; names (cpu, cuda:N) as they are; each checked like --device."""
@@ -124,8 +136,10 @@ def devices_flag(value: str) -> list[str]:
         raise argparse.ArgumentTypeError("names no device")
     return devices
 
+
 def batch_size_flag(value: str) -> int | str:
     return value if value == "auto" else at_least_one(value)
+
 
 def cron_flag(value: str) -> str:
     """The deployment's schedule, checked by the same rule Prefect applies when it stores it (names such as
@@ -142,12 +156,14 @@ def cron_flag(value: str) -> str:
                                          "e.g. '0 2 * * *' or '0 2 * * MON'), nor 'none'") from None
     return value
 
+
 def short(uri: str) -> str:
     """Local paths relative to the working directory; URLs as they are."""
     try:
         return os.path.relpath(uri) if "://" not in uri else uri
     except ValueError:
         return uri
+
 
 def human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -163,11 +179,13 @@ OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk qu
              errno.ENAMETOOLONG: "the name is too long", errno.EMFILE: "too many open files",
              errno.EIO: "an input/output error from the device"}
 
+
 def os_error_message(exc: OSError) -> str:
     """What the machine refused, where, and what to do: one line instead of a traceback."""
     where = exc.filename if exc.filename is not None else "a file"
     return (f"{where}: {OS_ERRORS[exc.errno]}; the command stopped there (what it commits is whole or absent): "
             "fix that and run the same command again")
+
 
 def clip(message: str, limit: int = 2000) -> str:
     """A message quotes the bad input, which can be huge: keep its head."""

@@ -94,6 +94,7 @@ def cmd_eval(args) -> int:
         console.print(f"lm-eval results: {_write_lmeval_results(args, scores)}")
     return 0
 
+
 @contextmanager
 def _parallel_generator(args):
     """--devices d1,d2,...: a worker process per device, each scoring its share of the items; else None."""
@@ -104,6 +105,7 @@ def _parallel_generator(args):
 
     with ParallelGenerator(args.model, args.devices, dtype=args.dtype, batch_size=args.batch_size) as generator:
         yield generator
+
 
 @contextmanager
 def _imports_kept_out_of_collection(args):
@@ -120,6 +122,7 @@ def _imports_kept_out_of_collection(args):
     finally:
         gc.freeze()
         gc.enable()
+
 
 def _write_lmeval_results(args, scores: list[dict]) -> Path:
     """All languages' scores as one lm-eval results file, where lm-eval puts it: <out>/<model>/results_<date>.json."""

@@ -28,6 +28,7 @@ def print_summary(outputs, cfg, seconds: float) -> None:
     else:
         console.print(f"{ran} stage(s) ran, {len(refs) - ran} skipped. Artifacts are in {cfg.store.url}.")
 
+
 def _print_comparison(cfg, report_ref) -> None:
     reader = open_run_store(cfg).open(report_ref)
     print_rows(reader.read_json("rows.json"))
@@ -35,6 +36,7 @@ def _print_comparison(cfg, report_ref) -> None:
         _print_headline(reader.read_json("headline.json"), cfg.pivot_language)
     console.print(f"report: {short(str(reader.path('report.md')))}")
     console.print(f"plot:   {short(str(reader.path('comparison.png')))}")
+
 
 def _print_headline(rows: list[dict], pivot: str) -> None:
     """What moved: every derived model's average Δ over the non-pivot languages, with its interval."""
@@ -57,10 +59,12 @@ def _print_headline(rows: list[dict], pivot: str) -> None:
         table.add_row(row["model"], row["vs"], *cells)
     console.print(table)
 
+
 def comparison_table_rows(scores):
     from linguaforge.pipelines.benchmarks import comparison_rows
 
     return comparison_rows(scores)
+
 
 def print_rows(rows: list[dict]) -> None:
     """The per-language comparison as one table: a row per benchmark × model, a column per language."""

@@ -60,6 +60,7 @@ def cmd_run(args) -> int:
         os.replace(partial, args.outputs)  # whole or not at all
     return 0
 
+
 def _check_outputs_file(path: Path) -> None:
     """--outputs names a file in an existing folder; one that exists is replaced only if an earlier run wrote it
     (it reads as a run's outputs): a user's file of the same name is never overwritten."""
@@ -80,6 +81,7 @@ def _check_outputs_file(path: Path) -> None:
             raise ConfigError(f"--outputs {path}: exists and is not a run's outputs file; linguaforge never writes "
                               "over a file it did not write: name another file") from None
 
+
 def _run_pipeline(cfg, args, display):
     from linguaforge.flows.pipeline import pipeline
     from linguaforge.tasks.progress import attach_console
@@ -92,6 +94,7 @@ def _run_pipeline(cfg, args, display):
             return pipeline(cfg)
         finally:
             attach_console(None)
+
 
 def _prefect_api(stopper, server_log: Path):
     """The Prefect API of this run: PREFECT_API_URL's, or a temporary server of this command's own (flows/server.py)
@@ -111,6 +114,7 @@ def _prefect_api(stopper, server_log: Path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     return temporary_settings(updates={PREFECT_API_URL: server.url})
+
 
 def _drop_tracebacks_of_expected_errors() -> None:
     """Prefect logs every failed task with its traceback. For bad input (whose message already names the input

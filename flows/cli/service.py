@@ -46,6 +46,7 @@ def cmd_server(args) -> int:
     return subprocess.call([sys.executable, "-m", "prefect", "server", "start", "--host", args.host,
                             "--port", str(args.port)], env=env)
 
+
 def cmd_serve(args) -> int:
     from linguaforge.flows.deployments import CPU_POOL, register
 

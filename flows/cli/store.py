@@ -41,6 +41,7 @@ def cmd_artifacts(args) -> int:
     warn_unreadable(store, args.kind)
     return 0
 
+
 def cmd_verify(args) -> int:
     """Recompute every digest in the store; with --repair, remove what is damaged (the next run re-makes it).
     Deletes only in a marked store, only inside it, never through a link: what cannot be removed is said."""
@@ -75,6 +76,7 @@ def cmd_verify(args) -> int:
         console.print(f"[dim]{len(leftovers)} entr{'y' if len(leftovers) == 1 else 'ies'} in the staging folder "
                       f"without an owner record, left alone: {', '.join(leftovers[:3])}[/]")
     return 1 if len(damaged) > removed else 0
+
 
 def cmd_rm(args) -> int:
     """Delete artifacts the supported way: manifest first, then files; cached results notice on their next use."""
