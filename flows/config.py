@@ -175,11 +175,36 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path | None = None) -> RunConfig:
-    """Load a YAML run configuration; None = the embedded demo (configs/demo.yaml's defaults)."""
-    if path is None:
-        return RunConfig()
-    return parse_config(read_yaml_mapping(path, "run configuration"), str(path))
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML run configuration (None: the defaults), with `key.path=value` overrides applied before it is
+    validated, as torchtune's and axolotl's command lines take them; a value is read as YAML (8, 1e-4, true,
+    [de, sw], null)."""
+    data = read_yaml_mapping(path, "run configuration") if path is not None else {}
+    source = str(path or "the defaults") + (f" with {' '.join(overrides)}" if overrides else "")
+    return parse_config(apply_overrides(data, overrides), source)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`data` with each `a.b.c=value` set (intermediate mappings made as needed); a malformed one is refused."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        parts = key.split(".")
+        if not sep or not key or any(not p.isidentifier() for p in parts):
+            raise ConfigError(f"override {override!r}: expected KEY.PATH=VALUE, e.g. full_cpt.train.steps=200")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {override!r}: the value is not valid YAML ({exc})") from None
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {override!r}: {'.'.join(parts[:i + 1])} is {child!r}, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
 
 
 MAX_YAML_BYTES = 4 << 20  # a run or merge configuration is a few kB; a bigger file is not one

@@ -46,7 +46,7 @@ def load_run_config(args) -> RunConfig:  # noqa: F821 - imported lazily below
     from linguaforge.flows.preflight import check_run
 
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    cfg = load_config(path)
+    cfg = load_config(path, getattr(args, "overrides", None) or [])
     if getattr(args, "store", None) is not None:
         cfg.store.url = args.store
     if args.command == "run":

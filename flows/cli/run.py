@@ -22,6 +22,8 @@ from linguaforge.flows.cli.render import print_summary
 def register(sub) -> None:
     run = sub.add_parser("run", help="run the pipeline (embedded demo by default)")
     run.add_argument("config", nargs="?", help="YAML run configuration (default: configs/demo.yaml)")
+    run.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",
+                     help="settings changed for this run, e.g. full_cpt.train.steps=200 languages=[de,sw]")
     run.add_argument("--store", help="artifact store URL (overrides store.url)")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="stream the full Prefect log here too (it always goes to the run's log file)")
@@ -30,6 +32,8 @@ def register(sub) -> None:
 
 
 def cmd_run(args) -> int:
+    if args.config and "=" in args.config and not Path(args.config).exists():  # `run key=value`: no file named
+        args.overrides, args.config = [args.config, *args.overrides], None
     cfg = load_run_config(args)  # the whole configuration is checked before torch, Prefect and transformers load
     if args.outputs:
         _check_outputs_file(Path(args.outputs))
@@ -40,6 +44,8 @@ def cmd_run(args) -> int:
 
     console.print(f"[bold]linguaforge[/] run [cyan]{cfg.name}[/]: pivot {cfg.pivot_language}, "
                   f"targets {', '.join(cfg.languages)}, store {cfg.store.url}")
+    if args.overrides:
+        console.print(f"overrides: {' '.join(args.overrides)}")
     log_path = run_log_path(cfg)
     console.print(f"log: {log_path}" + ("" if args.verbose else "  (-v streams it here)"))
     began = time.perf_counter()

@@ -504,6 +504,13 @@ CASES = [
          ["NaN or Inf", "overflow"]),
     Case("a fine-tune with a tensor the base lacks", "merge outputs",
          lambda e: _models_merge(e, "x1", [_tune(e, "extra", _extra_tensor)]), ["extra_head.weight", "the base lacks"]),
+    # -- key.path=value overrides on the command line -------------------------------------------------------------
+    Case("an override without a value", "overrides", lambda e: ["run", e.run_config(), "full_cpt.train.steps"],
+         ["full_cpt.train.steps", "expected KEY.PATH=VALUE"]),
+    Case("an override to a bad value", "overrides", lambda e: ["run", e.run_config(), "full_cpt.train.steps=-3"],
+         ["full_cpt.train.steps", "greater than or equal to 1"]),
+    Case("an override of a misspelt field", "overrides", lambda e: ["run", e.run_config(), "probe.k1_percnt=5"],
+         ["probe.k1_percnt", "not permitted"]),
     # -- devices this machine does not have (the GPU machines run `make gpu-check` instead) ----------------------
     Case("device cuda on a machine without CUDA", "devices", lambda e: ["run", e.run_config(device="cuda")],
          ["device", "no CUDA device"]),

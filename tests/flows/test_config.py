@@ -91,3 +91,22 @@ def test_schema_carries_what_the_ui_form_needs():
     assert probe["granularity"]["enum"] == ["row", "element"]
     assert "row-delta norm" in probe["granularity"]["description"]
     assert schema["properties"]["languages"]["title"] == "Target languages (L_i)"
+
+
+def test_overrides_apply_before_validation_and_name_themselves(tmp_path):
+    from linguaforge.flows.config import ConfigError, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("name: base\nfull_cpt:\n  train: {steps: 10}\n")
+    cfg = load_config(path, ["full_cpt.train.steps=200", "languages=[de, sw]", "merge.gamma=0.5", "demo.seed=3",
+                             "full_cpt.train.learning_rate=1e-3"])
+    assert cfg.full_cpt.train.steps == 200 and cfg.languages == ["de", "sw"] and cfg.merge.gamma == 0.5
+    assert cfg.full_cpt.train.learning_rate == 1e-3 and cfg.demo.seed == 3 and cfg.name == "base"
+    with pytest.raises(ConfigError, match=r"full_cpt.train.steps: Input should be greater than or equal to 1"):
+        load_config(path, ["full_cpt.train.steps=0"])
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        load_config(path, ["full_cpt.train.steps"])
+    with pytest.raises(ConfigError, match=r"name is 'base', not a section"):
+        load_config(path, ["name.first=x"])
+    with pytest.raises(ConfigError, match="probe.k1_percnt: Extra inputs are not permitted"):
+        load_config(path, ["probe.k1_percnt=5"])
