@@ -31,6 +31,8 @@ def environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not Path("/proc/driver/nvidia").exists():  # no NVIDIA driver: DeepSpeed would warn at every start that it
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # falls back to the CPU (torch is not imported yet to ask)
     if not os.environ.get("PREFECT_API_URL"):
         # Ephemeral API: the temporary server is torn down at exit while it may still be flushing event
         # batches; its shutdown tracebacks are noise for a CLI user, so the server's own loggers stay

@@ -1,4 +1,7 @@
-"""How results look in the terminal: the run's summary, the per-language comparison and the headline, as tables."""
+"""How results look in the terminal: the run's summary, the per-language comparison and the headline, as tables.
+
+A narrow terminal (80 columns) squeezes the number columns, never a name: the columns that name a stage or a model
+are as wide as their longest entry (mindmerger-full_cpt and mindmerger-maet must not both read `mindmerg…`)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from linguaforge.flows.cli.common import console, open_run_store, short
 
 def print_summary(outputs, cfg, seconds: float) -> None:
     table = Table(title=f"linguaforge run {cfg.name} — {seconds:.0f}s")
-    for column in ("stage output", "status", "artifact", "location"):
-        table.add_column(column)
+    longest = max([len(name) for name, _ in outputs.stages()] + [len("stage output")])
+    table.add_column("stage output", min_width=longest, no_wrap=True)
+    for column in ("status", "artifact", "location"):
+        table.add_column(column, overflow="fold")
     refs = outputs.all_refs()
     ran = sum(not ref.reused for ref in refs)
     for name, ref in outputs.stages():
@@ -45,8 +50,10 @@ def _print_headline(rows: list[dict], pivot: str) -> None:
     benches = [k for k in rows[0] if k not in ("model", "vs")]
     table = Table(title=f"headline: average Δ of chance-adjusted accuracy (points) over the non-{pivot} languages, "
                         "95 % paired interval")
-    for column in ("model", "vs", *benches):
-        table.add_column(column, justify="left" if column in ("model", "vs") else "right")
+    for column in ("model", "vs"):
+        table.add_column(column, min_width=max(len(str(r[column])) for r in rows), no_wrap=True)
+    for column in benches:
+        table.add_column(column, justify="right", overflow="fold")
     for row in rows:
         cells = []
         for bench in benches:
@@ -70,9 +77,12 @@ def print_rows(rows: list[dict]) -> None:
     """The per-language comparison as one table: a row per benchmark × model, a column per language."""
     languages = list(dict.fromkeys(r["language"] for r in rows if r["language"] != "average")) + ["average"]
     table = Table(title="accuracy % / chance-adjusted (Δ: adjusted points vs the model's own base)")
-    for column in ("benchmark", "model", *languages):
-        table.add_column(column, justify="left" if column in ("benchmark", "model") else "right")
     fixed = {"benchmark", "metric", "language", "n"}
+    names = [c for c in rows[0] if c not in fixed and " - " not in c and not c.startswith(("n ", "adj ", "chance "))]
+    table.add_column("benchmark", min_width=max(len(r["benchmark"]) for r in rows), no_wrap=True)
+    table.add_column("model", min_width=max(len(n) for n in names), no_wrap=True)
+    for column in languages:  # a narrow terminal wraps a number, never cuts it
+        table.add_column(column, justify="right", overflow="fold")
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
         by_lang = {r["language"]: r for r in rows if r["benchmark"] == bench}
         models = [c for c in next(iter(by_lang.values())) if c not in fixed and " - " not in c
