@@ -116,7 +116,8 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
                 generator, spec.benchmark, language, _data_location(data, store), w.path, preset=spec.prompt,
                 limit=spec.limit, progress=progress, scoring=spec.scoring, max_new_tokens=spec.max_new_tokens,
                 exemplars=spec.exemplars, model_name=model.name, base_name=model.base,
-                storage_options=ctx.store.storage_options, data_label=data.label)
+                storage_options=ctx.store.storage_options, data_label=data.label,
+                apply_chat_template=spec.apply_chat_template, system_prompt=spec.system_prompt)
         w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})
 
     return run_stage(store, kind="eval", stage="evaluate_unit", version=EVAL_UNIT_VERSION, params=params,

@@ -113,6 +113,18 @@ def languages_flag(value: str) -> list[str]:
     return check_languages([c.strip() for c in value.split(",")], "--languages")  # the config's own check
 
 
+def benchmarks_flag(value: str) -> list[str]:
+    """mgsm,msvamp → ["mgsm", "msvamp"]: every name known, none twice."""
+    from linguaforge.pipelines.benchmarks.registry import BENCHMARKS
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if unknown := [n for n in names if n not in BENCHMARKS]:
+        raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not a benchmark ({', '.join(BENCHMARKS)})")
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("name each benchmark once, comma-separated (mgsm,msvamp)")
+    return names
+
+
 def at_least_one(value: str) -> int:
     try:
         number = int(value)

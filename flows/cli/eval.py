@@ -11,11 +11,12 @@ from pathlib import Path
 from linguaforge.flows.cli.common import (
     at_least_one,
     batch_size_flag,
+    benchmarks_flag,
     console,
     devices_flag,
     languages_flag,
 )
-from linguaforge.flows.cli.render import comparison_table_rows, print_rows
+from linguaforge.flows.cli.render import print_rows
 
 
 def register(sub) -> None:
@@ -23,8 +24,10 @@ def register(sub) -> None:
 
     ev = sub.add_parser("eval", help="evaluate any HF causal LM on a benchmark, outside the pipeline")
     ev.add_argument("--model", required=True, help="HF hub id, local folder or s3:// folder")
-    ev.add_argument("--benchmark", required=True, choices=list(BENCHMARKS))
-    ev.add_argument("--data", required=True, help="HF dataset id, or a folder / URL with the official files")
+    ev.add_argument("--benchmarks", "--benchmark", dest="benchmarks", required=True, type=benchmarks_flag,
+                    help=f"one or more of {', '.join(BENCHMARKS)}, comma-separated (the model is loaded once)")
+    ev.add_argument("--data", required=True, help="HF dataset id, or a folder / URL with the official files; with "
+                    "several benchmarks, a folder with one folder per benchmark, or bench=location,...")
     ev.add_argument("--languages", help="comma-separated ISO 639-1 codes (default: every language in the data)")
     ev.add_argument("--out", default="./linguaforge-eval", help="output folder (default ./linguaforge-eval)")
     ev.add_argument("--preset", default="mindmerger", help="prompt preset (mindmerger, native_cot, ...)")
@@ -46,19 +49,61 @@ def register(sub) -> None:
     ev.add_argument("--output-format", choices=["linguaforge", "lm-eval"], default="linguaforge",
                     help="lm-eval: also write <out>/<model>/results_<date>.json in lm-eval's results layout "
                          "(every unit writes results_lmeval.json beside its scores either way)")
+    ev.add_argument("--apply-chat-template", action="store_true",
+                    help="render each prompt with the tokenizer's own chat template (instruct models)")
+    ev.add_argument("--system-prompt", help="with --apply-chat-template: the system turn before each prompt")
+    ev.add_argument("--log-samples", action="store_true", help="also write lm-eval's samples_<task>_<date>.jsonl "
+                    "(every item: prompt, output, filtered answer, target, correct) beside the results JSON")
     ev.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args) -> int:
-    """Any HF causal LM on one benchmark, outside the pipeline (no Prefect, no store)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Any HF causal LM on one or more benchmarks, outside the pipeline (no Prefect, no store); the model is loaded
+    once for all of them, and one report compares them all."""
     with _imports_kept_out_of_collection(args):
         from linguaforge.pipelines import loading  # noqa: F401  (torch, transformers' tokenizers: imported here)
-        from linguaforge.pipelines.benchmarks import evaluate_model
+        from linguaforge.pipelines.benchmarks import build_comparison, evaluate_model
 
     languages = languages_flag(args.languages) if args.languages else None
-    from linguaforge.pipelines.devices import check_device, resolve_device
+    data = _data_per_benchmark(args)
+    _check_inputs(args, data)
+    all_scores = []
+    with _generator(args) as generator, _progress() as progress:
+        for bench in args.benchmarks:
+            all_scores += evaluate_model(
+                args.model, bench, data[bench], args.out, languages=languages, preset=args.preset,
+                batch_size=args.batch_size, limit=args.limit, scoring=args.scoring,
+                max_new_tokens=args.max_new_tokens, exemplars=args.exemplars, dtype=args.dtype,
+                model_name=args.name, progress=progress(bench), generator=generator, report=False,
+                unit_options={"apply_chat_template": args.apply_chat_template, "system_prompt": args.system_prompt})
+    rows = build_comparison(all_scores, args.out)
+    print_rows(rows)
+    console.print(f"records and scores: {args.out}/<benchmark>/<language>/   report: {args.out}/report.md")
+    if args.output_format == "lm-eval" or args.log_samples:
+        console.print(f"lm-eval results: {_write_lmeval_results(args, all_scores)}")
+    if args.log_samples:
+        console.print(f"samples: {', '.join(str(p) for p in write_samples(args, all_scores))}")
+    return 0
+
+
+def _data_per_benchmark(args) -> dict[str, str]:
+    """--data: one benchmark's files; with several benchmarks, a folder holding one folder per benchmark (named as
+    the benchmark, as the demo world's bench/ is), or bench=location pairs."""
+    from linguaforge.pipelines.errors import InputError
+
+    if "=" in args.data and "://" not in args.data.split("=", 1)[0]:
+        pairs = dict(part.split("=", 1) for part in args.data.split(","))
+        if missing := [b for b in args.benchmarks if b not in pairs]:
+            raise InputError(f"--data names no location for {', '.join(missing)} (bench=location,...)")
+        return pairs
+    if len(args.benchmarks) == 1:
+        return {args.benchmarks[0]: args.data}
+    return {bench: f"{args.data.rstrip('/')}/{bench}" for bench in args.benchmarks}
+
+
+def _check_inputs(args, data: dict[str, str]) -> None:
+    """Every input and the output checked before the model (and torch) is loaded."""
+    from linguaforge.pipelines.devices import check_device
     from linguaforge.pipelines.locations import (
         check_local_file_or_folder,
         check_model_location,
@@ -67,44 +112,46 @@ def cmd_eval(args) -> int:
     from linguaforge.pipelines.output_folder import claim_output_folder
 
     check_device(args.device, "--device")
-    check_model_location(args.model, "--model")  # before the model (and torch) are loaded
+    check_model_location(args.model, "--model")
     check_not_pickle_only(args.model, "--model")
-    check_local_file_or_folder(args.data, "--data")
-    claim_output_folder(args.out, "--out", [args.model, args.data], create=False)  # made when results come
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        bar = progress.add_task(f"{args.benchmark}", total=None)
-
-        def report(done, total, metrics):
-            progress.update(bar, completed=done, total=total,
-                            description=f"{args.benchmark} {metrics.get('language', '')} "
-                                        f"acc={metrics.get('accuracy', 0):.3f}")
-
-        with _parallel_generator(args) as generator:
-            scores = evaluate_model(args.model, args.benchmark, args.data, args.out, languages=languages,
-                                    preset=args.preset, batch_size=args.batch_size, limit=args.limit,
-                                    scoring=args.scoring, max_new_tokens=args.max_new_tokens,
-                                    exemplars=args.exemplars, dtype=args.dtype, model_name=args.name,
-                                    progress=report, streams=args.streams or "auto",
-                                    device=str(resolve_device(args.device, "--device")), generator=generator)
-    print_rows(json.loads((Path(args.out) / "rows.json").read_text()) if (Path(args.out) / "rows.json").exists()
-                else comparison_table_rows(scores))
-    console.print(f"records and scores: {args.out}/{args.benchmark}/<language>/   report: {args.out}/report.md")
-    if args.output_format == "lm-eval":
-        console.print(f"lm-eval results: {_write_lmeval_results(args, scores)}")
-    return 0
+    for bench, location in data.items():
+        check_local_file_or_folder(location, f"--data ({bench})")
+    claim_output_folder(args.out, "--out", [args.model, *data.values()], create=False)  # made when results come
 
 
 @contextmanager
-def _parallel_generator(args):
-    """--devices d1,d2,...: a worker process per device, each scoring its share of the items; else None."""
-    if not args.devices:
-        yield None
-        return
-    from linguaforge.pipelines.generation.parallel import ParallelGenerator
+def _generator(args):
+    """One generator for every benchmark: a worker per device (--devices), or the model here on --device."""
+    if args.devices:
+        from linguaforge.pipelines.generation.parallel import ParallelGenerator
 
-    with ParallelGenerator(args.model, args.devices, dtype=args.dtype, batch_size=args.batch_size) as generator:
-        yield generator
+        with ParallelGenerator(args.model, args.devices, dtype=args.dtype, batch_size=args.batch_size) as generator:
+            yield generator
+        return
+    from linguaforge.pipelines.devices import resolve_device
+    from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator, default_streams
+
+    device = resolve_device(args.device, "--device")
+    yield HFCausalLMGenerator.from_pretrained(args.model, dtype=args.dtype, batch_size=args.batch_size,
+                                              device=str(device), streams=args.streams or default_streams(device))
+
+
+@contextmanager
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        def for_benchmark(bench: str):
+            bar = progress.add_task(bench, total=None)
+
+            def report(done, total, metrics):
+                progress.update(bar, completed=done, total=total,
+                                description=f"{bench} {metrics.get('language', '')} "
+                                            f"acc={metrics.get('accuracy', 0):.3f}")
+            return report
+
+        yield for_benchmark
 
 
 @contextmanager
@@ -140,3 +187,23 @@ def _write_lmeval_results(args, scores: list[dict]) -> Path:
     path = folder / f"results_{started.isoformat().replace(':', '-')}.json"
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+def write_samples(args, scores: list[dict]) -> list[Path]:
+    """--log-samples: lm-eval's samples_<task>_<date>.jsonl per unit, beside the results JSON (<out>/<model>/)."""
+    from datetime import datetime
+
+    import pyarrow.parquet as pq
+
+    from linguaforge.pipelines.benchmarks.lmeval_format import samples_lines, sanitize_model_name, task_name
+
+    folder = Path(args.out) / sanitize_model_name(scores[0]["model"])
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp, written = datetime.now().isoformat().replace(":", "-"), []
+    for unit in scores:
+        records = pq.read_table(Path(args.out) / unit["benchmark"] / unit["language"] / "records.parquet").to_pylist()
+        path = folder / f"samples_{task_name(unit)}_{stamp}.jsonl"
+        path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in samples_lines(records, unit)),
+                        encoding="utf-8")
+        written.append(path)
+    return written

@@ -37,6 +37,7 @@ from linguaforge.pipelines.generation.causal_lm import (
     TextGenerator,
     default_streams,
 )
+from linguaforge.pipelines.generation.chat import chat_items
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.reproducible import content_only
 
@@ -50,7 +51,8 @@ def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language
                   progress: Progress | None = None, *, scoring: str = "generate",
                   max_new_tokens: int | None = None, exemplars: str | None = None,
                   model_name: str | None = None, base_name: str | None = None,
-                  storage_options: dict | None = None, data_label: str | None = None) -> dict:
+                  storage_options: dict | None = None, data_label: str | None = None,
+                  apply_chat_template: bool = False, system_prompt: str | None = None) -> dict:
     """Score `generator` on one benchmark language; write records.parquet + scores.json; return the scores.
 
     scoring: "generate" (greedy text, every rule of the benchmark) or "loglik" (classification only: the
@@ -74,6 +76,8 @@ def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language
     every_row = load_raw(bench, data_source, language, storage_options)
     rows = every_row[:limit]
     items = build_items(bench, rows, language, prompt_preset, shots)
+    if apply_chat_template:  # an instruct model reads its prompts in its own chat template
+        items = chat_items(items, generator, system_prompt)
     budget = max_new_tokens or bench.max_new_tokens
     stop = stop_strings(bench, prompt_preset, language, shots)
 
@@ -95,6 +99,7 @@ def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language
         "data_source": data_label or data_source, "limit": limit, "exemplars": exemplars,
         "seconds": round(elapsed, 3), "items_per_second": round(len(items) / elapsed, 3) if elapsed > 0 else None,
         "items_total": len(every_row), "shots": len(shots[language]["exemplars"]) if shots else 0,
+        "chat_template": apply_chat_template, "system_prompt": system_prompt,
     }
     if scoring == "generate" and bench.task == "math":  # well-formed answers: how many outputs hold a number
         scores["with_number"] = sum(bool(re.search(r"\d", r["output"])) for r in records) / len(records)
@@ -193,14 +198,17 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
                    limit: int | None = None, scoring: str = "generate", max_new_tokens: int | None = None,
                    exemplars: str | None = None, dtype: str = "float32", device: str | None = None,
                    model_name: str | None = None, storage_options: dict | None = None,
-                   progress: Progress | None = None, streams: int | str = 1, generator=None) -> list[dict]:
+                   progress: Progress | None = None, streams: int | str = 1, generator=None,
+                   report: bool = True, unit_options: dict | None = None) -> list[dict]:
     """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language under
     `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` + `comparison.png`. Returns the scores.
 
     `streams` (`decoding.in_streams`; "auto": `decoding.default_streams`) sets the process's intra-op thread
     count while it generates: the eval CLI, a process of its own, asks for "auto"; a process that runs other
     torch work in other threads meanwhile (the pipeline's stages) keeps 1. `generator`: one already made (a
-    ParallelGenerator over several devices) instead of loading `model` here."""
+    ParallelGenerator over several devices, or one shared by several benchmarks) instead of loading `model` here;
+    `report=False` leaves the comparison to the caller (several benchmarks: one report); `unit_options`: more of
+    `evaluate_unit`'s settings (apply_chat_template, system_prompt)."""
     from linguaforge.pipelines.benchmarks.report import build_comparison
     from linguaforge.pipelines.output_folder import claim_output_folder
 
@@ -224,6 +232,7 @@ def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
         results.append(evaluate_unit(generator, bench, lang, data, Path(out_dir) / bench.name / lang,
                                      preset=preset, limit=limit, progress=unit_progress, scoring=scoring,
                                      max_new_tokens=max_new_tokens, exemplars=exemplars, model_name=name,
-                                     storage_options=storage_options))
-    build_comparison(results, out_dir)
+                                     storage_options=storage_options, **(unit_options or {})))
+    if report:
+        build_comparison(results, out_dir)
     return results

@@ -10,6 +10,8 @@ for fields lm-eval fills from its own task registry.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from typing import Any
@@ -79,3 +81,34 @@ def lmeval_results(scores: list[dict], model_name: str, config: dict[str, Any] |
         "model_name": model_name,
         "model_name_sanitized": sanitize_model_name(model_name),
     }
+
+
+def samples_lines(records: list[dict], scores: dict) -> list[dict]:
+    """The unit's items as lm-eval's `samples_<task>_<date>.jsonl` lines: one per item and scoring rule (lm-eval's
+    filters), with the prompt and generation arguments, the raw response, the filtered answer, the target and
+    whether it was right, and lm-eval's hashes of doc, prompt and target."""
+    generate = scores["scoring"] == "generate"
+    lines = []
+    for doc_id, record in enumerate(records):
+        doc = {"id": record["id"], "question": record["source_text"], "answer": record["gold"],
+               "options": list(record.get("options") or [])}
+        if generate:
+            arguments = {"gen_args_0": {"arg_0": record["prompt"],
+                                        "arg_1": {"until": scores.get("stop") or [],
+                                                  "max_gen_toks": scores.get("max_new_tokens"), "do_sample": False}}}
+            responses = [[record["output"]]]
+        else:
+            arguments = {f"gen_args_{k}": {"arg_0": record["prompt"], "arg_1": f" {option}"}
+                         for k, option in enumerate(record.get("options") or [])}
+            responses = [[value, False] for value in record.get("option_logprobs") or []]
+        for rule in scores["rules"]:
+            lines.append({"doc_id": doc_id, "doc": doc, "target": record["gold"], "arguments": arguments,
+                          "resps": responses, "filtered_resps": [record.get(f"extracted_{rule}")], "filter": rule,
+                          "metrics": ["acc"], "doc_hash": _hash(json.dumps(doc, ensure_ascii=False, sort_keys=True)),
+                          "prompt_hash": _hash(record["prompt"]), "target_hash": _hash(record["gold"]),
+                          "acc": float(bool(record.get(f"correct_{rule}")))})
+    return lines
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

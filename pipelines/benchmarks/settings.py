@@ -23,6 +23,9 @@ class BenchmarkSpec(Settings):
     limit: int | None = Field(None, ge=1, description="Score at most this many items per language.")
     scoring: Literal["generate", "loglik"] = Field("generate", description="Classification: generate, or option log-likelihood.")
     exemplars: str | None = Field(None, description="Few-shot exemplar file (JSON) for the native_cot presets.")
+    apply_chat_template: bool = Field(False, description="Render each prompt with the tokenizer's own chat template "
+                                      "(instruct models), as lm-eval's --apply_chat_template.")
+    system_prompt: str | None = Field(None, description="With apply_chat_template: the system turn before each prompt.")
 
     @property
     def benchmark(self) -> Benchmark:

@@ -259,6 +259,7 @@ class HFCausalLMGenerator(BatchedGenerator):
             next(model.parameters()).device if self._model is not None else torch.device("cpu"))
         self.batch_size = batch_size_for(batch_size, self.device)
         self.streams = streams
+        self.prompt_special_tokens = True  # False once prompts come rendered by a chat template (chat.py)
         if self._model is not None:
             self._prepare(self._model, device)
             gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -494,7 +495,8 @@ class HFCausalLMGenerator(BatchedGenerator):
 
     # -- helpers ----------------------------------------------------------------------------------
     def _encode(self, texts: list[str], what: str, items: Sequence[GenerationItem]) -> list[list[int]]:
-        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        # a prompt rendered by the tokenizer's chat template already holds its special tokens
+        ids = self.tokenizer(texts, add_special_tokens=self.prompt_special_tokens)["input_ids"]
         for it, tok in zip(items, ids, strict=True):
             if not tok:
                 raise InputError(f"item {it.id} ({it.benchmark}/{it.language}): the {what} encodes to no tokens")
