@@ -115,7 +115,7 @@ def _check_inputs(args, data: dict[str, str]) -> None:
     check_model_location(args.model, "--model")
     check_not_pickle_only(args.model, "--model")
     for bench, location in data.items():
-        check_local_file_or_folder(location, f"--data ({bench})")
+        check_local_file_or_folder(location, "--data" if len(data) == 1 else f"--data ({bench})")
     claim_output_folder(args.out, "--out", [args.model, *data.values()], create=False)  # made when results come
 
 
