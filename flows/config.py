@@ -33,6 +33,7 @@ from linguaforge.pipelines.settings import (
     ModelsConfig,
     Seed,
     Settings,
+    TrackingConfig,
 )
 from linguaforge.pipelines.training.settings import TrainConfig
 from linguaforge.storage.settings import StoreConfig
@@ -87,6 +88,13 @@ class RunConfig(Settings):
     mindmerger: MindMergerConfig = Field(default_factory=MindMergerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def tracking_folder(self) -> str:
+        """Where the metric loggers write (tracking.folder, or beside the run's log files)."""
+        if self.tracking.folder:
+            return self.tracking.folder
+        return str(Path(self.store.cache_dir).expanduser().resolve().parent / "runs" / self.name / "tracking")
 
     @field_validator("pivot_language")
     @classmethod

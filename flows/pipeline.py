@@ -16,7 +16,7 @@ from linguaforge.flows.maet import maet
 from linguaforge.flows.mindmerger import mindmerger
 from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.preflight import check_run
-from linguaforge.flows.stages import models_to_evaluate
+from linguaforge.flows.stages import models_to_evaluate, run_context
 from linguaforge.flows.stopping import remember_flow_run
 from linguaforge.tasks.common import Source
 from linguaforge.tasks.gpu_slots import size_gpu_slots
@@ -40,6 +40,9 @@ def pipeline(config: RunConfig = RunConfig()) -> RunOutputs:  # noqa: B008 - Pre
     """Run every stage of a linguaforge run; stages already committed in the store are skipped."""
     remember_flow_run()  # Ctrl-C / SIGTERM: running stages stop at their next step, the run is marked Cancelled
     size_gpu_slots(config.orchestration.gpus_per_node)  # stages that compute share the node's GPUs
+    tracker = run_context(config).tracker("run")  # the configuration, as the run's hyper-parameters
+    tracker.log_text("configuration", config.model_dump_json(indent=1))
+    tracker.close()
     check_run(config, "(flow parameters)")  # a run started from the UI gets the CLI's checks before it trains
     outputs = maet_stages(config)
     if config.mindmerger.enabled:

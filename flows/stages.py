@@ -21,7 +21,8 @@ def run_context(cfg: RunConfig, device: str | None = None) -> RunContext:
     a stage family's own device setting, when it has one (else the run's)."""
     return RunContext(name=cfg.name, seed=cfg.seed, store=cfg.store, pivot_language=cfg.pivot_language,
                       languages=cfg.languages, dtype=cfg.models.dtype, tokenizer=cfg.models.tokenizer,
-                      device=device or cfg.device, gpus_per_node=cfg.orchestration.gpus_per_node)
+                      device=device or cfg.device, gpus_per_node=cfg.orchestration.gpus_per_node,
+                      trackers=list(cfg.tracking.loggers), tracking_folder=cfg.tracking_folder())
 
 
 def base_models(cfg: RunConfig) -> RunOutputs:

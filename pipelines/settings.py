@@ -103,3 +103,13 @@ class CorpusPrepConfig(Settings):
     ability_mix_ratio: float = Field(
         0.5, ge=0.0, le=1.0, description="Share of ability tokens in the ability + general-pivot mixture."
     )
+
+
+class TrackingConfig(Settings):
+    """Experiment tracking (pipelines/tracking.py): which loggers, and where."""
+
+    loggers: list[Literal["tensorboard"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Metric loggers; [] for none. TensorBoard: "
+        "`tensorboard --logdir <folder>` shows every stage of every run side by side.")
+    folder: str | None = Field(None, description="Where the loggers write; null = <store.cache_dir>/../runs/<name>/"
+                               "tracking, beside the run's log files.")

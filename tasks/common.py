@@ -43,6 +43,15 @@ class RunContext(BaseModel):
     tokenizer: str | None = None
     device: str = "auto"  # where this run's stages compute (a stage's own setting wins: pipelines/devices.py)
     gpus_per_node: int | None = None  # GPU slots (tasks/gpu_slots.py); None: no limit
+    trackers: list[str] = []  # metric loggers (pipelines/tracking.py) and where they write
+    tracking_folder: str = ""
+
+    def tracker(self, stage: str, w: ArtifactWriter | None = None):
+        """The metric loggers of one stage, a run of its own named by the stage and its artifact key."""
+        from linguaforge.pipelines.tracking import open_trackers
+
+        key = f"-{w.checkpoints.key[:8]}" if w is not None else ""
+        return open_trackers(self.trackers, self.tracking_folder or ".", f"{stage}{key}")
 
     @property
     def all_languages(self) -> list[str]:

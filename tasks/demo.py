@@ -108,7 +108,7 @@ def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: 
         with tempfile.TemporaryDirectory() as tmp:
             pack_corpus(docs, tokenizer, Path(tmp), prep.block_size, source="demo general text")
             with gpu_slots(settings.processes, ctx.gpus_per_node, "bootstrap") as gpus, \
-                    StageProgress("bootstrap", settings.steps) as progress:
+                    StageProgress("bootstrap", settings.steps, tracker=ctx.tracker("bootstrap", w)) as progress:
                 summary, trained = run_cpt(llm_dir, tmp, pinned(settings, gpus), checkpoints=w.checkpoints,
                                            progress=progress, label="bootstrap")
         save_trained_model(llm_dir, trained, w.path / "model")

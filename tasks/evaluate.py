@@ -119,6 +119,10 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
                 storage_options=ctx.store.storage_options, data_label=data.label,
                 apply_chat_template=spec.apply_chat_template, system_prompt=spec.system_prompt)
         w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})
+        tracker = ctx.tracker("evaluation")  # one view of every unit: model × benchmark × language
+        tracker.log({f"{name}/{spec.name}/{language}/{model.name}": scores[name]
+                     for name in ("accuracy", "ci_low", "ci_high", "chance", "adjusted") if name in scores}, 0)
+        tracker.close()
 
     return run_stage(store, kind="eval", stage="evaluate_unit", version=EVAL_UNIT_VERSION, params=params,
                      sources={"weights": model.source, "data": data}, build=build)
@@ -137,6 +141,9 @@ def comparison_report(ctx: RunContext, units: list[ArtifactRef]) -> ArtifactRef:
         w.write_json("headline.json", headline_rows(scores, ctx.pivot_language))
         w.write_json("scores.json", scores)
         w.metrics.update({"units": len(units), "models": len({s["model"] for s in scores})})
+        tracker = ctx.tracker("report", w)
+        tracker.log_text("report", (w.path / "report.md").read_text())
+        tracker.close()
         ui_artifact(create_table_artifact, rows, key=ui_key(f"comparison-{ctx.name}"),
                     description=f"linguaforge run {ctx.name}: accuracy per language, every model vs its base")
 

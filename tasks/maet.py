@@ -37,7 +37,7 @@ def _train(ctx: RunContext, w: ArtifactWriter, label: str, base_dir: str, blocks
            mask: NeuronMask | None = None, gradients: GradientSum | None = None):
     """One CPT with progress in the UI and the terminal, then its loss curve and summary into the artifact."""
     with gpu_slots(settings.processes, ctx.gpus_per_node, label) as gpus, \
-            StageProgress(label, settings.steps) as progress:
+            StageProgress(label, settings.steps, tracker=ctx.tracker(label, w)) as progress:
         summary, weights = run_cpt(base_dir, blocks, pinned(settings, gpus), mask=mask, checkpoints=w.checkpoints,
                                    progress=progress, label=label, gradients=gradients)
     loss_curve(summary["losses"], w.path / "loss_curve.png", label)

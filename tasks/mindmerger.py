@@ -84,7 +84,7 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: Mi
              "kept_per_language": per_language, "skipped": tokenized.report()}
     w.write_json("data/stats.json", stats)
     with gpu_slots(1, ctx.gpus_per_node, label) as gpus, \
-            StageProgress(f"{label}", settings.steps(len(train))) as progress:
+            StageProgress(f"{label}", settings.steps(len(train)), tracker=ctx.tracker(label, w)) as progress:
         settings.device = pinned_device(settings.device, gpus)
         result = run_stage_training(encoder_dir, llm_dir, train, dev, settings, w.path, dtype=ctx.dtype,
                                     init=init, checkpoints=w.checkpoints, progress=progress,

@@ -59,8 +59,9 @@ def ui_artifact(publish: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class StageProgress:
     """A `progress(done, total, metrics)` callback for pipelines functions; throttled to ~1 update/s."""
 
-    def __init__(self, label: str, total: int | None = None, every_seconds: float = 1.0):
-        self.label, self.total, self.every = label, total, every_seconds
+    def __init__(self, label: str, total: int | None = None, every_seconds: float = 1.0, tracker=None):
+        """`tracker`: the stage's metric loggers (pipelines/tracking.py), given every step's metrics unthrottled."""
+        self.label, self.total, self.every, self.tracker = label, total, every_seconds, tracker
         self.logger = get_run_logger()
         self._last = 0.0
         self._artifact_id = ui_artifact(create_progress_artifact, 0.0, description=label)
@@ -71,6 +72,8 @@ class StageProgress:
 
     def __call__(self, done: int, total: int, metrics: dict[str, Any] | None = None) -> None:
         total = total or self.total or 0
+        if self.tracker is not None and metrics:
+            self.tracker.log(metrics, done)
         now = time.monotonic()
         if now - self._last < self.every and done != total:
             return
@@ -87,6 +90,8 @@ class StageProgress:
                                          description=f"{self.label} {shown}".strip())
 
     def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
         if self.total and self._artifact_id is not None:
             ui_artifact(update_progress_artifact, self._artifact_id, 100.0)
         with _console_lock:
