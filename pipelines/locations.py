@@ -58,7 +58,7 @@ def check_model_location(uri: str, what: str = "model") -> None:
     path = Path(uri).expanduser()
     if not path.exists():
         raise InputError(f"{what} {uri}: no such folder (nor is it a hub id of the form org/name)")
-    if not path.is_dir() or not (path / "config.json").is_file():
+    if not path.is_dir() or not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise InputError(f"{what} {uri}: not a model folder (no config.json; expected what save_pretrained writes)")
 
 

@@ -9,6 +9,8 @@ A weight or density is a number or one of mergekit's per-tensor forms (pipelines
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,7 @@ from linguaforge.pipelines.merging.parameters import Setting, setting_value
 from linguaforge.pipelines.weights import WeightReader
 
 Role = Literal["ability", "language", "model"]
+LORA_CONFIG = "adapter_config.json"
 
 
 class ModelDelta:
@@ -87,6 +90,111 @@ class ModelDelta:
         """Checked tensor by tensor as the merge reads them (a full pass here would read the model twice)."""
 
 
+class LoraDelta:
+    """scale · B·A of a PEFT LoRA adapter, tensor by tensor as the merge asks (nothing merged on disk): for every
+    `<module>.lora_A.weight` / `lora_B.weight` pair, the delta of `<module>.weight` of the base, with
+    scale = lora_alpha / r (lora_alpha / √r with rsLoRA), transposed for fan_in_fan_out layers. Tensors the adapter
+    does not touch have a zero delta. What a LoRA adapter can hold that is not a low-rank delta (DoDA's magnitudes,
+    full copies in modules_to_save, per-module ranks) is refused by name."""
+
+    def __init__(self, folder: str | Path, base: WeightReader, label: str):
+        from linguaforge.pipelines.reading import read_json
+        from linguaforge.pipelines.weights import SafetensorsFile
+
+        self.path, self.label, self.base = Path(folder), label, base
+        config = read_json(str(self.path / LORA_CONFIG), f"LoRA adapter config of {label}")
+        if str(config.get("peft_type", "LORA")).upper() != "LORA":
+            raise InputError(f"adapter {label}: peft_type {config.get('peft_type')!r}; only LoRA adapters merge")
+        for key in ("use_dora", "modules_to_save", "rank_pattern", "alpha_pattern"):
+            if config.get(key):
+                raise InputError(f"adapter {label}: {key} is set; linguaforge merges plain LoRA deltas only "
+                                 "(merge the adapter into its model with PEFT first, then merge that folder)")
+        rank, alpha = int(config["r"]), float(config.get("lora_alpha", config["r"]))
+        self.scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+        self.transposed = bool(config.get("fan_in_fan_out"))
+        weights = self.path / "adapter_model.safetensors"
+        if not weights.is_file():
+            raise InputError(f"adapter {label}: no adapter_model.safetensors (a pickled adapter_model.bin is never "
+                             "loaded)")
+        self.file = SafetensorsFile(weights)
+        base_shapes = base.shapes()
+        self.pairs: dict[str, tuple[str, str]] = {}
+        for key in self.file.entries:
+            if ".lora_A." not in key:
+                continue
+            module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+            name, b_key = f"{module}.weight", key.replace(".lora_A.", ".lora_B.")
+            if b_key not in self.file.entries or name not in base_shapes:
+                raise InputError(f"adapter {label}: {key} has no matching lora_B, or the base has no {name}")
+            self.pairs[name] = (key, b_key)
+        if not self.pairs:
+            raise InputError(f"adapter {label}: adapter_model.safetensors holds no lora_A / lora_B pair")
+        self.shapes = base_shapes
+        self._last: tuple[str, torch.Tensor] | None = None
+
+    def names(self) -> list[str]:
+        return list(self.pairs)
+
+    def form(self, name: str) -> str | None:
+        return "dense" if name in self.pairs else None
+
+    def sparse(self, name: str) -> None:
+        return None
+
+    def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if name not in self.pairs:
+            return torch.zeros(self.shapes[name], dtype=dtype)
+        a_key, b_key = self.pairs[name]
+        delta = (self.file.read(b_key).float() @ self.file.read(a_key).float()).mul_(self.scale)
+        delta = delta.T if self.transposed else delta
+        if tuple(delta.shape) != tuple(self.shapes[name]):
+            raise InputError(f"adapter {self.label}: B·A of {name} is {tuple(delta.shape)}, the base tensor "
+                             f"{tuple(self.shapes[name])}")
+        return delta.contiguous().to(dtype)
+
+    def dense_slice(self, name: str, first: int, base_values: torch.Tensor) -> torch.Tensor:
+        if self._last is None or self._last[0] != name:
+            self._last = (name, self.dense(name))
+        return self._last[1].view(-1)[first: first + base_values.numel()].clone()
+
+    def check_finite(self) -> None:
+        for name in self.pairs:
+            if not torch.isfinite(self.dense(name)).all():
+                raise InputError(f"adapter {self.label}: the delta of {name} has NaN or Inf values")
+
+
+class SumDelta:
+    """Several deltas of one input added (mergekit's `model+lora`: the model's delta and its adapter's)."""
+
+    def __init__(self, parts: list, label: str):
+        self.parts, self.label, self.path = parts, label, parts[0].path
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(n for part in self.parts for n in part.names()))
+
+    def form(self, name: str) -> str | None:
+        return "dense" if name in self.names() else None
+
+    def sparse(self, name: str) -> None:
+        return None
+
+    def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        total = self.parts[0].dense(name, torch.float32)
+        for part in self.parts[1:]:
+            total += part.dense(name, torch.float32)
+        return total.to(dtype)
+
+    def dense_slice(self, name: str, first: int, base_values: torch.Tensor) -> torch.Tensor:
+        total = self.parts[0].dense_slice(name, first, base_values).clone()
+        for part in self.parts[1:]:
+            total += part.dense_slice(name, first, base_values)
+        return total
+
+    def check_finite(self) -> None:
+        for part in self.parts:
+            part.check_finite()
+
+
 def weights_folder(uri: str, cache_dir: str | Path, storage_options: dict | None = None, what: str = "model") -> str:
     """A local folder holding a model's safetensors: the folder itself, a remote folder copied once into the cache,
     or an HF hub repository's weights and configs (snapshot_download, which uses the hub's own cache)."""
@@ -105,12 +213,24 @@ def weights_folder(uri: str, cache_dir: str | Path, storage_options: dict | None
 
 
 def open_delta(uri: str, base: WeightReader, cache_dir: str | Path, storage_options: dict | None = None,
-               base_label: str = "") -> SparseDelta | ModelDelta:
-    """A `.safetensors` file is a sparse delta (as masked CPT writes them); anything else names a fine-tuned model
-    (folder, s3:// folder or hub id) whose delta against `base` is computed as the merge reads it."""
+               base_label: str = ""):
+    """A `.safetensors` file is a sparse delta (as masked CPT writes them); a folder with adapter_config.json a LoRA
+    adapter (its delta scale · B·A); `model+adapter` (mergekit's syntax) the model's delta plus its adapter's;
+    anything else a fine-tuned model (folder, s3:// folder or hub id) whose delta against `base` is computed as the
+    merge reads it."""
     if uri.endswith(".safetensors"):
         return SparseDelta(resolve_file(uri, cache_dir, storage_options))
-    return ModelDelta(weights_folder(uri, cache_dir, storage_options), base, uri, base_label)
+    if "+" in uri and not Path(uri).exists():
+        model, adapter = uri.rsplit("+", 1)
+        lora = LoraDelta(weights_folder(adapter, cache_dir, storage_options, "adapter"), base, adapter)
+        model_dir = weights_folder(model, cache_dir, storage_options)
+        if os.path.realpath(model_dir) == os.path.realpath(base.dir):  # the adapter sits on the base itself
+            return lora
+        return SumDelta([ModelDelta(model_dir, base, model, base_label), lora], uri)
+    folder = weights_folder(uri, cache_dir, storage_options)
+    if (Path(folder) / LORA_CONFIG).is_file():
+        return LoraDelta(folder, base, uri)
+    return ModelDelta(folder, base, uri, base_label)
 
 
 @dataclass
