@@ -149,9 +149,14 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
                                 {c: SparseDelta(parts[c]) for c in job.deltas.languages}, job.seed)
         spec.dtype = job.dtype
         report = write_merge(base_dir, tx.work, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress,
-                             base_label=job.base)
+                             base_label=job.base, reproduce=reproducible(job))
         tx.publish()
     return report
+
+
+def reproducible(job: MergeJob) -> dict:
+    """The job as a configuration that makes the same folder again (its output folder and --force left out)."""
+    return job.model_dump(mode="json", exclude={"out", "force"}, exclude_none=True)
 
 
 def input_uris(job: MergeJob) -> list[str]:

@@ -1,4 +1,7 @@
-"""The model card (README.md) every merged folder gets: how it was made, from what, and what the method chose.
+"""The model card (README.md) every merged folder gets: how it was made, from what, and what the method chose, made
+with the hub's own ModelCard / ModelCardData (its metadata names the base and every input as `base_model`, and tags
+the merge), and, for a merge made from a configuration, that configuration as YAML: `linguaforge merge` on it
+rebuilds the folder bit for bit.
 
 Inputs are identified by a digest of their weight files' names, sizes, headers and first and last MiB
 (`base_weights_digest`): cheap on a 70 B model, and different for any two models or deltas."""
@@ -10,21 +13,44 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, file_identity_digest
 from linguaforge.pipelines.merging.methods import METHODS
 
 
 def write_model_card(path: Path, spec: Any, base_dir: str | Path, report: dict[str, Any],
-                     base_label: str | None = None) -> None:
-    """`spec`: the engine's MergeSpec (method, inputs, params, seed, dtype)."""
-    path.write_text(model_card(spec, base_dir, report, base_label), encoding="utf-8")
+                     base_label: str | None = None, reproduce: dict[str, Any] | None = None) -> None:
+    """`spec`: the engine's MergeSpec (method, inputs, params, seed, dtype); `reproduce`: the merge configuration
+    (without its output folder), written into the card so that the merge can be run again from it."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base_label = base_label or str(base_dir)
+    data = ModelCardData(library_name="transformers", tags=["merge", "linguaforge", spec.method],
+                         base_model=[base_label, *(i.label for i in spec.inputs if not _internal(i.label))])
+    body = model_card(spec, base_dir, report, base_label)
+    if reproduce is not None:
+        body += ("\n## Reproduce\n\nThis folder is what `linguaforge merge merge.yaml --out <folder>` writes for:\n\n"
+                 f"```yaml\n{yaml.safe_dump(reproduce, sort_keys=False, allow_unicode=True)}```\n")
+    ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(path)
+
+
+def reproduction_config(card_path: str | Path) -> dict[str, Any]:
+    """The merge configuration a card carries (its `## Reproduce` YAML block)."""
+    text = Path(card_path).read_text(encoding="utf-8")
+    block = text.split("## Reproduce", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
+
+
+def _internal(label: str) -> bool:
+    """A label that names no model (the pipeline's roles: "ability", "language de")."""
+    return label == "ability" or label.startswith("language ")
 
 
 def model_card(spec: Any, base_dir: str | Path, report: dict[str, Any], base_label: str | None = None) -> str:
     method = METHODS[spec.method]
     base_label = base_label or str(base_dir)
-    lines = ["---", "library_name: transformers", "tags: [merge, linguaforge, " + spec.method + "]",
-             f"base_model: {base_label}", "---", "", f"# Merged with linguaforge: {spec.method}", "",
+    lines = [f"# Merged with linguaforge: {spec.method}", "",
              f"{method.summary}.", "", "## Inputs", "", "| role | input | weight | density | digest |",
              "|---|---|---|---|---|",
              f"| base | `{base_label}` |  |  | `{base_weights_digest(base_dir)[:16]}` |"]

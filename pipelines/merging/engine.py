@@ -121,9 +121,10 @@ def merge(base_dir: str | Path, out_dir: str | Path, spec: MergeSpec, shard_byte
 def write_merge(base_dir: str | Path, folder: Path, spec: MergeSpec, shard_bytes: int = 2 * 1024**3,
                 expected_languages: list[str] | None = None,
                 progress: Callable[[int, int, dict[str, Any]], None] | None = None,
-                base_label: str | None = None) -> dict[str, Any]:
+                base_label: str | None = None, reproduce: dict[str, Any] | None = None) -> dict[str, Any]:
     """The merge into `folder`, which must not exist yet (a staging folder: the store's, or a transaction's).
-    Every output tensor is checked finite as it streams: a NaN or Inf stops the merge, naming the tensor."""
+    Every output tensor is checked finite as it streams: a NaN or Inf stops the merge, naming the tensor.
+    `reproduce`: the configuration that made it, for the model card."""
     base = WeightReader(base_dir)
     shapes = base.shapes()
     check_spec(spec, shapes, expected_languages)
@@ -143,7 +144,7 @@ def write_merge(base_dir: str | Path, folder: Path, spec: MergeSpec, shard_bytes
     copy_non_weight_files(base_dir, folder)
     if spec.dtype:
         _set_config_dtype(folder / "config.json", spec.dtype)
-    write_model_card(folder / "README.md", spec, base_dir, context.report, base_label)
+    write_model_card(folder / "README.md", spec, base_dir, context.report, base_label, reproduce)
     return context.report
 
 

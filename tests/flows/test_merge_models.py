@@ -224,3 +224,26 @@ print("ok", sorted(MergeConfig.model_fields["method"].annotation.__args__))
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "shrunk_mean" in result.stdout and "maet" in result.stdout
+
+
+def test_a_card_carries_its_inputs_and_the_configuration_that_rebuilds_it_bit_for_bit(tunes, tmp_path, repo_root):
+    from huggingface_hub import ModelCard
+
+    from linguaforge.pipelines.merging.card import reproduction_config
+
+    config = {"base": str(tunes["base"]), "out": str(tmp_path / "first"),
+              "models": [{"model": str(tunes["math"]), "weight": 0.6, "density": 0.5},
+                         {"model": str(tunes["lang"]), "weight": 0.4, "density": 0.7}],
+              "merge": {"method": "dare"}, "seed": 11, "dtype": "bfloat16"}
+    (tmp_path / "merge.yaml").write_text(yaml.safe_dump(config))
+    assert _cli("merge", str(tmp_path / "merge.yaml"), cwd=repo_root).returncode == 0
+    card = ModelCard.load(tmp_path / "first" / "README.md")
+    assert card.data.base_model == [str(tunes["base"]), str(tunes["math"]), str(tunes["lang"])]
+    assert {"merge", "linguaforge", "dare"} <= set(card.data.tags)
+    again = reproduction_config(tmp_path / "first" / "README.md")
+    assert "out" not in again and again["seed"] == 11
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(again))
+    result = _cli("merge", str(tmp_path / "again.yaml"), "--out", str(tmp_path / "second"), cwd=repo_root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first = {p.name: p.read_bytes() for p in (tmp_path / "first").iterdir()}
+    assert first == {p.name: p.read_bytes() for p in (tmp_path / "second").iterdir()}  # every byte, the card too
