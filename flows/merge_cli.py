@@ -126,7 +126,7 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
     from linguaforge.pipelines.maet.decompose import decompose
     from linguaforge.pipelines.merging.deltas import SparseDelta
     from linguaforge.pipelines.merging.engine import MergeSpec, write_merge
-    from linguaforge.pipelines.merging.inputs import MergeInput, open_delta, weights_folder
+    from linguaforge.pipelines.merging.inputs import MergeInput, WithNewRows, open_delta, weights_folder
     from linguaforge.pipelines.publish import OutputTransaction
     from linguaforge.pipelines.weights import WeightReader
 
@@ -142,11 +142,14 @@ def run_merge_job(job: MergeJob, progress=None) -> dict:
             inputs = [MergeInput(i.model, delta(i.model), i.role, i.weight, i.density) for i in job.models]
             spec = MergeSpec(m.method, inputs, m.method_params(m.method), job.seed)
         else:
-            parts = decompose(delta(job.deltas.ability_pivot), delta(job.deltas.pivot),
-                              {c: delta(u) for c, u in job.deltas.languages.items()}, tx.work.parent / "decomposed",
-                              alpha=d.alpha, beta=d.beta, form=d.language_delta_form)
+            languages = {c: delta(u) for c, u in job.deltas.languages.items()}
+            parts = decompose(delta(job.deltas.ability_pivot), delta(job.deltas.pivot), languages,
+                              tx.work.parent / "decomposed", alpha=d.alpha, beta=d.beta, form=d.language_delta_form)
+            # a language model that extends the vocabulary brings its new tokens to the merge (R(L_i) cannot)
             spec = MergeSpec.of(m, m.method, SparseDelta(parts["ability"]),
-                                {c: SparseDelta(parts[c]) for c in job.deltas.languages}, job.seed)
+                                {c: WithNewRows(SparseDelta(parts[c]), languages[c])
+                                 if getattr(languages[c], "extension", None) else SparseDelta(parts[c])
+                                 for c in job.deltas.languages}, job.seed)
         spec.dtype = job.dtype
         report = write_merge(base_dir, tx.work, spec, shard_bytes=m.shard_size_mb * 2**20, progress=progress,
                              base_label=job.base, reproduce=reproducible(job))

@@ -62,7 +62,8 @@ def model_card(spec: Any, base_dir: str | Path, report: dict[str, Any], base_lab
         lines.append(f"| {item.role} | `{item.label}` | {item.weight} | {density} | `{digest[:16]}` |")
     params = spec.params | ({"seed": spec.seed} if method.seeded else {}) | {"dtype": spec.dtype or "as the base"}
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|",
-              *(f"| {name} | {value} |" for name, value in params.items()), "", "## What the method chose", "", *_selection(report), "", "## Load", "", "```python",
+              *(f"| {name} | {value} |" for name, value in params.items()), "", "## What the method chose", "", *_selection(report), "",
+              *_vocabulary(report), "## Load", "", "```python",
               "from transformers import AutoModelForCausalLM", "",
               "model = AutoModelForCausalLM.from_pretrained(\"path/to/this/folder\")", "```", ""]
     return "\n".join(lines)
@@ -84,3 +85,14 @@ def _selection(report: dict[str, Any]) -> list[str]:
         lines.append(f"**Degenerate cut:** {report['ties_at_cut']} tensors tie at the boundary of T, so the name "
                      "order, not the data, chose part of T.")
     return lines
+
+
+def _vocabulary(report: dict[str, Any]) -> list[str]:
+    """An extended vocabulary: whose new tokens, how many rows, and the rule."""
+    extended = report.get("extended_vocabulary")
+    if not extended:
+        return []
+    rows = ", ".join(f"{name} +{n}" for name, n in extended["tensors"].items())
+    return ["## Vocabulary", "", f"Extended to {extended['vocab_size']} tokens by `{extended['from']}` ({rows}): the "
+            "rows the base has are merged as every tensor is; the new tokens' rows, and the tokenizer, are that "
+            "input's own.", ""]

@@ -11,6 +11,7 @@ moved into place only when complete.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -135,22 +136,63 @@ def write_merge(base_dir: str | Path, folder: Path, spec: MergeSpec, shard_bytes
     context = PlanContext(base=base, seed=spec.seed, report={"method": spec.method, "tensors": len(shapes)})
     merged = METHODS[spec.method].plan(spec.inputs, spec.params, context)
     dtype = DTYPES[spec.dtype] if spec.dtype else None
-    layout = [(n, _out_dtype(base, n, dtype), shapes[n]) for n in base.names()]  # known before any value is
+    extended = vocabulary_extensions(spec)
+    layout = [(n, _out_dtype(base, n, dtype), _grown(n, shapes[n], extended)) for n in base.names()]
     folder = Path(folder)
     folder.mkdir(parents=True)
     writer = ShardedWriter(folder, shard_bytes, layout=layout)
-    _stream(writer, base, merged, spec, layout, progress)
+    _stream(writer, base, merged, spec, layout, progress, extended)
     context.report["files"] = writer.close()
     copy_non_weight_files(base_dir, folder)
+    if extended:
+        _take_vocabulary(folder, extended, context.report)
     if spec.dtype:
         _set_config_dtype(folder / "config.json", spec.dtype)
     write_model_card(folder / "README.md", spec, base_dir, context.report, base_label, reproduce)
     return context.report
 
 
+def vocabulary_extensions(spec: MergeSpec) -> dict[str, MergeInput]:
+    """The vocabulary tensors an input extends (a fine-tune that added tokens), and which input: the rows the base
+    has are merged as any tensor's; the new rows are that input's own. Two inputs that both extend a vocabulary
+    would each bring their own tokens for the same new ids: refused."""
+    extended: dict[str, MergeInput] = {}
+    for item in spec.inputs:
+        for name in getattr(item.delta, "extension", {}):
+            if name in extended:
+                raise InputError(f"merge: {extended[name].label} and {item.label} both extend the vocabulary "
+                                 f"({name}); their new tokens would share ids: merge one of them, then the other's "
+                                 "tokens into the result")
+            extended[name] = item
+    return extended
+
+
+def _grown(name: str, shape: tuple[int, ...], extended: dict[str, MergeInput]) -> tuple[int, ...]:
+    """A tensor's output shape: the base's, plus the new tokens' rows where an input extends the vocabulary."""
+    return shape if name not in extended else (shape[0] + extended[name].delta.extension[name], *shape[1:])
+
+
+def _take_vocabulary(folder: Path, extended: dict[str, MergeInput], report: dict[str, Any]) -> None:
+    """The extending input's tokenizer (its new tokens) and vocabulary size go with the merged folder."""
+    item = next(iter(extended.values()))
+    source = item.delta.path
+    for path in source.iterdir():
+        if path.is_file() and ("token" in path.name or path.name in ("vocab.json", "merges.txt", "vocab.txt")):
+            shutil.copy2(path, folder / path.name)
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = json.loads((source / "config.json").read_text())["vocab_size"]
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    report["extended_vocabulary"] = {"from": item.label, "tensors": {n: i.delta.extension[n]
+                                                                     for n, i in extended.items()},
+                                     "vocab_size": config["vocab_size"]}
+
+
 def _stream(writer: ShardedWriter, base: WeightReader, merged, spec: MergeSpec, layout: list,
-            progress: Callable[[int, int, dict[str, Any]], None] | None) -> None:
-    """Each base tensor read, τ̃ made by the method's rule (untouched tensors as they are), checked, written."""
+            progress: Callable[[int, int, dict[str, Any]], None] | None,
+            extended: dict[str, MergeInput] | None = None) -> None:
+    """Each base tensor read, τ̃ made by the method's rule (untouched tensors as they are), checked, written; an
+    extended vocabulary tensor gets the extending input's new rows after the merged ones."""
+    extended = extended or {}
     changed = set().union(*(set(i.delta.names()) for i in spec.inputs))
     sliced = isinstance(merged, ElementwiseRule) and merged.sliceable
     # a whole-tensor merge reads the next tensor while it makes this one; a sliced one reads slice by slice
@@ -159,8 +201,9 @@ def _stream(writer: ShardedWriter, base: WeightReader, merged, spec: MergeSpec, 
     # the core the shard writer needs: merge CLI on the 1.1 B bench, 2 cores, 4 interleaved runs, shards
     # written through the page cache: 8.7-10.7 s on one thread against 11.0-14.6 s on two (2026-12-04)
     with intra_op_threads(1) if sliced else nullcontext():
-        for done, (name, out_dtype, shape) in enumerate(layout, 1):
+        for done, (name, out_dtype, _) in enumerate(layout, 1):
             check_stop("merging")
+            shape = base.shape(name)
             if sliced and name in changed:
                 tensor = _merged_in_slices(merged, base, name, shape, out_dtype)
             else:
@@ -168,6 +211,8 @@ def _stream(writer: ShardedWriter, base: WeightReader, merged, spec: MergeSpec, 
                 for reader in readers if done < len(layout) else []:
                     reader.prefetch(layout[done][0])
                 tensor = merged(name, original) if name in changed else original  # untouched: as is
+            if name in extended:
+                tensor = torch.cat([tensor.to(out_dtype), extended[name].delta.new_rows(name).to(out_dtype)])
             writer.add(name, _finite(name, tensor.to(out_dtype), base))
             if progress is not None:
                 progress(done, len(layout), {})

@@ -48,9 +48,13 @@ class ModelDelta:
         if missing:
             raise InputError(f"model {label}: lacks tensor {missing[0]!r} of the base ({len(missing)} missing); "
                              "is it a fine-tune of this base?")
+        self.extension: dict[str, int] = {}  # vocabulary tensors with rows beyond the base's: how many
         for name, shape in base_shapes.items():
-            if self.shapes[name] != shape:
-                raise InputError(f"model {label}: tensor {name} is {self.shapes[name]}, {shape} in the base; "
+            own = self.shapes[name]
+            if own != shape and _vocabulary_rows(name) and own[1:] == shape[1:] and own[0] > shape[0]:
+                self.extension[name] = own[0] - shape[0]  # an extended vocabulary: the new tokens' rows
+            elif own != shape:
+                raise InputError(f"model {label}: tensor {name} is {own}, {shape} in the base; "
                                  "is it a fine-tune of this base?")
         if extra := [n for n in self.shapes if n not in base_shapes]:
             # a rule for them (whose values? against which base?) would be a guess: refused, never dropped silently
@@ -72,8 +76,15 @@ class ModelDelta:
         return None
 
     def dense(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        tuned = self._finite(name, self.model.get(name).to(torch.float32))
+        tuned = self.model.get(name)
+        if name in self.extension:  # the rows the base has; the new ones are `new_rows`
+            tuned = tuned[: self.shapes[name][0]]
+        tuned = self._finite(name, tuned.to(torch.float32))
         return tuned.sub_(self.base.float32(name)).to(dtype)
+
+    def new_rows(self, name: str) -> torch.Tensor:
+        """The rows of an extended vocabulary tensor beyond the base's, as the fine-tune holds them."""
+        return self._finite(name, self.model.get(name)[self.shapes[name][0]:])
 
     def dense_slice(self, name: str, first: int, base_values: torch.Tensor) -> torch.Tensor:
         """The delta's entries first .. first + len(base_values) - 1 of the flattened tensor (`base_values`: the
@@ -163,6 +174,21 @@ class LoraDelta:
                 raise InputError(f"adapter {self.label}: the delta of {name} has NaN or Inf values")
 
 
+class WithNewRows:
+    """A delta made from a vocabulary-extending model (MAET's R(L_i), decomposed from it), still carrying that
+    model's new tokens: the merge adds their rows and tokenizer by the same rule as for the model itself."""
+
+    def __init__(self, delta, source: ModelDelta):
+        self._delta, self.source = delta, source
+        self.extension, self.path = source.extension, source.path
+
+    def new_rows(self, name: str) -> torch.Tensor:
+        return self.source.new_rows(name)
+
+    def __getattr__(self, name: str):
+        return getattr(self._delta, name)
+
+
 class SumDelta:
     """Several deltas of one input added (mergekit's `model+lora`: the model's delta and its adapter's)."""
 
@@ -193,6 +219,11 @@ class SumDelta:
     def check_finite(self) -> None:
         for part in self.parts:
             part.check_finite()
+
+
+def _vocabulary_rows(name: str) -> bool:
+    """A tensor with a row per token (the input embedding, the LM head): the only ones a vocabulary extends."""
+    return name.endswith(("embed_tokens.weight", "lm_head.weight", "wte.weight", "word_embeddings.weight"))
 
 
 def weights_folder(uri: str, cache_dir: str | Path, storage_options: dict | None = None, what: str = "model") -> str:
