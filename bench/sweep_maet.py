@@ -2,8 +2,8 @@
 and merge weights, if any, let the MAET model beat the base? (`make sweep-maet`)
 
 Every variant is the demo configuration plus a few dotted overrides (bench/sweep_maet.yaml, or
-`--variants FILE.yaml`),
-run with `linguaforge run` on one shared store, so that what the variants share (world, bootstrap,
+`--variants FILE.yaml`), given to `linguaforge run` on its command line (`key.path=value`, no file per variant)
+on one shared store, so that what the variants share (world, bootstrap,
 corpora, full CPT, the base's evaluation) is computed once. MindMerger is off and only MGSM is scored:
 the sweep asks one question. Prints, per variant, the masked ability run's last loss (on the ability +
 English mixture) and the MAET model's MGSM accuracy in English, on average over the targets, and on the
@@ -29,20 +29,23 @@ from linguaforge.storage import ArtifactStore  # noqa: E402
 VARIANTS = ROOT / "bench" / "sweep_maet.yaml"  # the sweep of docs/demo-world.md
 
 
-def variant_config(base: dict, name: str, overrides: dict, store: Path) -> Path:
+def sweep_config(base: dict, store: Path) -> Path:
+    """The configuration every variant shares: the demo's, on the sweep's store, MindMerger off, MGSM only."""
     cfg = yaml.safe_load(yaml.safe_dump(base))
-    cfg.update(name=f"sweep-{name}", store={"url": str(store / "store"), "cache_dir": str(store / "cache")})
+    cfg["store"] = {"url": str(store / "store"), "cache_dir": str(store / "cache")}
     cfg["mindmerger"] = {**cfg.get("mindmerger", {}), "enabled": False}
     cfg["evaluation"]["benchmarks"] = [b for b in cfg["evaluation"]["benchmarks"] if b["name"] == "mgsm"]
-    for dotted, value in overrides.items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    path = store / f"{name}.yaml"
+    path = store / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def variant_overrides(name: str, overrides: dict) -> list[str]:
+    """A variant as `linguaforge run` overrides (values written as YAML, as the command line reads them)."""
+    def text(value) -> str:  # one line of YAML: 20, 1.0, per_tensor, [q, k]
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+    return [f"name=sweep-{name}"] + [f"{key}={text(value)}" for key, value in overrides.items()]
 
 
 def run_report(store: ArtifactStore, run: str):
@@ -98,12 +101,12 @@ def main() -> None:
     args.store.mkdir(parents=True, exist_ok=True)
     pivot, low = base.get("pivot_language", "en"), base["demo"]["low_resource_languages"]
     print(f"{'variant':<24s} {'mask loss':>9s} {'model':<10s} {'en':>5s} {'targets':>8s} {'sw,bn':>6s}", flush=True)
+    config = sweep_config(base, args.store)
     for name, overrides in variants.items():
         if args.only and name not in args.only:
             continue
-        config = variant_config(base, name, overrides, args.store)
-        run = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config)], cwd=ROOT,
-                             capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(config),
+                              *variant_overrides(name, overrides)], cwd=ROOT, capture_output=True, text=True)
         if run.returncode != 0:
             print(f"{name:<24s} FAILED: {run.stdout[-800:]}{run.stderr[-800:]}", flush=True)
             continue
