@@ -206,6 +206,41 @@ def check_training(table: Table, llm_dir: Path, device: str, micro: int, block: 
               f"{int(keep.sum())} of {rows} rows of {name} trainable; every other tensor unchanged: {others_same}")
 
 
+def check_plan(table: Table, llm_dir: Path, device: str, micro: int, block: int) -> None:
+    """`linguaforge plan`'s activation estimate against the peak of one bf16 forward and backward: on a GPU
+    torch.cuda.max_memory_allocated less what was there before and the gradients; on a CPU what autograd saved."""
+    import torch
+
+    from linguaforge.pipelines.models import load_causal_lm
+    from linguaforge.pipelines.planning import activation_bytes, model_shape
+
+    model = load_causal_lm(str(llm_dir)).to(device=device, dtype=torch.bfloat16).train()
+    estimate = activation_bytes(model_shape(model.config.to_dict()), micro, block, checkpointing=False)
+    ids = torch.randint(0, model.config.vocab_size, (micro, block), device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        model(input_ids=ids, labels=ids).loss.backward()
+        torch.cuda.synchronize()
+        gradients = sum(p.numel() * p.element_size() for p in model.parameters())
+        measured, how = torch.cuda.max_memory_allocated() - before - gradients, "max_memory_allocated"
+    else:
+        saved: dict[int, int] = {}
+
+        def pack(tensor):
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, labels=ids)
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        measured, how = sum(n for k, n in saved.items() if k not in weights), "bytes autograd saved"
+    ratio = measured / estimate
+    table.add("plan: activations", 0.5 <= ratio <= 2.0, f"measured {measured / 2**20:,.1f} MiB vs planned "
+              f"{estimate / 2**20:,.1f} MiB ({ratio:.2f}x)", f"{how}, bf16, micro-batch {micro} x {block}, no checkpointing")
+
+
 def check_mindmerger(table: Table, llm_dir: Path, encoder_dir: Path, device: str) -> None:
     import torch
 
@@ -316,6 +351,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         llm_dir, encoder_dir = build_models(Path(tmp), hidden, layers)
         check_training(table, llm_dir, device, micro=8 if gpu else 2, block=256 if gpu else 32, steps=20 if gpu else 3)
+        check_plan(table, llm_dir, device, micro=8 if gpu else 2, block=256 if gpu else 32)
         check_mindmerger(table, llm_dir, encoder_dir, device)
         check_greedy(table, llm_dir, device, items=256 if gpu else 32, batch=32 if gpu else 8,
                      new_tokens=64 if gpu else 16)

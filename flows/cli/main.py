@@ -1,6 +1,7 @@
 """The `linguaforge` command line: one module per command (each registers its parser), one error policy.
 
     linguaforge run [CONFIG]                  the pipeline (configs/demo.yaml by default)          run.py
+    linguaforge plan [CONFIG]                 memory per GPU of every training stage, before it runs plan.py
     linguaforge artifacts | verify | rm       what a store holds; re-hash it; delete from it       store.py
     linguaforge eval --model M --benchmark B  any HF causal LM on a benchmark, outside the pipeline eval.py
     linguaforge report SOURCE                 rebuild the per-language comparison                 report.py
@@ -20,6 +21,7 @@ from rich.markup import escape
 
 import linguaforge.flows.cli.eval as eval_command
 import linguaforge.flows.cli.merge as merge
+import linguaforge.flows.cli.plan as plan
 import linguaforge.flows.cli.report as report
 import linguaforge.flows.cli.run as run
 import linguaforge.flows.cli.service as service
@@ -34,7 +36,7 @@ from linguaforge.flows.cli.common import (
     os_error_message,
 )
 
-COMMANDS = (run, store, eval_command, report, merge, service)
+COMMANDS = (run, plan, store, eval_command, report, merge, service)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also LINGUAFORGE_DEBUG=1)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # KEY.PATH=VALUE overrides written after an option (`run CONFIG --store X steps=3`)
+        args.overrides = [*args.overrides, *extra]
     args.console_script = argv is None
     environment()
     from linguaforge.flows.config import ConfigError

@@ -16,6 +16,7 @@ from linguaforge.flows.cli.common import (
     load_run_config,
     open_run_store,
 )
+from linguaforge.flows.cli.plan import local_gpu_memory, verdict_before_run
 from linguaforge.flows.cli.render import print_summary
 
 
@@ -28,6 +29,10 @@ def register(sub) -> None:
     run.add_argument("-v", "--verbose", action="store_true",
                      help="stream the full Prefect log here too (it always goes to the run's log file)")
     run.add_argument("--outputs", metavar="FILE", help="write what the run made, by role (artifact refs), as JSON")
+    run.add_argument("--gpu-memory", type=float, metavar="GiB",
+                     help="GiB per GPU the plan checks against (default: this machine's first GPU, if any)")
+    run.add_argument("--ignore-plan", action="store_true", help="run even where `linguaforge plan` says a stage "
+                     "will not fit in GPU memory")
     run.set_defaults(func=cmd_run)
 
 
@@ -37,6 +42,8 @@ def cmd_run(args) -> int:
     cfg = load_run_config(args)  # the whole configuration is checked before torch, Prefect and transformers load
     if args.outputs:
         _check_outputs_file(Path(args.outputs))
+    memory = args.gpu_memory if args.gpu_memory is not None else None if cfg.device == "cpu" else local_gpu_memory()
+    verdict_before_run(cfg, memory, args.ignore_plan)
     check_prefect_api()
     # fail fast, before any Prefect machinery starts, on a store we cannot use (URL, bucket, credentials)
     open_run_store(cfg, create=True)

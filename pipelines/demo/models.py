@@ -99,17 +99,25 @@ def _rounded_unigram_scores(tok: Tokenizer, digits: int = 8) -> Tokenizer:
     return Tokenizer.from_str(json.dumps(spec))
 
 
+def tiny_llm_config(vocab_size: int, hidden: int, layers: int, bos: int | None = None, eos: int | None = None,
+                    max_positions: int = 1024) -> dict:
+    """The tiny LLM's Llama configuration (also what `linguaforge plan` sizes the demo with)."""
+    heads = max(1, hidden // 16)
+    return dict(model_type="llama", vocab_size=vocab_size, hidden_size=hidden,
+                intermediate_size=hidden * 8 // 3 // 8 * 8 or 8, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                max_position_embeddings=max_positions, bos_token_id=bos, eos_token_id=eos,
+                tie_word_embeddings=False, rope_theta=10000.0)
+
+
 def build_tiny_llm(tokenizer, out_dir: Path, hidden: int, layers: int, seed: int, max_positions: int = 1024):
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    heads = max(1, hidden // 16)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 8 // 3 // 8 * 8 or 8,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=max_positions, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, rope_theta=10000.0,
-    )
+    settings = tiny_llm_config(len(tokenizer), hidden, layers, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                               max_positions)
+    settings.pop("model_type")
+    config = LlamaConfig(**settings)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
                                                eos_token_id=tokenizer.eos_token_id, do_sample=False)
