@@ -135,8 +135,9 @@ class StagingArea:
         while True:
             folder = root / f"{prefix}{uuid.uuid4().hex[:12]}"
             record = folder.with_name(folder.name + OWNER_SUFFIX)
-            partial = record.with_name(f"{record.name}.{uuid.uuid4().hex[:8]}.partial")
-            partial.write_text(json.dumps(asdict(Owner.current())))
+            owner = Owner.current()
+            partial = _partial_record(record, owner)
+            partial.write_text(json.dumps(asdict(owner)))
             try:
                 os.link(partial, record)  # appears whole, and never over another writer's record
             except FileExistsError:
@@ -184,8 +185,8 @@ class StagingArea:
             _remove_tree(folder)
             record.unlink(missing_ok=True)
             removed.append(folder.name)
-        for partial in self.root.glob(f"*{OWNER_SUFFIX}.*.partial"):  # a record killed before it was in place
-            owner = _read_owner(partial)
+        for partial in self.root.glob(f"*{OWNER_SUFFIX}[~.]*.partial"):  # a record killed before it was in place
+            owner = _owner_in_name(partial) or _read_owner(partial)
             if owner is not None and owner.is_gone(time.time() - partial.lstat().st_mtime, self.lease_s):
                 partial.unlink(missing_ok=True)
         if removed:
@@ -199,6 +200,20 @@ class StagingArea:
         owned = {r.name.removesuffix(OWNER_SUFFIX) for r in self.root.glob(f"*{OWNER_SUFFIX}")}
         return sorted(p.name for p in self.root.iterdir()
                       if not p.name.endswith((OWNER_SUFFIX, ".partial")) and p.name not in owned)
+
+
+def _partial_record(record: Path, owner: Owner) -> Path:
+    """Where an owner record is written before it is linked into place. Its name holds the owner too: a kill
+    before the text is in it leaves a file whose writer can still be proven gone (and swept)."""
+    return record.with_name(f"{record.name}~{owner.pid}~{owner.started or ''}~{owner.host}~{uuid.uuid4().hex[:8]}"
+                            ".partial")
+
+
+def _owner_in_name(partial: Path) -> Owner | None:
+    parts = partial.name.removesuffix(".partial").rsplit("~", 4)
+    if len(parts) != 5 or not parts[1].isdigit():
+        return None
+    return Owner(parts[3], int(parts[1]), parts[2] or None)
 
 
 def _read_owner(record: Path) -> Owner | None:

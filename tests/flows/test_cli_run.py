@@ -87,7 +87,7 @@ def test_run_twice_on_ephemeral_prefect_second_run_skips_everything(tmp_path, re
         (model, b, lang) for model in ("base", "full_cpt", "task_vector", "maet", "mindmerger-base", "mindmerger-maet",
                                   "mindmerger-full_cpt")
         for b in ("mgsm", "xnli") for lang in ("en", "de", "sw"))
-    assert "accuracy % per language" in first.stdout and "comparison.png" in first.stdout
+    assert "accuracy % / chance-adjusted" in first.stdout and "comparison.png" in first.stdout
     assert "headline: average Δ" in first.stdout  # the closing summary prints the headline
     report = next(m for m in committed if m.kind == "report")
     md = store.open((report.kind, report.key)).read_text("report.md")

@@ -106,6 +106,24 @@ def test_the_sweep_removes_only_writers_proven_gone(tmp_path):
     assert area.unowned() == [folders["no owner record (not ours)"].name]
 
 
+def test_an_owner_record_killed_before_its_text_was_written_is_swept_by_its_name(tmp_path):
+    """A SIGKILL between creating the record's partial file and writing it leaves an empty file: the owner in its
+    name still proves the writer gone; an empty one of a live writer, or one named by nobody, stays."""
+    from linguaforge.storage.staging import _partial_record
+
+    area = StagingArea(tmp_path / "store" / ".staging", tmp_path / "store", lease_s=3600)
+    root = area.create()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    me = Owner.current()
+    gone = _partial_record(root / f"eval-1{OWNER_SUFFIX}", Owner(me.host, int(dead.stdout), "1"))
+    alive = _partial_record(root / f"eval-2{OWNER_SUFFIX}", me)
+    nameless = root / f"eval-3{OWNER_SUFFIX}.0123abcd.partial"
+    for empty in (gone, alive, nameless):
+        empty.touch()
+    area.sweep()
+    assert not gone.exists() and alive.exists() and nameless.exists()
+
+
 def test_a_writer_keeps_its_heartbeat_and_releases_its_record(tmp_path):
     store = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "c")
     with store.staging_folder("x-") as folder:
