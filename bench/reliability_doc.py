@@ -111,6 +111,15 @@ def _signals() -> list[str]:
     return lines + [f"| {r['case']} | {r['exit']} | {r['seconds']} s | 0 |" for r in rows]
 
 
+def _dask_worker_kill() -> list[str]:
+    if (rows := _recorded("dask_worker_kill.json")) is None:
+        return [_not_run("Dask worker kill test", "pytest tests/e2e/test_dask_runner.py")]
+    lines = ["| fault | run completed | stage rerun on another worker | committed artifacts damaged | "
+             "artifacts equal to a threads run |", "|---|---|---|---|---|"]
+    return lines + [f"| {r['case']} | {'yes' if r['completed'] else 'no'} | {'yes' if r['rerun_elsewhere'] else 'no'} "
+                    f"| {r['damaged_committed']} | {'yes' if r['equal_to_threads'] else 'no'} |" for r in rows]
+
+
 def _environment() -> list[str]:
     if (rows := _recorded("environment.json")) is None:
         return [_not_run("full and read-only disk tests", "pytest tests/faults/test_environment.py (as root)")]
@@ -123,7 +132,8 @@ def _environment() -> list[str]:
 
 def _total() -> str:
     counts = {name: len(_recorded(name) or []) for name in ("bad_inputs.json", "faults.json", "s3_outage.json",
-                                                            "publish_kills.json", "signals.json", "environment.json")}
+                                                            "publish_kills.json", "signals.json", "environment.json",
+                                                            "dask_worker_kill.json")}
     return (f"{sum(counts.values())} bad inputs and faults in the tables below: "
             + ", ".join(f"{n} {name.removesuffix('.json').replace('_', ' ')}" for name, n in counts.items()) + ".")
 
@@ -170,7 +180,8 @@ def main() -> None:
             "", *_publish_kills(), "", "Ctrl-C and SIGTERM (tests/faults/test_signals.py): the command stops within 30 s, "
             "marks its flow run Cancelled, and leaves no process behind (its temporary Prefect server included):", "",
             *_signals(), "", "The machine refuses mid-run (tests/faults/test_environment.py, tmpfs):", "",
-            *_environment(), "", "## Bad inputs (tests/bad_inputs)", "", *_bad_inputs(), "",
+            *_environment(), "", "A worker of the Dask runner (`orchestration.runner: dask`) dies mid-stage "
+            "(tests/e2e/test_dask_runner.py):", "", *_dask_worker_kill(), "", "## Bad inputs (tests/bad_inputs)", "", *_bad_inputs(), "",
             "## Load (tests/load, make test-under-load)", "", *_load(), "", *_whole_suite_under_load(), "",
             PROMISES]
     (ROOT / "docs" / "reliability.md").write_text("\n".join(text))

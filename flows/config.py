@@ -47,6 +47,13 @@ __all__ = [  # the run configuration and the settings it composes, importable fr
 ]
 
 class OrchestrationConfig(Settings):
+    runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where the fan-out runs (probes, CPT runs, merges, evaluation units): threads in the "
+        "flow's process, or a Dask cluster (dask_address, else a local cluster of dask_workers processes; needs the "
+        "[dask] extra). Stages exchange artifact refs through the store, so any worker that reaches it can run any.")
+    dask_address: str | None = Field(None, pattern=r"^(tcp|tls|ucx|inproc)://[^\s]+$|^[A-Za-z0-9.-]+:[0-9]+$",
+                                     description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786.")
+    dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local cluster when no address.")
     gpu_deployment: str | None = Field(
         None, title="GPU deployment",
         description="'flow/deployment' that runs the GPU stages (MAET) on a GPU work pool as a subflow, e.g. "

@@ -10,16 +10,18 @@ from prefect import flow
 import linguaforge.tasks.mindmerger  # noqa: F401 - registers the "mindmerger" generator used to score MindMerger models
 from linguaforge.flows.config import RunConfig
 from linguaforge.flows.outputs import RunOutputs
+from linguaforge.flows.runners import ChosenTaskRunner, choose_task_runner
 from linguaforge.flows.stages import base_models, evaluate_models, run_sources
 from linguaforge.flows.stopping import remember_flow_run
 from linguaforge.tasks.evaluate import EvalModel
 from linguaforge.tasks.gpu_slots import size_gpu_slots
 
 
-@flow(name="linguaforge-evaluate", log_prints=True)
+@flow(name="linguaforge-evaluate", log_prints=True, task_runner=ChosenTaskRunner())
 def evaluate(config: RunConfig = RunConfig(), models: list[EvalModel] | None = None) -> RunOutputs:  # noqa: B008
     """Score `models` (default: the run's base model) on the configured benchmarks, language by language."""
     remember_flow_run()
+    choose_task_runner(config.orchestration)  # threads, or the Dask cluster the configuration names
     size_gpu_slots(config.orchestration.gpus_per_node)
     outputs = base_models(config)
     base, _, world = run_sources(config, outputs)

@@ -5,6 +5,7 @@ to the terminal as well with `-v`; warnings and errors always are)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def _prefect_console_handlers() -> list[logging.Handler]:
     return [h for lg in loggers for h in lg.handlers if type(h).__name__ == "PrefectConsoleHandler"]
 
 
+RUN_LOG_ENV = "LINGUAFORGE_RUN_LOG"
+
+
 class _AboveTheDisplay(logging.Handler):
     """A log record printed above the live display, in a short form: time, level, task, message."""
 
@@ -100,6 +104,7 @@ class RunDisplay:
 
     def _route_logs(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_LOG_ENV] = str(self.log_path)  # a local Dask cluster's workers log there too (flows/runners.py)
         file = logging.FileHandler(self.log_path, encoding="utf-8")
         file.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
         file.setLevel(logging.DEBUG)

@@ -33,6 +33,7 @@ def check_run(cfg: RunConfig, source: str) -> None:
 def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
     from linguaforge.pipelines.benchmarks.prompts import load_exemplars, load_preset
 
+    yield "orchestration.runner", lambda: _check_runner(cfg.orchestration.runner)
     for where, setting in device_settings(cfg):  # `cuda` on a machine without CUDA: refused here, never run on CPU
         yield where, lambda where=where, setting=setting: check_device(setting, where)
     models = cfg.models
@@ -88,3 +89,10 @@ def _check_benchmark_files(bench: Benchmark, data: str, languages: list[str]) ->
     for language in languages:
         if language in present:
             load_raw(bench, data, language)
+
+
+def _check_runner(runner: str) -> None:
+    from linguaforge.flows.runners import check_runner_installed
+
+    if problem := check_runner_installed(runner):
+        raise InputError(problem)
