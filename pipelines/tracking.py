@@ -1,7 +1,8 @@
 """Experiment tracking, as torchtune's metric loggers have it: every training stage logs its loss, learning rate,
 throughput, gradient norm (and dev metrics) every step; every evaluation unit its accuracy, chance level and
-interval; the run its configuration. TensorBoard is on by default, under the run's folder; each stage is a run of
-its own, named by stage and artifact key, so that a sweep compares in one TensorBoard view.
+interval; the run its configuration. TensorBoard is on by default, under the run's folder; MLflow on request. Each
+stage is a run of its own, named by stage and artifact key, so that a sweep compares in one TensorBoard or MLflow
+view.
 
 A logger never fails a stage: the first error it raises is reported once, and it logs nothing more.
 """
@@ -53,6 +54,72 @@ class TensorBoardLogger:
             self._writer = None
 
 
+class MLflowLogger:
+    """Each stage a run of the MLflow experiment named by the linguaforge run: metrics by step, text as artifacts.
+    The tracking URI is MLflow's own MLFLOW_TRACKING_URI when set, else a SQLite store in the tracking folder
+    (MLflow has retired its plain-file store); `mlflow ui --backend-store-uri sqlite:///<folder>/mlflow.db`."""
+
+    def __init__(self, folder: Path, experiment: str, run: str):
+        import os
+
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
+        self.folder, self.experiment, self.run = Path(folder), experiment, run
+        self._client, self._run_id = None, None
+
+    def _open(self):
+        if self._run_id is None:
+            self._client = _mlflow_client(self.uri)
+            with _MLFLOW_LOCK:  # two stages may create the experiment at once
+                found = self._client.get_experiment_by_name(self.experiment)
+                experiment = found.experiment_id if found else self._client.create_experiment(
+                    self.experiment, artifact_location=(self.folder / "mlflow-artifacts").resolve().as_uri())
+                # a name without a key ("evaluation": every unit's accuracy) is one run per process, as in TensorBoard
+                key = (self.uri, experiment, self.run)
+                if key not in _mlflow_runs:
+                    _mlflow_runs[key] = self._client.create_run(experiment, run_name=self.run).info.run_id
+                self._run_id = _mlflow_runs[key]
+        return self._client
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        client, now = self._open(), int(time.time() * 1000)
+        numbers = [Metric(name, float(value), now, step) for name, value in metrics.items()
+                   if isinstance(value, int | float) and not isinstance(value, bool)]
+        client.log_batch(self._run_id, metrics=numbers)
+
+    def log_text(self, tag: str, text: str) -> None:
+        self._open().log_text(self._run_id, text, f"{_safe(tag)}.txt")
+
+    def close(self) -> None:
+        if self._run_id is not None:
+            self._client.set_terminated(self._run_id)
+            self._run_id = None
+
+
+_MLFLOW_LOCK = threading.Lock()
+_mlflow_clients: dict[str, Any] = {}
+_mlflow_runs: dict[tuple[str, str, str], str] = {}
+
+
+def _mlflow_client(uri: str):
+    """One client per store and process: the first one creates the SQLite tables, which must not race."""
+    with _MLFLOW_LOCK:
+        if uri not in _mlflow_clients:
+            from mlflow.tracking import MlflowClient
+
+            if uri.startswith("sqlite:///"):
+                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            for noisy in ("mlflow.store.db.utils", "alembic"):  # table creation talks over the live display
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # creates the tables now, under the lock
+            _mlflow_clients[uri] = client
+        return _mlflow_clients[uri]
+
+
 class Trackers:
     """Several loggers as one; each one that fails is reported once and then left out."""
 
@@ -80,12 +147,15 @@ class Trackers:
         self._each("close")
 
 
-def open_trackers(kinds: Sequence[str], folder: str | Path, run: str) -> Trackers:
-    """The configured loggers for one stage (`run`: its name, e.g. "masked_cpt-de-3f2a9c1b")."""
+def open_trackers(kinds: Sequence[str], folder: str | Path, run: str, experiment: str = "linguaforge") -> Trackers:
+    """The configured loggers for one stage (`run`: its name, e.g. "masked_cpt-de-3f2a9c1b"; `experiment`: the
+    linguaforge run's name, which groups its stages where a tracker has experiments)."""
     loggers: list[MetricLogger] = []
     for kind in kinds:
         if kind == "tensorboard":
             loggers.append(TensorBoardLogger(Path(folder), run))
+        elif kind == "mlflow":
+            loggers.append(MLflowLogger(Path(folder), experiment, run))
         else:
             raise ValueError(f"tracking: unknown logger {kind!r}")
     return Trackers(loggers)

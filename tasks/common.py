@@ -51,7 +51,7 @@ class RunContext(BaseModel):
         from linguaforge.pipelines.tracking import open_trackers
 
         key = f"-{w.checkpoints.key[:8]}" if w is not None else ""
-        return open_trackers(self.trackers, self.tracking_folder or ".", f"{stage}{key}")
+        return open_trackers(self.trackers, self.tracking_folder or ".", f"{stage}{key}", experiment=self.name)
 
     @property
     def all_languages(self) -> list[str]:

@@ -5,6 +5,7 @@ store holds it; a logger that fails never fails a stage."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,6 +28,7 @@ def test_a_run_logs_every_training_stage_and_the_evaluation_to_tensorboard(tmp_p
     data = json.loads(json.dumps(TINY))
     data["store"] = {"url": str(tmp_path / "store"), "cache_dir": str(tmp_path / "cache")}
     data["mindmerger"]["llms"] = ["base"]
+    data["tracking"] = {"loggers": ["tensorboard", "mlflow"]}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
     run = _cli("run", str(tmp_path / "run.yaml"), cwd=repo_root)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -48,6 +50,28 @@ def test_a_run_logs_every_training_stage_and_the_evaluation_to_tensorboard(tmp_p
         tag = f"accuracy/{scores['benchmark']}/{scores['language']}/{scores['model']}"
         assert logged[tag] == [(0, pytest.approx(scores["accuracy"]))], tag
         assert f"adjusted/{scores['benchmark']}/{scores['language']}/{scores['model']}" in logged
+    _check_mlflow(folder / "mlflow.db", steps, store, units)
+
+
+def _check_mlflow(db, steps: int, store: ArtifactStore, units) -> None:
+    """The same run read back with MLflow's own client: an experiment named by the run, a run per stage."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id], max_results=1000)}
+    full = next((r for name, r in runs.items() if name.startswith("full CPT")), None)
+    assert full is not None, sorted(runs)
+    loss = client.get_metric_history(full.info.run_id, "loss")
+    assert sorted(m.step for m in loss) == list(range(1, steps + 1))
+    assert {"lr", "grad_norm", "tokens_per_s"} <= set(full.data.metrics)
+    evaluation = runs["evaluation"].data.metrics  # one run of every unit (the units ran in one process)
+    for unit in units:
+        scores = store.open((unit.kind, unit.key)).read_json("scores.json")
+        tag = f"accuracy/{scores['benchmark']}/{scores['language']}/{scores['model']}"
+        assert evaluation[tag] == pytest.approx(scores["accuracy"]), tag
+    configuration = Path(client.download_artifacts(runs["run"].info.run_id, "configuration.txt")).read_text()
+    assert '"name": "tiny"' in configuration
 
 
 def test_a_failing_logger_is_reported_once_and_never_fails_the_stage(caplog):
