@@ -100,23 +100,34 @@ class StagePlan:
         return asdict(self) | {"total": self.total}
 
 
-def plan_training(stage: str, shape: ModelShape, *, gpus: int, zero_stage: int | None, micro_batch: int, block: int,
-                  checkpointing: bool, steps: int, tokens_per_step: int, trainable: float = 1.0,
-                  gpu_memory_gib: float | None = None) -> StagePlan:
-    states = model_state_bytes(shape, gpus, zero_stage, trainable)
-    element = 4 if zero_stage is None else 2
+@dataclass(frozen=True)
+class Setup:
+    """How one training stage runs: what its memory depends on."""
+
+    gpus: int
+    zero_stage: int | None  # None: the plain torch back end, fp32
+    micro_batch: int
+    block: int
+    checkpointing: bool
+    trainable: float = 1.0  # the share of parameters with optimizer state
+    tokens: int = 0  # processed over the whole stage
+
+
+def plan_training(stage: str, shape: ModelShape, setup: Setup, gpu_memory_gib: float | None = None) -> StagePlan:
+    states = model_state_bytes(shape, setup.gpus, setup.zero_stage, setup.trainable)
+    element = 4 if setup.zero_stage is None else 2
 
     def total(b: int) -> int:
-        return states + activation_bytes(shape, b, block, checkpointing, element)
+        return states + activation_bytes(shape, b, setup.block, setup.checkpointing, element)
 
     fits, largest = None, None
     if gpu_memory_gib is not None:
         budget = gpu_memory_gib * GIB * HEADROOM
-        fits = total(micro_batch) <= budget
+        fits = total(setup.micro_batch) <= budget
         largest = max((b for b in range(1, 257) if total(b) <= budget), default=0)
-    activations = activation_bytes(shape, micro_batch, block, checkpointing, element)
-    return StagePlan(stage, gpus, zero_stage, micro_batch, checkpointing, trainable, steps * tokens_per_step,
-                     states, activations, fits, largest)
+    activations = activation_bytes(shape, setup.micro_batch, setup.block, setup.checkpointing, element)
+    return StagePlan(stage, setup.gpus, setup.zero_stage, setup.micro_batch, setup.checkpointing, setup.trainable,
+                     setup.tokens, states, activations, fits, largest)
 
 
 def zero_stage_of(deepspeed_config: dict | None, backend: str) -> int | None:

@@ -124,7 +124,7 @@ def local_gpu_memory() -> float | None:
 
 def plan_run(cfg, config: dict, gpus: int | None, nodes: int, memory: float | None) -> list:
     """A StagePlan per training stage of the run (probes, masked CPT, full CPT, the demo's bootstrap)."""
-    from linguaforge.pipelines.planning import model_shape, plan_training, zero_stage_of
+    from linguaforge.pipelines.planning import Setup, model_shape, plan_training, zero_stage_of
 
     shape = model_shape(config)
     k1 = cfg.probe.k1_percent / 100
@@ -141,10 +141,10 @@ def plan_run(cfg, config: dict, gpus: int | None, nodes: int, memory: float | No
         count = (gpus or train.processes) * nodes
         block = cfg.corpus_prep.block_size
         per_step = train.micro_batch_size * max(1, -(-train.batch_tokens // (train.micro_batch_size * block)))
-        plans.append(plan_training(name, shape, gpus=count, zero_stage=zero, micro_batch=train.micro_batch_size,
-                                   block=block, checkpointing=train.gradient_checkpointing, steps=train.steps,
-                                   tokens_per_step=per_step * block,
-                                   trainable=trainable if zero is None else 1.0, gpu_memory_gib=memory))
+        setup = Setup(gpus=count, zero_stage=zero, micro_batch=train.micro_batch_size, block=block,
+                      checkpointing=train.gradient_checkpointing, trainable=trainable if zero is None else 1.0,
+                      tokens=train.steps * per_step * block)
+        plans.append(plan_training(name, shape, setup, memory))
     return plans
 
 

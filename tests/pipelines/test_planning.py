@@ -14,6 +14,7 @@ import torch
 
 from linguaforge.pipelines.planning import (
     GIB,
+    Setup,
     activation_bytes,
     model_shape,
     model_state_bytes,
@@ -102,8 +103,8 @@ def test_eight_b_fits_on_eight_h100s_with_checkpointing_and_not_without():
     shape = model_shape(config("llama-3-8b"))
 
     def plan(checkpointing: bool, micro: int = 4):
-        return plan_training("cpt", shape, gpus=8, zero_stage=2, micro_batch=micro, block=2048,
-                             checkpointing=checkpointing, steps=1, tokens_per_step=1, gpu_memory_gib=80)
+        return plan_training("cpt", shape, Setup(gpus=8, zero_stage=2, micro_batch=micro, block=2048,
+                                                 checkpointing=checkpointing), gpu_memory_gib=80)
 
     on, off = plan(True), plan(False)
     assert on.fits and not off.fits
