@@ -18,7 +18,7 @@ from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.preflight import check_run
 from linguaforge.flows.stages import models_to_evaluate, run_context
 from linguaforge.flows.stopping import remember_flow_run
-from linguaforge.tasks.common import Source
+from linguaforge.tasks.common import MODEL_FOLDER, Source
 from linguaforge.tasks.gpu_slots import size_gpu_slots
 
 
@@ -49,7 +49,7 @@ def pipeline(config: RunConfig = RunConfig()) -> RunOutputs:  # noqa: B008 - Pre
         stacked_on = {"base": None, "maet": outputs.merged, "full_cpt": outputs.deltas.get("full_cpt")}
         for name in config.mindmerger.llms:  # MindMerger on the base LLM, or stacked on a model with the ability
             # (RunConfig refuses full_cpt here unless merge.baselines builds it)
-            llm = Source.of(stacked_on[name], "model") if stacked_on[name] is not None else None
+            llm = Source.of(stacked_on[name], MODEL_FOLDER) if stacked_on[name] is not None else None
             outputs |= mindmerger(config, name, llm)
     if config.evaluation.enabled:
         outputs |= evaluate(config, models_to_evaluate(config, outputs))

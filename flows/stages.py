@@ -7,8 +7,10 @@ from prefect.futures import wait
 
 from linguaforge.flows.config import DEMO_PREFIX, RunConfig
 from linguaforge.flows.outputs import EvalUnitOutput, RunOutputs
+from linguaforge.pipelines.maet.cpt import DELTA_FILE
+from linguaforge.pipelines.maet.decompose import ABILITY_FILE
 from linguaforge.storage import ArtifactRef
-from linguaforge.tasks.common import RunContext, Source
+from linguaforge.tasks.common import MODEL_FOLDER, RunContext, Source
 from linguaforge.tasks.corpus import corpus_mixture, corpus_prep
 from linguaforge.tasks.demo import bootstrap, demo_world, tiny_models
 from linguaforge.tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
@@ -39,7 +41,7 @@ def base_models(cfg: RunConfig) -> RunOutputs:
 
 def run_sources(cfg: RunConfig, outputs: RunOutputs) -> tuple[Source, Source, ArtifactRef | None]:
     """The base LLM and the encoder (demo artifacts or the configured HF ids / paths), and the demo world."""
-    base = Source.of(outputs.base_llm, "model") if outputs.base_llm else Source(uri=cfg.models.base_llm)
+    base = Source.of(outputs.base_llm, MODEL_FOLDER) if outputs.base_llm else Source(uri=cfg.models.base_llm)
     encoder = (Source.of(outputs.tiny_models, "encoder") if cfg.models.encoder == f"{DEMO_PREFIX}encoder"
                else Source(uri=cfg.models.encoder))
     return base, encoder, outputs.demo_world
@@ -85,10 +87,10 @@ def transfer(cfg: RunConfig, deltas: dict[str, ArtifactRef], base: Source) -> Ru
     pivot, ctx, m = cfg.pivot_language, run_context(cfg), cfg.merge
     parts = decompose(ctx, cfg.decompose, deltas["ability+pivot"], deltas[pivot],
                       {code: deltas[code] for code in cfg.languages})
-    merges = {"merged": merge_models.submit(ctx, m, m.method, base, parts, "ability.safetensors", parts)}
+    merges = {"merged": merge_models.submit(ctx, m, m.method, base, parts, ABILITY_FILE, parts)}
     if "task_vector" in m.baselines:
         merges["task_vector"] = merge_models.submit(ctx, m, "task_arithmetic", base, deltas["full_cpt"],
-                                                    "delta.safetensors")
+                                                    DELTA_FILE)
     wait(list(merges.values()))
     return RunOutputs(decomposed=parts, **{name: future.result() for name, future in merges.items()})
 
@@ -114,7 +116,7 @@ def models_to_evaluate(cfg: RunConfig, outputs: RunOutputs) -> list[EvalModel]:
              "task_vector": outputs.task_vector, cfg.merge.method: outputs.merged}
     for name, ref in named.items():
         if ref is not None:
-            models.append(EvalModel(name=name, base="base", source=Source.of(ref, "model")))
+            models.append(EvalModel(name=name, base="base", source=Source.of(ref, MODEL_FOLDER)))
     for llm, parts in outputs.mindmerger.items():  # each compared with the LLM it was stacked on
         models.append(EvalModel(name=f"mindmerger-{llm}", base=cfg.merge.method if llm == "maet" else llm,
                                 kind="mindmerger", source=Source.of(parts.augmentation)))

@@ -28,6 +28,8 @@ from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter, Stor
 from linguaforge.storage.settings import StoreConfig, open_store  # noqa: F401 - tasks open stores from here
 from linguaforge.tasks.progress import stage_finished, ui_artifact
 
+MODEL_FOLDER = "model"  # where an artifact that holds a whole model (HF folder) keeps it
+
 
 class RunContext(BaseModel):
     """What a stage task needs of its run besides its own settings: the store, the seed, the languages and how

@@ -21,9 +21,10 @@ from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.settings import CorpusPrepConfig, key_params
+from linguaforge.pipelines.training.loop import TRAIN_FILE
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import MODEL_FOLDER, RunContext, Source, open_store, run_stage, stage_task
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned
 from linguaforge.tasks.progress import StageProgress
 
@@ -111,10 +112,10 @@ def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: 
                     StageProgress("bootstrap", settings.steps, tracker=ctx.tracker("bootstrap", w)) as progress:
                 summary, trained = run_cpt(llm_dir, tmp, pinned(settings, gpus), checkpoints=w.checkpoints,
                                            progress=progress, label="bootstrap")
-        save_trained_model(llm_dir, trained, w.path / "model")
+        save_trained_model(llm_dir, trained, w.path / MODEL_FOLDER)
         losses = summary.pop("losses")
         loss_curve(losses, w.path / "loss_curve.png", "demo bootstrap (all languages)")
-        w.write_json("train.json", content_only(summary) | {"losses": losses})
+        w.write_json(TRAIN_FILE, content_only(summary) | {"losses": losses})
         w.metrics.update(summary)
 
     return run_stage(store, kind="base_llm", stage="bootstrap", version=BOOTSTRAP_VERSION, params=params,

@@ -20,6 +20,7 @@ from linguaforge.pipelines.benchmarks import (
     evaluate_unit,
     headline_rows,
 )
+from linguaforge.pipelines.benchmarks.files import HEADLINE_FILE, REPORT_FILE, ROWS_FILE, SCORES_FILE
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
 from linguaforge.pipelines.devices import resolve_device
 from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator
@@ -135,18 +136,18 @@ def comparison_report(ctx: RunContext, units: list[ArtifactRef]) -> ArtifactRef:
     sources = {f"unit{i:04d}": Source.of(ref) for i, ref in enumerate(units)}
 
     def build(w: ArtifactWriter) -> None:
-        scores = [store.open(ref).read_json("scores.json") for ref in units]
+        scores = [store.open(ref).read_json(SCORES_FILE) for ref in units]
         rows = build_comparison(scores, w.path, title=f"linguaforge run {ctx.name}", pivot=ctx.pivot_language)
-        w.write_json("rows.json", rows)
-        w.write_json("headline.json", headline_rows(scores, ctx.pivot_language))
-        w.write_json("scores.json", scores)
+        w.write_json(ROWS_FILE, rows)
+        w.write_json(HEADLINE_FILE, headline_rows(scores, ctx.pivot_language))
+        w.write_json(SCORES_FILE, scores)
         w.metrics.update({"units": len(units), "models": len({s["model"] for s in scores})})
         tracker = ctx.tracker("report", w)
-        tracker.log_text("report", (w.path / "report.md").read_text())
+        tracker.log_text("report", (w.path / REPORT_FILE).read_text())
         tracker.close()
         ui_artifact(create_table_artifact, rows, key=ui_key(f"comparison-{ctx.name}"),
                     description=f"linguaforge run {ctx.name}: accuracy per language, every model vs its base")
 
     return run_stage(store, kind="report", stage="comparison_report", version=REPORT_VERSION,
                      params={"run": ctx.name}, sources=sources, build=build,
-                     describe=lambda w: (Path(w.path) / "report.md").read_text())
+                     describe=lambda w: (Path(w.path) / REPORT_FILE).read_text())

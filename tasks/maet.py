@@ -5,17 +5,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt, save_trained_model, write_cpt_delta
-from linguaforge.pipelines.maet.importance import GradientSum, NeuronMask, mask_anatomy
+from linguaforge.pipelines.maet.cpt import (
+    DELTA_FILE,
+    key_neuron_mask,
+    run_cpt,
+    save_trained_model,
+    write_cpt_delta,
+)
+from linguaforge.pipelines.maet.importance import MASK_FILE, GradientSum, NeuronMask, mask_anatomy
 from linguaforge.pipelines.maet.settings import FullCPTConfig, ProbeConfig
 from linguaforge.pipelines.merging.methods.maet import family_of
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.settings import key_params
 from linguaforge.pipelines.training.causal_lm import PackedBlocks
+from linguaforge.pipelines.training.loop import TRAIN_FILE
 from linguaforge.pipelines.training.settings import TrainConfig, TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import MODEL_FOLDER, RunContext, Source, open_store, run_stage, stage_task
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned
 from linguaforge.tasks.progress import StageProgress
 
@@ -41,7 +48,7 @@ def _train(ctx: RunContext, w: ArtifactWriter, label: str, base_dir: str, blocks
         summary, weights = run_cpt(base_dir, blocks, pinned(settings, gpus), mask=mask, checkpoints=w.checkpoints,
                                    progress=progress, label=label, gradients=gradients)
     loss_curve(summary["losses"], w.path / "loss_curve.png", label)
-    w.write_json("train.json", content_only(summary))
+    w.write_json(TRAIN_FILE, content_only(summary))
     w.metrics.update({k: v for k, v in summary.items() if k != "losses"})
     return weights
 
@@ -59,7 +66,7 @@ def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: Art
         gradients = GradientSum() if probe.importance == "gradient" else None
         probed = _train(ctx, w, f"probe {name}", base_dir, blocks, settings, gradients=gradients)
         mask = key_neuron_mask(base_dir, probed, probe.k1_percent, probe.granularity, probe.selection, gradients)
-        mask.save(w.path / "mask.safetensors", corpus=name)
+        mask.save(w.path / MASK_FILE, corpus=name)
         selected = mask.selected()
         total = sum(m.numel() for m in mask.masks.values())
         anatomy = mask_anatomy(mask, family_of, PackedBlocks.from_dir(Path(blocks)).token_ids())
@@ -95,11 +102,11 @@ def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactR
 
     def build(w: ArtifactWriter) -> None:
         base_dir = base.local(store)
-        mask = _union([NeuronMask.load(store.open(m).path("mask.safetensors")) for m in masks])
+        mask = _union([NeuronMask.load(store.open(m).path(MASK_FILE)) for m in masks])
         trained = _train(ctx, w, f"masked CPT {name}", base_dir, sources["corpus"].local(store), settings, mask)
-        nnz = write_cpt_delta(w.path / "delta.safetensors", base_dir, base.label, trained)
+        nnz = write_cpt_delta(w.path / DELTA_FILE, base_dir, base.label, trained)
         w.metrics.update({"changed_entries": sum(nnz.values()), "changed_tensors": sum(v > 0 for v in nnz.values()),
-                          "delta_bytes": (w.path / "delta.safetensors").stat().st_size})
+                          "delta_bytes": (w.path / DELTA_FILE).stat().st_size})
 
     return run_stage(store, kind="delta", stage="masked_cpt", version=MASKED_CPT_VERSION, params=params,
                      sources=sources, build=build)
@@ -116,9 +123,9 @@ def full_cpt(ctx: RunContext, full: FullCPTConfig, corpus: ArtifactRef, base: So
     def build(w: ArtifactWriter) -> None:
         base_dir = base.local(store)
         trained = _train(ctx, w, "full CPT (ability)", base_dir, sources["corpus"].local(store), settings)
-        write_cpt_delta(w.path / "delta.safetensors", base_dir, base.label, trained)
-        save_trained_model(base_dir, trained, w.path / "model")
-        w.metrics["delta_bytes"] = (w.path / "delta.safetensors").stat().st_size
+        write_cpt_delta(w.path / DELTA_FILE, base_dir, base.label, trained)
+        save_trained_model(base_dir, trained, w.path / MODEL_FOLDER)
+        w.metrics["delta_bytes"] = (w.path / DELTA_FILE).stat().st_size
 
     return run_stage(store, kind="delta", stage="full_cpt", version=FULL_CPT_VERSION, params=params,
                      sources=sources, build=build)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from prefect.artifacts import create_table_artifact
 
+from linguaforge.pipelines.maet.cpt import DELTA_FILE
 from linguaforge.pipelines.maet.decompose import decompose as decompose_deltas
+from linguaforge.pipelines.maet.decompose import language_file
 from linguaforge.pipelines.maet.settings import DecomposeConfig
 from linguaforge.pipelines.merging.deltas import SparseDelta
 from linguaforge.pipelines.merging.engine import MergeSpec, write_merge
@@ -14,7 +16,15 @@ from linguaforge.pipelines.merging.methods.maet import selection_warning
 from linguaforge.pipelines.merging.settings import MergeConfig
 from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import RunContext, Source, open_store, run_stage, stage_task, ui_key
+from linguaforge.tasks.common import (
+    MODEL_FOLDER,
+    RunContext,
+    Source,
+    open_store,
+    run_stage,
+    stage_task,
+    ui_key,
+)
 from linguaforge.tasks.progress import StageProgress, ui_artifact
 
 DECOMPOSE_VERSION = 2  # 2: keys derived from the settings models
@@ -35,7 +45,7 @@ def merge_params(ctx: RunContext, settings: MergeConfig, method: str, ability_fi
             | ({"seed": ctx.seed} if METHODS[method].seeded else {}))
 
 
-def _delta(store, ref: ArtifactRef, rel: str = "delta.safetensors") -> SparseDelta:
+def _delta(store, ref: ArtifactRef, rel: str = DELTA_FILE) -> SparseDelta:
     return SparseDelta(store.open(ref).path(rel))
 
 
@@ -68,11 +78,11 @@ def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, abi
     sources = {"base": base, "ability": Source.of(ability)} | ({"language_deltas": Source.of(languages)} if languages else {})
 
     def build(w: ArtifactWriter) -> None:
-        langs = {} if languages is None else {c: _delta(store, languages, f"language-{c}.safetensors")
+        langs = {} if languages is None else {c: _delta(store, languages, language_file(c))
                                               for c in ctx.languages}
         spec = MergeSpec.of(m, method, _delta(store, ability, ability_file), langs, ctx.seed)
         with StageProgress(f"merge ({method})") as progress:
-            report = write_merge(base.local(store), w.path / "model", spec, shard_bytes=m.shard_size_mb * 2**20,
+            report = write_merge(base.local(store), w.path / MODEL_FOLDER, spec, shard_bytes=m.shard_size_mb * 2**20,
                                  expected_languages=ctx.languages if languages else None, progress=progress,
                                  base_label=base.label)
         w.write_json("merge_report.json", report)

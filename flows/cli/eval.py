@@ -17,6 +17,7 @@ from linguaforge.flows.cli.common import (
     languages_flag,
 )
 from linguaforge.flows.cli.render import print_rows
+from linguaforge.pipelines.benchmarks.files import RECORDS_FILE, REPORT_FILE
 
 
 def register(sub) -> None:
@@ -78,7 +79,7 @@ def cmd_eval(args) -> int:
                 unit_options={"apply_chat_template": args.apply_chat_template, "system_prompt": args.system_prompt})
     rows = build_comparison(all_scores, args.out)
     print_rows(rows)
-    console.print(f"records and scores: {args.out}/<benchmark>/<language>/   report: {args.out}/report.md")
+    console.print(f"records and scores: {args.out}/<benchmark>/<language>/   report: {args.out}/{REPORT_FILE}")
     if args.output_format == "lm-eval" or args.log_samples:
         console.print(f"lm-eval results: {_write_lmeval_results(args, all_scores)}")
     if args.log_samples:
@@ -201,7 +202,7 @@ def write_samples(args, scores: list[dict]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     stamp, written = datetime.now().isoformat().replace(":", "-"), []
     for unit in scores:
-        records = pq.read_table(Path(args.out) / unit["benchmark"] / unit["language"] / "records.parquet").to_pylist()
+        records = pq.read_table(Path(args.out) / unit["benchmark"] / unit["language"] / RECORDS_FILE).to_pylist()
         path = folder / f"samples_{task_name(unit)}_{stamp}.jsonl"
         path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in samples_lines(records, unit)),
                         encoding="utf-8")

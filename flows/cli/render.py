@@ -8,6 +8,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from linguaforge.flows.cli.common import console, open_run_store, short
+from linguaforge.pipelines.benchmarks.files import HEADLINE_FILE, PLOT_FILE, REPORT_FILE, ROWS_FILE
 
 
 def print_summary(outputs, cfg, seconds: float) -> None:
@@ -36,11 +37,11 @@ def print_summary(outputs, cfg, seconds: float) -> None:
 
 def _print_comparison(cfg, report_ref) -> None:
     reader = open_run_store(cfg).open(report_ref)
-    print_rows(reader.read_json("rows.json"))
-    if "headline.json" in reader.files():
-        _print_headline(reader.read_json("headline.json"), cfg.pivot_language)
-    console.print(f"report: {short(str(reader.path('report.md')))}")
-    console.print(f"plot:   {short(str(reader.path('comparison.png')))}")
+    print_rows(reader.read_json(ROWS_FILE))
+    if HEADLINE_FILE in reader.files():
+        _print_headline(reader.read_json(HEADLINE_FILE), cfg.pivot_language)
+    console.print(f"report: {short(str(reader.path(REPORT_FILE)))}")
+    console.print(f"plot:   {short(str(reader.path(PLOT_FILE)))}")
 
 
 def _print_headline(rows: list[dict], pivot: str) -> None:

@@ -10,6 +10,7 @@ from linguaforge.flows.cli.common import (
     warn_unreadable,
 )
 from linguaforge.flows.cli.render import print_rows
+from linguaforge.pipelines.benchmarks.files import PLOT_FILE, REPORT_FILE, SCORES_FILE
 
 
 def register(sub) -> None:
@@ -35,7 +36,7 @@ def cmd_report(args) -> int:
         warn_unreadable(store, "eval")
         newest = {}  # a store keeps the units of older runs too (another preset, an older evaluator): newest wins
         for m in units:  # oldest first
-            score = store.open((m.kind, m.key)).read_json("scores.json")
+            score = store.open((m.kind, m.key)).read_json(SCORES_FILE)
             newest[score["model"], score["benchmark"], score["language"]] = score
         scores = list(newest.values())
         if len(scores) < len(units):
@@ -49,5 +50,5 @@ def cmd_report(args) -> int:
         return 1
     rows = build_comparison(scores, args.out, title=title)
     print_rows(rows)
-    console.print(f"report: {args.out}/report.md   plot: {args.out}/comparison.png")
+    console.print(f"report: {args.out}/{REPORT_FILE}   plot: {args.out}/{PLOT_FILE}")
     return 0

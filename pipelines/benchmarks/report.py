@@ -27,12 +27,12 @@ matplotlib.use("Agg")  # headless: workers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from linguaforge.pipelines.benchmarks.chance import paired_difference  # noqa: E402
+from linguaforge.pipelines.benchmarks.files import PLOT_FILE, REPORT_FILE, SCORES_FILE  # noqa: E402
 from linguaforge.pipelines.benchmarks.registry import BENCHMARKS  # noqa: E402
 from linguaforge.pipelines.benchmarks.scoring import macro_average  # noqa: E402
 from linguaforge.pipelines.errors import InputError  # noqa: E402
 from linguaforge.pipelines.locations import url_to_fs  # noqa: E402
 
-REPORT_FILE, PLOT_FILE = "report.md", "comparison.png"
 _REQUIRED = ("model", "benchmark", "language", "accuracy", "n", "ci_low", "ci_high")
 
 
@@ -45,7 +45,7 @@ def read_scores(sources: str | Path | Iterable[str | Path], storage_options: dic
         fs, root = url_to_fs(str(source), "scores", storage_options)
         if not fs.exists(root):
             raise InputError(f"scores {source}: no such file or folder")
-        paths = sorted(p for p in fs.find(root) if p.endswith("scores.json")) if fs.isdir(root) else [root]
+        paths = sorted(p for p in fs.find(root) if p.endswith(SCORES_FILE)) if fs.isdir(root) else [root]
         for path in paths:
             try:
                 with fs.open(path, "r", encoding="utf-8") as f:

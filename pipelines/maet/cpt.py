@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from linguaforge.pipelines.devices import resolve_device
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.maet.importance import (
+    MASK_FILE,
     GradientSum,
     NeuronMask,
     check_k1,
@@ -31,10 +32,12 @@ from linguaforge.pipelines.models import load_causal_lm
 from linguaforge.pipelines.training.backends import TorchBackend
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
 from linguaforge.pipelines.training.launcher import Progress, run_processes, torchrun
-from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.loop import TRAIN_FILE, train
 from linguaforge.pipelines.training.oom import with_oom_fallback
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.pipelines.weights import WeightReader
+
+DELTA_FILE = "delta.safetensors"  # a CPT artifact's sparse delta from the base
 
 
 def run_cpt(model_dir: str, blocks_dir: str, settings: TrainSettings, mask: NeuronMask | None = None,
@@ -101,12 +104,12 @@ def _run_cpt_processes(model_dir, blocks_dir, settings, mask, checkpoints, progr
                            "--model", model_dir, "--blocks", blocks_dir, "--settings", str(tmp / "settings.json"),
                            "--out", str(tmp / "out"), "--report-progress")
         if mask is not None:
-            mask.save(tmp / "mask.safetensors")
-            command += ["--mask", str(tmp / "mask.safetensors")]
+            mask.save(tmp / MASK_FILE)
+            command += ["--mask", str(tmp / MASK_FILE)]
         if checkpoints is not None:
             command += ["--store", checkpoints.store.handle(), "--kind", checkpoints.kind, "--key", checkpoints.key]
         run_processes(command, progress, settings.gpus)
-        summary = json.loads((tmp / "out" / "train.json").read_text())
+        summary = json.loads((tmp / "out" / TRAIN_FILE).read_text())
         return summary, load_file(tmp / "out" / "weights.safetensors")
 
 

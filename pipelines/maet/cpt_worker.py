@@ -21,7 +21,7 @@ from linguaforge.pipelines.maet.importance import NeuronMask
 from linguaforge.pipelines.models import load_causal_lm
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
 from linguaforge.pipelines.training.launcher import print_progress
-from linguaforge.pipelines.training.loop import train
+from linguaforge.pipelines.training.loop import TRAIN_FILE, train
 from linguaforge.pipelines.training.settings import TrainSettings
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / "weights.safetensors"))
-        (out / "train.json").write_text(json.dumps(result.summary() | {"losses": result.losses}))
+        (out / TRAIN_FILE).write_text(json.dumps(result.summary() | {"losses": result.losses}))
     if torch.distributed.is_initialized():
         # leave together, and close the process group before exiting: a rank that exits with gloo's threads
         # still running dies in std::terminate (SIGABRT), and the launcher then fails the whole run

@@ -24,6 +24,14 @@ from linguaforge.pipelines.merging.deltas import Compact, SparseDelta, encode_de
 FORMS = ("direct", "pivot_removed")
 
 
+ABILITY_FILE = "ability.safetensors"  # R(A), Eq. 2
+
+
+def language_file(code: str) -> str:
+    """R(L_i) of language `code`, Eq. 2."""
+    return f"language-{code}.safetensors"
+
+
 def ability_delta(ability_pivot: torch.Tensor, pivot: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     """R(A)[τ] for one tensor."""
     return alpha * ability_pivot - beta * pivot
@@ -50,11 +58,11 @@ def decompose(ability_pivot: SparseDelta, pivot: SparseDelta, languages: dict[st
     _check_same_base({"ability_pivot": ability_pivot, "pivot": pivot} | {f"language {c}": d for c, d in languages.items()})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"ability": out_dir / "ability.safetensors"}
+    paths = {"ability": out_dir / ABILITY_FILE}
     _write(paths["ability"], pivot, [ability_pivot, pivot],
            lambda ap, p: ability_delta(ap, p, alpha, beta))
     for code, delta in languages.items():
-        paths[code] = out_dir / f"language-{code}.safetensors"
+        paths[code] = out_dir / language_file(code)
         _write(paths[code], pivot, [delta, pivot], lambda li, p: language_delta(li, p, form))
     return paths
 

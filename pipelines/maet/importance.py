@@ -33,6 +33,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.reproducible import save_tensors
 
 MASK_FORMAT = "linguaforge.neuron_mask/1"
+MASK_FILE = "mask.safetensors"  # a probe artifact's mask
 _BINS = 1 << 16
 
 

@@ -51,7 +51,7 @@ from linguaforge.pipelines.mindmerger.model import (
 from linguaforge.pipelines.mindmerger.settings import StageSettings
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.training.backends import TorchBackend, load_optimizer, save_optimizer
-from linguaforge.pipelines.training.loop import Progress, TrainResult, train
+from linguaforge.pipelines.training.loop import TRAIN_FILE, Progress, TrainResult, train
 from linguaforge.pipelines.training.oom import with_oom_fallback
 
 log = logging.getLogger("linguaforge.mindmerger")
@@ -315,7 +315,7 @@ def write_stage_outputs(model: MindMergerModel, best_state: dict[str, torch.Tens
     save_mapping(best, out_dir / "best", meta(result.best_step))
     export_official_checkpoint(best, out_dir / "best" / "pytorch_model.bin")
     record = result.summary() | {"losses": result.losses, "dev_ppl": result.dev_ppl}
-    (out_dir / "train.json").write_text(json.dumps(content_only(record), indent=1))
+    (out_dir / TRAIN_FILE).write_text(json.dumps(content_only(record), indent=1))
 
 
 # -- a training process (alone, or under torchrun / deepspeed) ---------------------------------------------

@@ -33,6 +33,7 @@ from linguaforge.pipelines.faults import simulated_oom
 from linguaforge.pipelines.interrupt import check_stop
 
 Progress = Callable[[int, int, dict[str, Any]], None]
+TRAIN_FILE = "train.json"  # a training stage's summary, beside what it made
 
 
 class Backend(Protocol):
