@@ -258,9 +258,9 @@ def run_variant(variant: str, root: Path, args) -> dict:
             optimizer.zero_grad(set_to_none=True)
             return total / n
     else:
-        from linguaforge.pipelines.mindmerger.train import build_model
+        from linguaforge.pipelines.mindmerger.train import ModelPair, build_model
 
-        model = build_model(str(root / "encoder"), str(root / "llm"))
+        model = build_model(ModelPair(str(root / "encoder"), str(root / "llm")))
         examples = tokenize(texts, load_tokenizer(str(root / "encoder")), load_tokenizer(str(root / "llm")),
                             512, 512).examples
         backend = make_backend(model, settings, args.steps + 1, torch.device("cpu"))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from linguaforge.flows.config import DEMO_PREFIX, ConfigError, RunConfig
 from linguaforge.pipelines.benchmarks.registry import Benchmark
-from linguaforge.pipelines.corpus import CorpusSpec, check_readable
+from linguaforge.pipelines.corpus import check_readable
 from linguaforge.pipelines.devices import check_device
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.locations import check_local_file_or_folder, check_model_location, is_local
@@ -45,9 +45,7 @@ def _checks(cfg: RunConfig) -> Iterator[tuple[str, Callable[[], object]]]:
     sources += [(f"corpora.general.{code}", code, source) for code, source in cfg.corpora.general.items()]
     for where, language, source in sources:
         if not source.uri.startswith(DEMO_PREFIX):
-            spec = CorpusSpec(uri=source.uri, language=language, format=source.format, text_field=source.text_field,
-                              split=source.split, max_documents=source.max_documents)
-            yield where, lambda spec=spec: check_readable(spec, cfg.store.storage_options)
+            yield where, lambda s=source, c=language: check_readable(s, c, cfg.store.storage_options)
     corpora = []
     if cfg.mindmerger.enabled:
         corpora += [(f"mindmerger.translation_data.{c}", u) for c, u in cfg.mindmerger.translation_data.items()]

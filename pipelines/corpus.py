@@ -28,25 +28,14 @@ import pyarrow.parquet as pq
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.interrupt import check_stop
 from linguaforge.pipelines.locations import url_to_fs
+from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 BLOCKS_PER_SHARD = 50_000
 _TOKENIZE_BATCH = 1000
 
 
-@dataclass
-class CorpusSpec:
-    """Mirrors flows.config.CorpusSource, plus the language it is in."""
-
-    uri: str
-    language: str
-    format: str = "auto"
-    text_field: str = "text"
-    split: str = "train"
-    max_documents: int | None = None
-
-
-def _format_of(spec: CorpusSpec) -> str:
+def _format_of(spec: CorpusSource) -> str:
     if spec.format != "auto":
         return spec.format
     if spec.uri.startswith("hf:"):
@@ -59,24 +48,24 @@ def _format_of(spec: CorpusSpec) -> str:
                      "text or hf")
 
 
-def read_documents(spec: CorpusSpec, storage_options: dict | None = None) -> Iterator[str]:
-    """Raw document texts, in source order, at most spec.max_documents of them."""
+def read_documents(spec: CorpusSource, language: str, storage_options: dict | None = None) -> Iterator[str]:
+    """Raw document texts of the corpus in `language`, in source order, at most spec.max_documents of them."""
     fmt = _format_of(spec)
-    docs = _read_hf(spec) if fmt == "hf" else _read_file(spec, fmt, dict(storage_options or {}))
+    docs = _read_hf(spec) if fmt == "hf" else _read_file(spec, language, fmt, dict(storage_options or {}))
     for i, text in enumerate(docs):
         if spec.max_documents is not None and i >= spec.max_documents:
             return
         yield text
 
 
-def check_readable(spec: CorpusSpec, storage_options: dict | None = None) -> None:
+def check_readable(spec: CorpusSource, language: str, storage_options: dict | None = None) -> None:
     """Read the first document, so that a missing, unreadable or mis-formatted file is refused before any
     stage runs (hub datasets are left to the stage: checking them needs the network)."""
     if _format_of(spec) != "hf":
-        next(iter(read_documents(spec, storage_options)), None)
+        next(iter(read_documents(spec, language, storage_options)), None)
 
 
-def _read_hf(spec: CorpusSpec) -> Iterator[str]:
+def _read_hf(spec: CorpusSource) -> Iterator[str]:
     import datasets
 
     name, _, config = spec.uri.removeprefix("hf:").partition("@")
@@ -85,32 +74,32 @@ def _read_hf(spec: CorpusSpec) -> Iterator[str]:
         yield _field(row, spec, "row")
 
 
-def _read_file(spec: CorpusSpec, fmt: str, options: dict) -> Iterator[str]:
+def _read_file(spec: CorpusSource, language: str, fmt: str, options: dict) -> Iterator[str]:
     """The file's documents; what goes wrong reading it (encoding, a damaged Parquet file, no access) is
     an InputError that names the corpus."""
     try:
-        yield from _read_file_unchecked(spec, fmt, options)
+        yield from _read_file_unchecked(spec, language, fmt, options)
     except InputError:
         raise
     except UnicodeDecodeError as exc:
-        raise InputError(f"corpus ({spec.language}) {spec.uri}: not UTF-8 text (byte {exc.start} of a line "
+        raise InputError(f"corpus ({language}) {spec.uri}: not UTF-8 text (byte {exc.start} of a line "
                          f"cannot be decoded; is it a {fmt} file?)") from None
     except (pa.ArrowException, OSError) as exc:
         if fmt == "parquet" and not isinstance(exc, FileNotFoundError | PermissionError):
-            raise InputError(f"corpus ({spec.language}) {spec.uri}: not a readable Parquet file ({exc})") from None
-        raise InputError(f"corpus ({spec.language}) {spec.uri}: cannot be read ({type(exc).__name__}: {exc})") from None
+            raise InputError(f"corpus ({language}) {spec.uri}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"corpus ({language}) {spec.uri}: cannot be read ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # object-store clients raise their own hierarchies (botocore's NoCredentialsError)
         if "credential" not in f"{type(exc).__name__} {exc}".lower():
             raise
-        raise InputError(f"corpus ({spec.language}) {spec.uri}: no usable credentials ({type(exc).__name__}); set "
+        raise InputError(f"corpus ({language}) {spec.uri}: no usable credentials ({type(exc).__name__}); set "
                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL) in the environment"
                          ) from None
 
 
-def _read_file_unchecked(spec: CorpusSpec, fmt: str, options: dict) -> Iterator[str]:
-    fs, path = url_to_fs(spec.uri, f"corpus ({spec.language})", options)
+def _read_file_unchecked(spec: CorpusSource, language: str, fmt: str, options: dict) -> Iterator[str]:
+    fs, path = url_to_fs(spec.uri, f"corpus ({language})", options)
     if not fs.exists(path):
-        raise InputError(f"corpus ({spec.language}) {spec.uri}: file does not exist")
+        raise InputError(f"corpus ({language}) {spec.uri}: file does not exist")
     compression = "gzip" if path.endswith(".gz") else None
     if fmt == "parquet":
         with fs.open(path, "rb") as f:
@@ -135,7 +124,7 @@ def _read_file_unchecked(spec: CorpusSpec, fmt: str, options: dict) -> Iterator[
             yield _field(row, spec, f"line {lineno}")
 
 
-def _field(row: Any, spec: CorpusSpec, where: str) -> str:
+def _field(row: Any, spec: CorpusSource, where: str) -> str:
     if not isinstance(row, dict) or spec.text_field not in row:
         raise InputError(f"corpus {spec.uri}, {where}: no field {spec.text_field!r}")
     value = row[spec.text_field]
@@ -212,22 +201,12 @@ def _token_lists(texts: Iterable[str], tokenizer) -> Iterator[list[int]]:
         yield from (ids + [eos] for ids in tokenizer(batch, add_special_tokens=True)["input_ids"])
 
 
-def pack_corpus(
-    documents: Iterable[str],
-    tokenizer,
-    out_dir: Path,
-    block_size: int,
-    packing: str = "concat",
-    min_chars: int = 1,
-    max_chars: int = 100_000,
-    source: str = "corpus",
-    progress: Progress | None = None,
-) -> PackStats:
+def pack_corpus(documents: Iterable[str], tokenizer, out_dir: Path, prep: CorpusPrepConfig, source: str = "corpus",
+                progress: Progress | None = None) -> PackStats:
     """Normalise, filter, tokenize and pack `documents` into `out_dir`. Raises InputError on an empty corpus."""
     if tokenizer.eos_token_id is None:
         raise InputError(f"tokenizer for {source} has no EOS token; packing needs one to separate documents")
-    if packing not in ("concat", "document"):
-        raise InputError(f"packing {packing!r} is not one of concat, document")
+    block_size, packing, min_chars, max_chars = prep.block_size, prep.packing, prep.min_chars, prep.max_chars
     stats = PackStats()
     writer = _ShardWriter(out_dir, block_size)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger
 
-from linguaforge.pipelines.corpus import CorpusSpec, mix_corpora, pack_corpus, read_documents, write_stats
+from linguaforge.pipelines.corpus import mix_corpora, pack_corpus, read_documents, write_stats
 from linguaforge.pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
 from linguaforge.pipelines.settings import DEMO_PREFIX, CorpusPrepConfig, CorpusSource, key_params
 from linguaforge.storage import ArtifactRef, ArtifactWriter
@@ -45,12 +45,9 @@ def corpus_prep(ctx: RunContext, prep: CorpusPrepConfig, name: str, language: st
         tokenizer = load_tokenizer(tokenizer_path)
         check_tokenizer_matches(tokenizer, read_model_config(model_path), tokenizer_src.label, base.label)
         uri = source.local(store, folder=False)
-        spec = CorpusSpec(uri=uri, language=language, format=corpus.format, text_field=corpus.text_field,
-                          split=corpus.split, max_documents=corpus.max_documents)
+        documents = read_documents(corpus.model_copy(update={"uri": uri}), language, ctx.store.storage_options)
         with StageProgress(f"corpus {name}") as progress:
-            stats = pack_corpus(read_documents(spec, ctx.store.storage_options), tokenizer, w.path,
-                                prep.block_size, prep.packing, prep.min_chars, prep.max_chars,
-                                source=f"{name} ({corpus.uri})", progress=progress)
+            stats = pack_corpus(documents, tokenizer, w.path, prep, source=f"{name} ({corpus.uri})", progress=progress)
         w.metrics.update(write_stats(stats, w.path, language=language, source=corpus.uri))
 
     return run_stage(store, kind="corpus", stage="corpus_prep", version=CORPUS_PREP_VERSION, params=params,

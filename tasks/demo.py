@@ -6,7 +6,7 @@ import itertools
 import tempfile
 from pathlib import Path
 
-from linguaforge.pipelines.corpus import CorpusSpec, pack_corpus, read_documents
+from linguaforge.pipelines.corpus import pack_corpus, read_documents
 from linguaforge.pipelines.demo.models import (
     build_tiny_encoder,
     build_tiny_llm,
@@ -20,7 +20,7 @@ from linguaforge.pipelines.maet.cpt import run_cpt, save_trained_model
 from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
-from linguaforge.pipelines.settings import CorpusPrepConfig, key_params
+from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource, key_params
 from linguaforge.pipelines.training.loop import TRAIN_FILE
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
@@ -104,10 +104,10 @@ def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: 
         llm_dir = sources["llm"].local(store)
         tokenizer = load_tokenizer(llm_dir)
         docs = itertools.chain.from_iterable(
-            read_documents(CorpusSpec(uri=str(world_dir / "general" / f"{lang}.jsonl"), language=lang))
+            read_documents(CorpusSource(uri=str(world_dir / "general" / f"{lang}.jsonl")), lang)
             for lang in ctx.all_languages)
         with tempfile.TemporaryDirectory() as tmp:
-            pack_corpus(docs, tokenizer, Path(tmp), prep.block_size, source="demo general text")
+            pack_corpus(docs, tokenizer, Path(tmp), prep, source="demo general text")
             with gpu_slots(settings.processes, ctx.gpus_per_node, "bootstrap") as gpus, \
                     StageProgress("bootstrap", settings.steps, tracker=ctx.tracker("bootstrap", w)) as progress:
                 summary, trained = run_cpt(llm_dir, tmp, pinned(settings, gpus), checkpoints=w.checkpoints,

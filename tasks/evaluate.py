@@ -15,6 +15,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
 from linguaforge.pipelines.benchmarks import (
+    UnitData,
     available_languages,
     build_comparison,
     evaluate_unit,
@@ -113,12 +114,9 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
         with gpu_slots(1, ctx.gpus_per_node, label) as gpus, StageProgress(label) as progress:
             pinned_ctx = ctx.model_copy(update={"device": pinned_device(ctx.device, gpus)})
             generator = _GENERATORS[model.kind](model, store, pinned_ctx, batch_size)
-            scores = evaluate_unit(
-                generator, spec.benchmark, language, _data_location(data, store), w.path, preset=spec.prompt,
-                limit=spec.limit, progress=progress, scoring=spec.scoring, max_new_tokens=spec.max_new_tokens,
-                exemplars=spec.exemplars, model_name=model.name, base_name=model.base,
-                storage_options=ctx.store.storage_options, data_label=data.label,
-                apply_chat_template=spec.apply_chat_template, system_prompt=spec.system_prompt)
+            scores = evaluate_unit(generator, spec, language, w.path, progress=progress, model_name=model.name,
+                                   base_name=model.base, data=UnitData(_data_location(data, store), data.label,
+                                                                       ctx.store.storage_options))
         w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})
         tracker = ctx.tracker("evaluation")  # one view of every unit: model × benchmark × language
         tracker.log({f"{name}/{spec.name}/{language}/{model.name}": scores[name]

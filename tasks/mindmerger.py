@@ -31,7 +31,7 @@ from linguaforge.pipelines.mindmerger.data import (
 )
 from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
 from linguaforge.pipelines.mindmerger.settings import MindMergerConfig
-from linguaforge.pipelines.mindmerger.train import run_stage_training
+from linguaforge.pipelines.mindmerger.train import ModelPair, run_stage_training
 from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.settings import key_params
@@ -86,9 +86,9 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: Mi
     with gpu_slots(1, ctx.gpus_per_node, label) as gpus, \
             StageProgress(f"{label}", settings.steps(len(train)), tracker=ctx.tracker(label, w)) as progress:
         settings.device = pinned_device(settings.device, gpus)
-        result = run_stage_training(encoder_dir, llm_dir, train, dev, settings, w.path, dtype=ctx.dtype,
-                                    init=init, checkpoints=w.checkpoints, progress=progress,
-                                    encoder_id=encoder.label, llm_id=llm.label)
+        pair = ModelPair(encoder_dir, llm_dir, encoder.label, llm.label, ctx.dtype)
+        result = run_stage_training(pair, train, dev, settings, w.path, init=init, checkpoints=w.checkpoints,
+                                    progress=progress)
     # dev as log-perplexity: the same units (nats per target token) as the training loss
     loss_curve(result.losses, w.path / "loss_curve.png", label,
                dev={step: math.log(ppl) for step, ppl in result.dev_ppl.items()})

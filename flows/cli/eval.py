@@ -64,6 +64,7 @@ def cmd_eval(args) -> int:
     with _imports_kept_out_of_collection(args):
         from linguaforge.pipelines import loading  # noqa: F401  (torch, transformers' tokenizers: imported here)
         from linguaforge.pipelines.benchmarks import build_comparison, evaluate_model
+        from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
 
     languages = languages_flag(args.languages) if args.languages else None
     data = _data_per_benchmark(args)
@@ -71,12 +72,12 @@ def cmd_eval(args) -> int:
     all_scores = []
     with _generator(args) as generator, _progress() as progress:
         for bench in args.benchmarks:
-            all_scores += evaluate_model(
-                args.model, bench, data[bench], args.out, languages=languages, preset=args.preset,
-                batch_size=args.batch_size, limit=args.limit, scoring=args.scoring,
-                max_new_tokens=args.max_new_tokens, exemplars=args.exemplars, dtype=args.dtype,
-                model_name=args.name, progress=progress(bench), generator=generator, report=False,
-                unit_options={"apply_chat_template": args.apply_chat_template, "system_prompt": args.system_prompt})
+            spec = BenchmarkSpec(name=bench, data=data[bench], languages=languages, prompt=args.preset,
+                                 limit=args.limit, scoring=args.scoring, max_new_tokens=args.max_new_tokens,
+                                 exemplars=args.exemplars, apply_chat_template=args.apply_chat_template,
+                                 system_prompt=args.system_prompt)
+            all_scores += evaluate_model(args.model, spec, args.out, model_name=args.name, progress=progress(bench),
+                                         generator=generator, report=False)
     rows = build_comparison(all_scores, args.out)
     print_rows(rows)
     console.print(f"records and scores: {args.out}/<benchmark>/<language>/   report: {args.out}/{REPORT_FILE}")

@@ -11,7 +11,7 @@ from importlib import import_module
 # Names resolve on first use (PEP 562), so that the light parts (registry, presets, loaders, report) load
 # without torch: a configuration is then checked in well under a second, before any heavy import.
 _HOMES = {
-    "evaluate": ["evaluate_model", "evaluate_unit"],
+    "evaluate": ["ModelLoading", "UnitData", "evaluate_model", "evaluate_unit"],
     "items": ["BenchmarkItem"],
     "loaders": ["available_languages", "load_raw"],
     "prompts": ["PromptPreset", "build_items", "builtin_presets", "load_exemplars", "load_preset", "stop_strings"],
@@ -30,7 +30,7 @@ def __getattr__(name: str):
 __all__ = [
     "BENCHMARKS", "Benchmark", "BenchmarkItem", "PromptPreset",
     "available_languages", "build_comparison", "build_items", "build_report", "builtin_presets", "comparison_rows",
-    "evaluate_model", "evaluate_unit", "get_benchmark", "headline_rows", "load_exemplars",
+    "ModelLoading", "UnitData", "evaluate_model", "evaluate_unit", "get_benchmark", "headline_rows", "load_exemplars",
     "load_preset", "load_raw",
     "read_scores", "stop_strings",
 ]

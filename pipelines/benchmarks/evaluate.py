@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,8 +30,8 @@ from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results
 from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_exemplars, load_preset, stop_strings
-from linguaforge.pipelines.benchmarks.registry import Benchmark, get_benchmark
 from linguaforge.pipelines.benchmarks.scoring import gold_key, score_classification, score_math, summarise
+from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.generation.causal_lm import (
     HFCausalLMGenerator,
@@ -46,39 +47,43 @@ Progress = Callable[[int, int, dict], None]
 LMEVAL_FILE = "results_lmeval.json"  # the unit's scores in lm-eval's results layout (lmeval_format.py)
 
 
-def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language: str, data_source: str,
-                  out_dir: str | Path, preset: str = "mindmerger", limit: int | None = None,
-                  progress: Progress | None = None, *, scoring: str = "generate",
-                  max_new_tokens: int | None = None, exemplars: str | None = None,
-                  model_name: str | None = None, base_name: str | None = None,
-                  storage_options: dict | None = None, data_label: str | None = None,
-                  apply_chat_template: bool = False, system_prompt: str | None = None) -> dict:
-    """Score `generator` on one benchmark language; write records.parquet + scores.json; return the scores.
+@dataclass(frozen=True)
+class UnitData:
+    """Where a unit's benchmark files are read: a location this process can read, how scores.json records it
+    (default: the location itself; a store's machine-local copy is recorded by its source), and the fsspec options
+    that reach it."""
 
-    scoring: "generate" (greedy text, every rule of the benchmark) or "loglik" (classification only: the
-    option with the highest log-likelihood is the answer). `model_name`/`base_name` are recorded for the
-    comparison report (base_name None: this model is a base). `data_label`: how the data is recorded in
-    scores.json when `data_source` is a machine-local copy (default: `data_source` itself).
+    location: str
+    label: str | None = None
+    storage_options: dict | None = None
+
+
+def evaluate_unit(generator: TextGenerator, spec: BenchmarkSpec, language: str, out_dir: str | Path, *,
+                  data: UnitData | None = None, progress: Progress | None = None,
+                  model_name: str | None = None, base_name: str | None = None) -> dict:
+    """Score `generator` on one benchmark language as `spec` says (prompt, scoring, limit, budget, exemplars, chat
+    template); write records.parquet + scores.json; return the scores.
+
+    `data`: where the files are (default: `spec.data`). Scoring "generate" is greedy text under every rule of the
+    benchmark; "loglik" (classification only) takes the option with the highest log-likelihood as the answer.
+    `model_name`/`base_name` are recorded for the comparison report (base_name None: this model is a base).
     """
-    bench = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)  # resolved by the caller
+    bench, data = spec.benchmark, data or UnitData(spec.data)
     language = check_language(language, f"{bench.name} language")
-    if scoring not in ("generate", "loglik"):
-        raise InputError(f"scoring must be 'generate' or 'loglik', got {scoring!r}")
+    scoring, limit = spec.scoring, spec.limit
     if scoring == "loglik" and bench.task == "math":
         raise InputError(f"{bench.name} is free-form math: log-likelihood scoring needs options (use generate)")
     if scoring == "loglik" and not isinstance(generator, OptionScorer):
         raise InputError(f"{type(generator).__name__} has no option_logprobs: it cannot score by log-likelihood")
-    if limit is not None and limit < 1:
-        raise InputError(f"limit must be at least 1, got {limit}")
 
-    prompt_preset = load_preset(preset)
-    shots = load_exemplars(exemplars, storage_options) if exemplars else None
-    every_row = load_raw(bench, data_source, language, storage_options)
+    prompt_preset = load_preset(spec.prompt)
+    shots = load_exemplars(spec.exemplars, data.storage_options) if spec.exemplars else None
+    every_row = load_raw(bench, data.location, language, data.storage_options)
     rows = every_row[:limit]
     items = build_items(bench, rows, language, prompt_preset, shots)
-    if apply_chat_template:  # an instruct model reads its prompts in its own chat template
-        items = chat_items(items, generator, system_prompt)
-    budget = max_new_tokens or bench.max_new_tokens
+    if spec.apply_chat_template:  # an instruct model reads its prompts in its own chat template
+        items = chat_items(items, generator, spec.system_prompt)
+    budget = spec.max_new_tokens or bench.max_new_tokens
     stop = stop_strings(bench, prompt_preset, language, shots)
 
     started = time.perf_counter()
@@ -96,10 +101,10 @@ def evaluate_unit(generator: TextGenerator, benchmark: Benchmark | str, language
         **per_rule[rules[0]], **answer_summary(items["answer"], items["gold"], items["correct"]), "items": items,
         "rules": per_rule,
         "max_new_tokens": budget if scoring == "generate" else None, "stop": stop,
-        "data_source": data_label or data_source, "limit": limit, "exemplars": exemplars,
+        "data_source": data.label or data.location, "limit": limit, "exemplars": spec.exemplars,
         "seconds": round(elapsed, 3), "items_per_second": round(len(items) / elapsed, 3) if elapsed > 0 else None,
         "items_total": len(every_row), "shots": len(shots[language]["exemplars"]) if shots else 0,
-        "chat_template": apply_chat_template, "system_prompt": system_prompt,
+        "chat_template": spec.apply_chat_template, "system_prompt": spec.system_prompt,
     }
     if scoring == "generate" and bench.task == "math":  # well-formed answers: how many outputs hold a number
         scores["with_number"] = sum(bool(re.search(r"\d", r["output"])) for r in records) / len(records)
@@ -193,46 +198,51 @@ def _write_unit(out_dir: Path, records: list[dict], scores: dict) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def evaluate_model(model: str, benchmark: str, data: str, out_dir: str | Path,
-                   languages: Sequence[str] | None = None, preset: str = "mindmerger", batch_size: int = 8,
-                   limit: int | None = None, scoring: str = "generate", max_new_tokens: int | None = None,
-                   exemplars: str | None = None, dtype: str = "float32", device: str | None = None,
-                   model_name: str | None = None, storage_options: dict | None = None,
-                   progress: Progress | None = None, streams: int | str = 1, generator=None,
-                   report: bool = True, unit_options: dict | None = None) -> list[dict]:
-    """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language under
-    `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` + `comparison.png`. Returns the scores.
+@dataclass(frozen=True)
+class ModelLoading:
+    """How `evaluate_model` loads and runs a model and reaches its data. `streams` (`decoding.in_streams`; "auto":
+    `decoding.default_streams`) sets the intra-op thread count while it generates: the eval CLI, a process of its
+    own, asks for "auto"; a process that runs other torch work meanwhile (the pipeline's stages) keeps 1."""
 
-    `streams` (`decoding.in_streams`; "auto": `decoding.default_streams`) sets the process's intra-op thread
-    count while it generates: the eval CLI, a process of its own, asks for "auto"; a process that runs other
-    torch work in other threads meanwhile (the pipeline's stages) keeps 1. `generator`: one already made (a
-    ParallelGenerator over several devices, or one shared by several benchmarks) instead of loading `model` here;
-    `report=False` leaves the comparison to the caller (several benchmarks: one report); `unit_options`: more of
-    `evaluate_unit`'s settings (apply_chat_template, system_prompt)."""
+    dtype: str = "float32"
+    device: str | None = None
+    batch_size: int = 8
+    streams: int | str = 1
+    storage_options: dict | None = None
+
+
+def evaluate_model(model: str, spec: BenchmarkSpec, out_dir: str | Path, loading: ModelLoading = ModelLoading(), *,
+                   model_name: str | None = None, progress: Progress | None = None, generator=None,
+                   report: bool = True) -> list[dict]:
+    """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language of `spec` (every
+    language of its data when it names none) under `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` +
+    `comparison.png`. Returns the scores.
+
+    `generator`: one already made (a ParallelGenerator over several devices, or one shared by several benchmarks)
+    instead of loading `model` here; `report=False` leaves the comparison to the caller (several benchmarks: one
+    report)."""
     from linguaforge.pipelines.benchmarks.report import build_comparison
     from linguaforge.pipelines.output_folder import claim_output_folder
 
-    bench = get_benchmark(benchmark)
-    langs = list(languages) if languages else available_languages(bench, data, storage_options)
+    bench, data = spec.benchmark, UnitData(spec.data, storage_options=loading.storage_options)
+    langs = list(spec.languages or available_languages(bench, spec.data, loading.storage_options))
     if not langs:
-        raise InputError(f"{data}: no {bench.name} languages found there")
-    if streams == "auto":
-        streams = default_streams(torch.device(device or "cpu"))
+        raise InputError(f"{spec.data}: no {bench.name} languages found there")
     if generator is None:
-        generator = HFCausalLMGenerator.from_pretrained(model, dtype=dtype, batch_size=batch_size, device=device,
-                                                        streams=streams)
+        streams = default_streams(torch.device(loading.device or "cpu")) if loading.streams == "auto" \
+            else loading.streams
+        generator = HFCausalLMGenerator.from_pretrained(model, dtype=loading.dtype, batch_size=loading.batch_size,
+                                                        device=loading.device, streams=streams)
     name = model_name or model.rstrip("/").rsplit("/", 1)[-1]
-    claim_output_folder(out_dir, "output folder", [model, data])  # the model loaded: results are coming
+    claim_output_folder(out_dir, "output folder", [model, spec.data])  # the model loaded: results are coming
     results = []
     for i, lang in enumerate(langs):
         unit_progress = None
         if progress is not None:
             def unit_progress(done, total, metrics, _lang=lang, _i=i):
                 progress(_i * total + done, len(langs) * total, {"language": _lang, **metrics})
-        results.append(evaluate_unit(generator, bench, lang, data, Path(out_dir) / bench.name / lang,
-                                     preset=preset, limit=limit, progress=unit_progress, scoring=scoring,
-                                     max_new_tokens=max_new_tokens, exemplars=exemplars, model_name=name,
-                                     storage_options=storage_options, **(unit_options or {})))
+        results.append(evaluate_unit(generator, spec, lang, Path(out_dir) / bench.name / lang, data=data,
+                                     progress=unit_progress, model_name=name))
     if report:
         build_comparison(results, out_dir)
     return results

@@ -31,7 +31,9 @@ import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -111,14 +113,24 @@ def decode_attention(model):
         model.set_attn_implementation("sdpa")
 
 
-def continue_greedy(model, logits: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor,
-                    max_new_tokens: int, eos_ids: Sequence[int], stopped: Callable[[list[int]], bool] | None,
-                    cache_kwarg: str = "cache") -> list[list[int]]:
-    """Greedy decoding after a prefill (`logits` of each row's last position, its KV `cache`, `mask` and the
-    last `positions`), where a row leaves the batch as soon as it is done (EOS, or `stopped` on its tokens so
-    far): later steps compute only the rows still going. A row computes what it computes alone (its padding is
-    masked, its positions come from its mask), so a row leaving changes no other row. Returns each row's new
-    tokens, EOS excluded."""
+@dataclass
+class Prefill:
+    """A batch after its prompts were computed: each row's last-position `logits`, the KV `cache`, the attention
+    `mask` so far and each row's last position."""
+
+    logits: torch.Tensor
+    cache: Any
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+
+def continue_greedy(model, prefill: Prefill, max_new_tokens: int, eos_ids: Sequence[int],
+                    stopped: Callable[[list[int]], bool] | None, cache_kwarg: str = "cache") -> list[list[int]]:
+    """Greedy decoding after a prefill, where a row leaves the batch as soon as it is done (EOS, or `stopped` on
+    its tokens so far): later steps compute only the rows still going. A row computes what it computes alone (its
+    padding is masked, its positions come from its mask), so a row leaving changes no other row. Returns each
+    row's new tokens, EOS excluded."""
+    cache, mask, positions = prefill.cache, prefill.mask, prefill.positions
 
     def advance(chosen: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         nonlocal mask, positions
@@ -131,7 +143,7 @@ def continue_greedy(model, logits: torch.Tensor, cache, mask: torch.Tensor, posi
                      use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
 
     with decode_attention(model):
-        return greedy_loop(logits, max_new_tokens, eos_ids, stopped, advance)
+        return greedy_loop(prefill.logits, max_new_tokens, eos_ids, stopped, advance)
 
 
 class _GrowingLayer:
@@ -364,7 +376,7 @@ class HFCausalLMGenerator(BatchedGenerator):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions[:, shared:], use_cache=True,
                          **{self._cache_kwarg: cache}, **self._keep_kwarg(1))
-        return continue_greedy(self.model, out.logits[:, -1], cache, mask, positions[:, -1], max_new_tokens,
+        return continue_greedy(self.model, Prefill(out.logits[:, -1], cache, mask, positions[:, -1]), max_new_tokens,
                                self.eos_ids, stopped, self._cache_kwarg)
 
     def _stopped(self, tokens: list[int], stop: Sequence[str]) -> bool:

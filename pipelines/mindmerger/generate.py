@@ -27,7 +27,7 @@ from linguaforge.pipelines.generation.base import (
     cut_at_stop,
     stop_in_tail,
 )
-from linguaforge.pipelines.generation.causal_lm import continue_greedy, growing_cache
+from linguaforge.pipelines.generation.causal_lm import Prefill, continue_greedy, growing_cache
 from linguaforge.pipelines.interrupt import check_stop
 from linguaforge.pipelines.mindmerger.data import Example, collate
 from linguaforge.pipelines.mindmerger.model import MindMergerModel
@@ -58,10 +58,10 @@ class MindMergerGenerator(BatchedGenerator):
                         batch_size: int = 8, device: str | None = None, encoder_id: str | None = None,
                         llm_id: str | None = None) -> MindMergerGenerator:
         """Encoder + LLM (HF ids or folders) + a trained mapping (our folder, or an official pytorch_model.bin)."""
-        from linguaforge.pipelines.mindmerger.train import build_model
+        from linguaforge.pipelines.mindmerger.train import ModelPair, build_model
         from linguaforge.pipelines.models import load_tokenizer
 
-        model = build_model(encoder_uri, llm_uri, dtype, init=mapping, encoder_id=encoder_id, llm_id=llm_id)
+        model = build_model(ModelPair(encoder_uri, llm_uri, encoder_id, llm_id, dtype), init=mapping)
         return cls(model, load_tokenizer(encoder_uri), load_tokenizer(llm_uri), batch_size, device)
 
     # -- shared -------------------------------------------------------------------------------------
@@ -103,8 +103,8 @@ class MindMergerGenerator(BatchedGenerator):
                              position_ids=packed.position_ids, use_cache=True, **{self._cache_kwarg: cache},
                              **self._keep)
         stopped = (lambda tokens: stop_in_tail(self.tokenizer, tokens, stop)) if stop else None
-        tokens = continue_greedy(self.model.llm, out.logits[:, -1], cache, packed.attention_mask,
-                                 packed.position_ids[:, -1], max_new_tokens, self.eos_ids, stopped, self._cache_kwarg)
+        prefill = Prefill(out.logits[:, -1], cache, packed.attention_mask, packed.position_ids[:, -1])
+        tokens = continue_greedy(self.model.llm, prefill, max_new_tokens, self.eos_ids, stopped, self._cache_kwarg)
         return [cut_at_stop(self._decode(t), stop) for t in tokens]
 
     def _decode(self, tokens: list[int]) -> str:

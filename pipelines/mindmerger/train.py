@@ -249,13 +249,28 @@ def train_stage(backend, train_set: list[Example], dev: list[Example], settings:
 
 
 # -- a whole stage, from model locations to output folder ---------------------------------------------------
-def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: int = 0,
-                init: str | Path | None = None, encoder_id: str | None = None,
-                llm_id: str | None = None) -> MindMergerModel:
+@dataclass(frozen=True)
+class ModelPair:
+    """The frozen encoder and LLM a mapping joins: where each is read (HF ids or folders), how the mapping's
+    metadata names them (a task passes names valid on any machine; default: the locations), and their dtype."""
+
+    encoder: str
+    llm: str
+    encoder_id: str | None = None
+    llm_id: str | None = None
+    dtype: str = "float32"
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return self.encoder_id or self.encoder, self.llm_id or self.llm
+
+
+def build_model(pair: ModelPair, seed: int = 0, init: str | Path | None = None) -> MindMergerModel:
     """Encoder (alone) + LLM + a fresh mapping (seeded), or one initialised from `init`: a folder written by
     `save_mapping` (our earlier stage) or an official `pytorch_model.bin`."""
     from linguaforge.pipelines.models import MODEL_BUILD_LOCK, load_causal_lm, load_encoder, load_tokenizer
 
+    encoder_uri, llm_uri, dtype = pair.encoder, pair.llm, pair.dtype
     with MODEL_BUILD_LOCK:  # see pipelines.models: no module creation while another thread loads one
         encoder, llm = load_encoder(encoder_uri, dtype), load_causal_lm(llm_uri, dtype)
         mapping = Mapping(encoder_dim(encoder), llm_dim(llm), seed=seed)  # seeded by a generator of its own
@@ -265,29 +280,26 @@ def build_model(encoder_uri: str, llm_uri: str, dtype: str = "float32", seed: in
         if init.suffix == ".bin" or (init / "pytorch_model.bin").is_file() and not (init / "mapping.json").is_file():
             state = load_official_checkpoint(init, model.d_enc, model.d_llm)
         else:
-            state, _ = load_mapping(init, model.d_enc, model.d_llm, encoder_id or encoder_uri, llm_id or llm_uri)
+            state, _ = load_mapping(init, model.d_enc, model.d_llm, *pair.names)
         model.mapping.load_state_dict(state)
     return model
 
 
-def run_stage_training(encoder_uri: str, llm_uri: str, train: list[Example], dev: list[Example],
-                       settings: StageSettings, out_dir: Path, *, dtype: str = "float32",
-                       init: str | Path | None = None, checkpoints=None, progress: Progress | None = None,
-                       device: torch.device | None = None, encoder_id: str | None = None,
-                       llm_id: str | None = None) -> StageResult:
-    """Train one stage and write into `out_dir`: last/ and best/ mappings (safetensors + mapping.json),
-    best/pytorch_model.bin (the official layout), and train.json. `encoder_id`/`llm_id` name the models in
-    the metadata (default: the URIs they were loaded from; a task passes names valid on any machine)."""
+def run_stage_training(pair: ModelPair, train: list[Example], dev: list[Example], settings: StageSettings,
+                       out_dir: Path, *, init: str | Path | None = None, checkpoints=None,
+                       progress: Progress | None = None) -> StageResult:
+    """Train one stage on `settings.device` and write into `out_dir`: last/ and best/ mappings (safetensors +
+    mapping.json), best/pytorch_model.bin (the official layout), and train.json."""
     world = 1
     if settings.backend == "deepspeed":
         import os
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = device or resolve_device(settings.device, "MindMerger device")
+    device = resolve_device(settings.device, "MindMerger device")
     fallbacks: list[dict[str, Any]] = []
 
     def attempt(s: StageSettings):
-        model = build_model(encoder_uri, llm_uri, dtype, s.seed, init, encoder_id, llm_id)
+        model = build_model(pair, s.seed, init)
         if s.gradient_checkpointing:
             model.enable_llm_recomputation()
         backend = make_backend(model, s, s.steps(len(train), world), device)
@@ -298,8 +310,7 @@ def run_stage_training(encoder_uri: str, llm_uri: str, train: list[Example], dev
     if fallbacks:
         result.run.details["oom_fallbacks"] = fallbacks
     if getattr(backend, "rank", 0) == 0:
-        write_stage_outputs(backend.model, best_state, result, settings.stage, encoder_id or encoder_uri,
-                            llm_id or llm_uri, Path(out_dir))
+        write_stage_outputs(backend.model, best_state, result, settings.stage, *pair.names, Path(out_dir))
     return result
 
 
@@ -340,9 +351,9 @@ def main(argv: list[str] | None = None) -> None:
         from linguaforge.storage import ArtifactStore
 
         checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
-    result = run_stage_training(args.encoder, args.llm, load_examples(Path(args.train)),
-                                load_examples(Path(args.dev)), settings, Path(args.out), dtype=args.dtype,
-                                init=args.init, checkpoints=checkpoints)
+    result = run_stage_training(ModelPair(args.encoder, args.llm, dtype=args.dtype), load_examples(Path(args.train)),
+                                load_examples(Path(args.dev)), settings, Path(args.out), init=args.init,
+                                checkpoints=checkpoints)
     print(json.dumps(result.summary()))  # last line: the summary, execution facts (resumed_from) included
 
 

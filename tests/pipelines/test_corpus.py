@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from linguaforge.pipelines.corpus import CorpusSpec, mix_corpora, normalise, pack_corpus, read_documents
+from linguaforge.pipelines.corpus import mix_corpora, normalise, pack_corpus, read_documents
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.models import load_tokenizer
+from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_normalise():
 
 @pytest.mark.parametrize("packing", ["concat", "document"])
 def test_token_counts_add_up_and_drops_are_counted(tokenizer, tmp_path, packing):
-    stats = pack_corpus(DOCS, tokenizer, tmp_path, block_size=8, packing=packing, max_chars=400)
+    stats = pack_corpus(DOCS, tokenizer, tmp_path, CorpusPrepConfig(block_size=8, packing=packing, max_chars=400))
     assert (stats.documents_read, stats.documents_kept) == (6, 3)
     assert (stats.dropped_empty, stats.dropped_too_long) == (2, 1)
     expected = [len(tokenizer(normalise(d))["input_ids"]) + 1 for d in (DOCS[0], DOCS[3], DOCS[5])]  # + EOS
@@ -64,10 +65,10 @@ def test_sources_jsonl_text_parquet_and_max_documents(tmp_path):
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"body": f"doc {i}"}) for i in range(5)) + "\n")
     (tmp_path / "c.txt").write_text("one\ntwo\n")
     pq.write_table(pa.table({"text": ["p1", None, "p3"]}), tmp_path / "c.parquet")
-    assert list(read_documents(CorpusSpec(str(tmp_path / "c.jsonl"), "en", text_field="body", max_documents=3))) == \
+    assert list(read_documents(CorpusSource(uri=str(tmp_path / "c.jsonl"), text_field="body", max_documents=3), "en")) == \
         ["doc 0", "doc 1", "doc 2"]
-    assert list(read_documents(CorpusSpec(str(tmp_path / "c.txt"), "en"))) == ["one", "two"]
-    assert list(read_documents(CorpusSpec(str(tmp_path / "c.parquet"), "en"))) == ["p1", "", "p3"]
+    assert list(read_documents(CorpusSource(uri=str(tmp_path / "c.txt")), "en")) == ["one", "two"]
+    assert list(read_documents(CorpusSource(uri=str(tmp_path / "c.parquet")), "en")) == ["p1", "", "p3"]
 
 
 def test_s3_source(s3_bucket, tmp_path):
@@ -75,28 +76,28 @@ def test_s3_source(s3_bucket, tmp_path):
 
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.pipe_file(f"{s3_bucket}/corpora/sw.jsonl", b'{"text": "habari"}\n{"text": "dunia"}\n')
-    assert list(read_documents(CorpusSpec(f"s3://{s3_bucket}/corpora/sw.jsonl", "sw"))) == ["habari", "dunia"]
+    assert list(read_documents(CorpusSource(uri=f"s3://{s3_bucket}/corpora/sw.jsonl"), "sw")) == ["habari", "dunia"]
 
 
 def test_bad_sources_name_the_input(tokenizer, tmp_path):
     with pytest.raises(InputError, match=r"corpus \(sw\) .*missing.jsonl: file does not exist"):
-        list(read_documents(CorpusSpec(str(tmp_path / "missing.jsonl"), "sw")))
+        list(read_documents(CorpusSource(uri=str(tmp_path / "missing.jsonl")), "sw"))
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{oops\n')
     with pytest.raises(InputError, match="bad.jsonl, line 2: not valid JSON"):
-        list(read_documents(CorpusSpec(str(tmp_path / "bad.jsonl"), "en")))
+        list(read_documents(CorpusSource(uri=str(tmp_path / "bad.jsonl")), "en"))
     (tmp_path / "nofield.jsonl").write_text('{"content": "x"}\n')
     with pytest.raises(InputError, match="nofield.jsonl, line 1: no field 'text'"):
-        list(read_documents(CorpusSpec(str(tmp_path / "nofield.jsonl"), "en")))
+        list(read_documents(CorpusSource(uri=str(tmp_path / "nofield.jsonl")), "en"))
     with pytest.raises(InputError, match="cannot tell the format"):
-        list(read_documents(CorpusSpec(str(tmp_path / "corpus.xml"), "en")))
+        list(read_documents(CorpusSource(uri=str(tmp_path / "corpus.xml")), "en"))
     with pytest.raises(InputError, match=r"corpus empty-one is empty after filtering: 2 documents read, 2 empty"):
-        pack_corpus(["", " "], tokenizer, tmp_path / "out", block_size=8, source="empty-one")
+        pack_corpus(["", " "], tokenizer, tmp_path / "out", CorpusPrepConfig(block_size=8), source="empty-one")
     assert not list((tmp_path / "out").glob("*.parquet"))
 
 
 def test_mixture_respects_the_ratio(tokenizer, tmp_path):
-    pack_corpus([f"Tom has {i} apples." for i in range(200)], tokenizer, tmp_path / "a", block_size=8)
-    pack_corpus([f"The cat sees {i} dogs." for i in range(100)], tokenizer, tmp_path / "g", block_size=8)
+    pack_corpus([f"Tom has {i} apples." for i in range(200)], tokenizer, tmp_path / "a", CorpusPrepConfig(block_size=8))
+    pack_corpus([f"The cat sees {i} dogs." for i in range(100)], tokenizer, tmp_path / "g", CorpusPrepConfig(block_size=8))
     n_a, n_g = len(_blocks(tmp_path / "a")[0]), len(_blocks(tmp_path / "g")[0])
     taken = mix_corpora({"ability": tmp_path / "a", "general": tmp_path / "g"}, {"ability": 0.25, "general": 0.75},
                         tmp_path / "mix", seed=0)

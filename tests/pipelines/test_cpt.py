@@ -14,6 +14,7 @@ from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt, write_cpt_d
 from linguaforge.pipelines.maet.importance import neuron_scores
 from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest
 from linguaforge.pipelines.models import load_tokenizer
+from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.pipelines.weights import WeightReader
 
@@ -24,7 +25,7 @@ SETTINGS = dict(steps=3, learning_rate=1e-2, batch_tokens=256, micro_batch_size=
 def blocks(demo_assets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cpt-blocks")
     text = (demo_assets["world"] / "translation" / "de" / "train.de").read_text().splitlines()
-    pack_corpus(text * 2, load_tokenizer(str(demo_assets["llm"])), folder, block_size=32)
+    pack_corpus(text * 2, load_tokenizer(str(demo_assets["llm"])), folder, CorpusPrepConfig(block_size=32))
     return str(folder)
 
 

@@ -18,6 +18,7 @@ from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.maet.cpt import make_backend
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
 from linguaforge.pipelines.training.loop import train
 from linguaforge.pipelines.training.settings import TrainSettings
@@ -28,7 +29,7 @@ from linguaforge.storage import ArtifactStore
 def blocks_dir(demo_assets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("blocks")
     text = (demo_assets["world"] / "translation" / "zh" / "train.en").read_text().splitlines()
-    pack_corpus(text * 3, load_tokenizer(str(demo_assets["llm"])), folder, block_size=32)
+    pack_corpus(text * 3, load_tokenizer(str(demo_assets["llm"])), folder, CorpusPrepConfig(block_size=32))
     return folder
 
 

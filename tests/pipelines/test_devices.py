@@ -35,9 +35,10 @@ def test_cpt_paths_compute_on_the_configured_device(demo_assets, tmp_path, seen)
     from linguaforge.pipelines.maet.cpt import run_cpt
     from linguaforge.pipelines.maet.importance import NeuronMask
     from linguaforge.pipelines.models import load_tokenizer
+    from linguaforge.pipelines.settings import CorpusPrepConfig
 
     text = (demo_assets["world"] / "translation" / "de" / "train.de").read_text().splitlines()
-    pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), tmp_path, block_size=32)
+    pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), tmp_path, CorpusPrepConfig(block_size=32))
     settings = TrainSettings.of(TrainConfig(steps=1, batch_tokens=64, micro_batch_size=2), seed=0, device="cpu")
     assert settings.device == "cpu"
     run_cpt(str(demo_assets["llm"]), str(tmp_path), settings)  # probe, full CPT, bootstrap: this function
@@ -53,14 +54,14 @@ def test_mindmerger_training_and_generation_compute_on_the_configured_device(dem
     from linguaforge.pipelines.benchmarks.items import BenchmarkItem
     from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
     from linguaforge.pipelines.mindmerger.settings import StageSettings
-    from linguaforge.pipelines.mindmerger.train import run_stage_training
+    from linguaforge.pipelines.mindmerger.train import ModelPair, run_stage_training
     from tests.pipelines import mindmerger_common as mm
 
     examples = mm.mapping_examples(demo_assets, per_language=3)
     settings = StageSettings(epochs=1, global_batch_size=4, micro_batch_size=2, cache_encoder_states=False,
                              device="cpu")
-    run_stage_training(str(demo_assets["encoder"]), str(demo_assets["llm"]), examples[:8], examples[8:10], settings,
-                       tmp_path / "out")
+    run_stage_training(ModelPair(str(demo_assets["encoder"]), str(demo_assets["llm"])), examples[:8], examples[8:10],
+                       settings, tmp_path / "out")
     generator = MindMergerGenerator(mm.model(demo_assets), *mm.tokenizers(demo_assets), device="cpu")
     item = BenchmarkItem(id="1", benchmark="mgsm", language="de", prompt="Answer:", source_text="Anna hat zwei.",
                          gold="2")

@@ -14,6 +14,7 @@ from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt
 from linguaforge.pipelines.maet.importance import GradientSum, NeuronMask, mask_anatomy
 from linguaforge.pipelines.merging.methods.maet import family_of
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.causal_lm import PackedBlocks, causal_lm_loss_sum
 from linguaforge.pipelines.training.loop import BlockOrder
 from linguaforge.pipelines.training.settings import TrainSettings
@@ -26,7 +27,7 @@ SETTINGS = dict(steps=3, learning_rate=1e-2, batch_tokens=64, micro_batch_size=2
 def blocks(demo_assets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gradient-blocks")
     text = (demo_assets["world"] / "translation" / "de" / "train.de").read_text().splitlines()
-    pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), folder, block_size=32)
+    pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), folder, CorpusPrepConfig(block_size=32))
     return folder
 
 

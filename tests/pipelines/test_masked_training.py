@@ -11,6 +11,7 @@ from linguaforge.pipelines.maet.cpt import make_backend
 from linguaforge.pipelines.maet.importance import NeuronMask, neuron_count
 from linguaforge.pipelines.maet.masked import MaskedAdamW
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
 from linguaforge.pipelines.training.loop import train
 from linguaforge.pipelines.training.settings import TrainSettings
@@ -39,7 +40,7 @@ def test_masked_adamw_is_adamw_on_the_selected_entries():
 def setup(demo_assets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("blocks")
     text = (demo_assets["world"] / "translation" / "de" / "train.en").read_text().splitlines()
-    pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), folder, block_size=32)
+    pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), folder, CorpusPrepConfig(block_size=32))
     return str(demo_assets["llm"]), PackedBlocks.from_dir(folder)
 
 

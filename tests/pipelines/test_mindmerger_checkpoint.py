@@ -18,7 +18,7 @@ from linguaforge.pipelines.mindmerger.checkpoint import (
     save_mapping,
 )
 from linguaforge.pipelines.mindmerger.model import Mapping
-from linguaforge.pipelines.mindmerger.train import build_model
+from linguaforge.pipelines.mindmerger.train import ModelPair, build_model
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
 D_ENC, D_LLM = 32, 32  # the demo test models
@@ -46,7 +46,7 @@ def test_official_checkpoint_round_trips_and_loads_strictly(tmp_path, demo_asset
     assert all(loaded[k].dtype == torch.float32 and torch.equal(loaded[k], state[k].float()) for k in state)
 
     # into a model built from the encoder + LLM, then exported again in the same layout
-    model = build_model(str(demo_assets["encoder"]), str(demo_assets["llm"]), init=tmp_path)
+    model = build_model(ModelPair(str(demo_assets["encoder"]), str(demo_assets["llm"])), init=tmp_path)
     assert torch.equal(model.mapping.end_boundary, state["end_boundary"].float())
     out = export_official_checkpoint(model.mapping, tmp_path / "again" / "pytorch_model.bin", legacy=True)
     assert not zipfile.is_zipfile(out)

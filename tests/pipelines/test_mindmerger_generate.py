@@ -12,6 +12,7 @@ import torch
 from linguaforge.pipelines.benchmarks.evaluate import evaluate_unit
 from linguaforge.pipelines.benchmarks.loaders import load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
+from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.generation.causal_lm import OptionScorer, TextGenerator
 from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
@@ -64,10 +65,11 @@ def test_option_logprobs_do_not_depend_on_the_batch(generator, demo_assets):
 
 def test_scored_by_the_benchmark_evaluation(generator, demo_assets, tmp_path):
     generator.batch_size = 4
-    scores = evaluate_unit(generator, "mgsm", "de", str(demo_assets["world"] / "bench" / "mgsm"), tmp_path / "m",
-                           limit=4, max_new_tokens=8, model_name="mindmerger-base", base_name="base")
+    scores = evaluate_unit(generator, BenchmarkSpec(name="mgsm", data=str(demo_assets["world"] / "bench" / "mgsm"),
+                                                      limit=4, max_new_tokens=8), "de", tmp_path / "m",
+                           model_name="mindmerger-base", base_name="base")
     assert scores["n"] == 4 and scores["model"] == "mindmerger-base"
     assert json.loads((tmp_path / "m" / "scores.json").read_text())["benchmark"] == "mgsm"
-    scores = evaluate_unit(generator, "xnli", "de", str(demo_assets["world"] / "bench" / "xnli"), tmp_path / "x",
-                           limit=6, scoring="loglik")
+    scores = evaluate_unit(generator, BenchmarkSpec(name="xnli", data=str(demo_assets["world"] / "bench" / "xnli"),
+                                                      limit=6, scoring="loglik"), "de", tmp_path / "x")
     assert scores["n"] == 6 and 0.0 <= scores["accuracy"] <= 1.0

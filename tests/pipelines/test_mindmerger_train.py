@@ -20,6 +20,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.mindmerger.checkpoint import read_meta
 from linguaforge.pipelines.mindmerger.data import save_examples, split_dev
 from linguaforge.pipelines.mindmerger.train import (
+    ModelPair,
     StageSettings,
     make_backend,
     run_stage_training,
@@ -47,7 +48,8 @@ def test_only_mapping_and_boundary_change(demo_assets):
 
 def test_dev_perplexity_falls_in_both_stages(demo_assets, tmp_path):
     mapping_train, mapping_dev = split_dev(mm.mapping_examples(demo_assets, 40), 0.1, 0)
-    first = run_stage_training(str(demo_assets["encoder"]), str(demo_assets["llm"]), mapping_train, mapping_dev,
+    pair = ModelPair(str(demo_assets["encoder"]), str(demo_assets["llm"]))
+    first = run_stage_training(pair, mapping_train, mapping_dev,
                                StageSettings(stage="mapping", **FAST), tmp_path / "mapping")
     assert first.dev_ppl[first.steps] < 0.95 * first.dev_ppl[0], first.dev_ppl
     best = read_meta(tmp_path / "mapping" / "best")
@@ -57,7 +59,7 @@ def test_dev_perplexity_falls_in_both_stages(demo_assets, tmp_path):
     assert read_meta(tmp_path / "mapping" / "last").step == first.steps
 
     aug_train, aug_dev = split_dev(mm.augmentation_examples(demo_assets, per_language=30), 0.1, 0)
-    second = run_stage_training(str(demo_assets["encoder"]), str(demo_assets["llm"]), aug_train, aug_dev,
+    second = run_stage_training(pair, aug_train, aug_dev,
                                 StageSettings(stage="augmentation", **FAST), tmp_path / "augmentation",
                                 init=tmp_path / "mapping" / "best")
     assert second.dev_ppl[second.steps] < 0.99 * second.dev_ppl[0], second.dev_ppl

@@ -12,6 +12,7 @@ from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.maet.cpt import run_cpt
 from linguaforge.pipelines.memory import OutOfMemory
 from linguaforge.pipelines.models import load_tokenizer
+from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactStore
 from linguaforge.tasks.common import retry_transient
@@ -24,7 +25,7 @@ SETTINGS = dict(steps=6, learning_rate=1e-2, batch_tokens=256, micro_batch_size=
 def blocks(demo_assets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("oom-blocks")
     text = (demo_assets["world"] / "translation" / "de" / "train.de").read_text().splitlines()
-    pack_corpus(text * 2, load_tokenizer(str(demo_assets["llm"])), folder, block_size=32)
+    pack_corpus(text * 2, load_tokenizer(str(demo_assets["llm"])), folder, CorpusPrepConfig(block_size=32))
     return str(folder)
 
 

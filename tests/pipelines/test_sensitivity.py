@@ -117,10 +117,12 @@ def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_
     seed 2, docs/demo-world.md), so a margin test needs the longer recipe; a shorter one (400 documents,
     200 + 300 steps) reached only +15 points."""
     from linguaforge.pipelines.benchmarks import evaluate_unit
-    from linguaforge.pipelines.corpus import CorpusSpec, pack_corpus, read_documents
+    from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
+    from linguaforge.pipelines.corpus import pack_corpus, read_documents
     from linguaforge.pipelines.demo.models import build_tiny_llm, train_llm_tokenizer, world_texts
     from linguaforge.pipelines.demo.world import WorldSpec, generate_world
     from linguaforge.pipelines.models import load_causal_lm
+    from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource
     from linguaforge.pipelines.training.backends import TorchBackend
     from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
     from linguaforge.pipelines.training.loop import train
@@ -134,8 +136,8 @@ def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_
     build_tiny_llm(tokenizer, tmp_path / "llm", hidden=128, layers=4, seed=0)
 
     def cpt(model_dir: Path, files: list[Path], steps: int, lr: float, tokens: int, out: Path) -> Path:
-        docs = itertools.chain.from_iterable(read_documents(CorpusSpec(uri=str(f), language="en")) for f in files)
-        pack_corpus(docs, tokenizer, out / "blocks", 128, source=out.name)
+        docs = itertools.chain.from_iterable(read_documents(CorpusSource(uri=str(f)), "en") for f in files)
+        pack_corpus(docs, tokenizer, out / "blocks", CorpusPrepConfig(block_size=128), source=out.name)
         settings = TrainSettings(steps=steps, learning_rate=lr, warmup_steps=10, batch_tokens=tokens,
                                  micro_batch_size=16)
         model = load_causal_lm(str(model_dir))
@@ -146,9 +148,8 @@ def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_
 
     base = cpt(tmp_path / "llm", sorted((world / "general").glob("*.jsonl")), 300, 2e-3, 4096, tmp_path / "base")
     full = cpt(base, [world / "ability" / "en.jsonl"], 400, 1e-3, 4096, tmp_path / "full")
-    accuracy = {}
+    accuracy, mgsm = {}, BenchmarkSpec(name="mgsm", data=str(world / "bench" / "mgsm"), max_new_tokens=48)
     for name, model in (("base", base), ("full", full)):
         generator = HFCausalLMGenerator.from_pretrained(str(model), batch_size=32)
-        accuracy[name] = 100 * evaluate_unit(generator, "mgsm", "en", str(world / "bench" / "mgsm"),
-                                             tmp_path / "eval" / name, max_new_tokens=48)["accuracy"]
+        accuracy[name] = 100 * evaluate_unit(generator, mgsm, "en", tmp_path / "eval" / name)["accuracy"]
     assert accuracy["full"] - accuracy["base"] >= 30, accuracy

@@ -10,6 +10,7 @@ import torch
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
+from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.backends import TorchBackend
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
 from linguaforge.pipelines.training.loop import train
@@ -32,7 +33,7 @@ def test_lr_schedule_by_hand():
 def blocks(demo_assets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("blocks")
     docs = [line for line in (demo_assets["world"] / "translation" / "de" / "train.en").read_text().splitlines()]
-    pack_corpus(docs, load_tokenizer(str(demo_assets["llm"])), folder, block_size=32)
+    pack_corpus(docs, load_tokenizer(str(demo_assets["llm"])), folder, CorpusPrepConfig(block_size=32))
     return PackedBlocks.from_dir(folder)
 
 
