@@ -51,6 +51,10 @@ class OrchestrationConfig(Settings):
         "threads", description="Where the fan-out runs (probes, CPT runs, merges, evaluation units): threads in the "
         "flow's process, or a Dask cluster (dask_address, else a local cluster of dask_workers processes; needs the "
         "[dask] extra). Stages exchange artifact refs through the store, so any worker that reaches it can run any.")
+    max_parallel: int = Field(
+        32, ge=1, le=4096, description="With runner threads: stages at once in the flow's process; the rest wait in "
+        "submission order. Prefect's thread pool has no bound, so a thousand-unit evaluation would otherwise load a "
+        "thousand models at once.")
     dask_address: str | None = Field(None, pattern=r"^(tcp|tls|ucx|inproc)://[^\s]+$|^[A-Za-z0-9.-]+:[0-9]+$",
                                      description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786.")
     dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local cluster when no address.")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from prefect import flow
 
-import linguaforge.tasks.mindmerger  # noqa: F401 - registers the "mindmerger" generator used to score MindMerger models
 from linguaforge.flows.config import RunConfig
 from linguaforge.flows.outputs import RunOutputs
 from linguaforge.flows.runners import ChosenTaskRunner, choose_task_runner

@@ -33,7 +33,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.merging.mergekit import is_mergekit_config, job_from_mergekit
 from linguaforge.pipelines.merging.parameters import check_setting
-from linguaforge.pipelines.settings import Seed
+from linguaforge.pipelines.settings import DtypeName, Seed
 from linguaforge.storage.settings import no_credentials
 
 
@@ -74,7 +74,7 @@ class MergeJob(BaseModel):
     out: str = Field("./merged", description="Output HF folder.")
     deltas: DeltaPaths | None = Field(None, description="MAET: the masked-CPT results, decomposed by Eq. 2.")
     models: list[ModelInput] | None = Field(None, description="Any method: weighted fine-tunes or deltas.")
-    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="Output dtype (default the base's).")
+    dtype: DtypeName | None = Field(None, description="Output dtype (default the base's).")
     decompose: DecomposeConfig = Field(default_factory=DecomposeConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
     cache_dir: str = StoreConfig.model_fields["cache_dir"].default

@@ -46,7 +46,7 @@ def pipeline(config: RunConfig = RunConfig()) -> RunOutputs:  # noqa: B008 - Pre
     check_run(config, "(flow parameters)")  # a run started from the UI gets the CLI's checks before it trains
     outputs = maet_stages(config)
     if config.mindmerger.enabled:
-        stacked_on = {"base": None, "maet": outputs.merged, "full_cpt": outputs.deltas.get("full_cpt")}
+        stacked_on = {"base": None, "merged": outputs.merged, "full_cpt": outputs.deltas.get("full_cpt")}
         for name in config.mindmerger.llms:  # MindMerger on the base LLM, or stacked on a model with the ability
             # (RunConfig refuses full_cpt here unless merge.baselines builds it)
             llm = Source.of(stacked_on[name], MODEL_FOLDER) if stacked_on[name] is not None else None

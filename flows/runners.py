@@ -4,7 +4,7 @@ configuration (`orchestration.runner`).
 Prefect fixes a flow's task runner when the flow is defined, before its parameters are known; so every linguaforge
 flow is defined with `ChosenTaskRunner`, which runs on threads until the flow's first line calls
 `choose_task_runner(config.orchestration)`, and from then on hands every submission to the runner the
-configuration names. This works however the flow was started: the CLI, a deployment triggered from the UI, or a
+configuration names: a pool of at most `max_parallel` threads, or the Dask cluster. This works however the flow was started: the CLI, a deployment triggered from the UI, or a
 schedule.
 
 Stages exchange only artifact references and read and write through the store, so any worker that reaches the
@@ -65,8 +65,11 @@ def choose_task_runner(orchestration) -> str:
     """The current flow run's fan-out goes to the runner `orchestration` names; returns its description."""
     context = FlowRunContext.get()
     runner = context.task_runner if context is not None else None
-    if orchestration.runner == "threads" or not isinstance(runner, ChosenTaskRunner):
+    if not isinstance(runner, ChosenTaskRunner):
         return "threads"
+    if orchestration.runner == "threads":  # FIFO and submitted upstream first: a stage never waits on one queued
+        runner.choose(ThreadPoolTaskRunner(max_workers=orchestration.max_parallel), "threads")  # behind it
+        return f"threads (at most {orchestration.max_parallel} at once)"
     address = orchestration.dask_address or local_cluster(orchestration.dask_workers)
     runner.choose(_dask_runner(address), "dask")
     return f"dask at {address}"

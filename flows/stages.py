@@ -117,7 +117,8 @@ def models_to_evaluate(cfg: RunConfig, outputs: RunOutputs) -> list[EvalModel]:
     for name, ref in named.items():
         if ref is not None:
             models.append(EvalModel(name=name, base="base", source=Source.of(ref, MODEL_FOLDER)))
-    for llm, parts in outputs.mindmerger.items():  # each compared with the LLM it was stacked on
-        models.append(EvalModel(name=f"mindmerger-{llm}", base=cfg.merge.method if llm == "maet" else llm,
-                                kind="mindmerger", source=Source.of(parts.augmentation)))
+    for llm, parts in outputs.mindmerger.items():  # each compared with the LLM it was stacked on, by its name
+        under = cfg.merge.method if llm == "merged" else llm
+        models.append(EvalModel(name=f"mindmerger-{under}", base=under, kind="mindmerger",
+                                source=Source.of(parts.augmentation)))
     return models

@@ -33,6 +33,7 @@ from transformers.utils import logging as hf_logging
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.loading import load_tokenizer, loading_errors  # noqa: F401  (load_tokenizer: re-exported)
 from linguaforge.pipelines.locations import check_model_location, resolve_file, resolve_model_dir  # noqa: F401
+from linguaforge.pipelines.weights import TORCH_DTYPES
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "GenerationConfig", "LlamaConfig",
            "LlamaForCausalLM", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration",
@@ -44,14 +45,11 @@ __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "
 # tensor"). Stage tasks run in threads; loading is a small part of their time.
 MODEL_BUILD_LOCK = threading.RLock()
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def torch_dtype(name: str) -> torch.dtype:
     try:
-        return _DTYPES[name]
+        return TORCH_DTYPES[name]
     except KeyError:
-        raise InputError(f"dtype {name!r} is not one of {sorted(_DTYPES)}") from None
+        raise InputError(f"dtype {name!r} is not one of {sorted(TORCH_DTYPES)}") from None
 
 
 def load_causal_lm(uri: str, dtype: str = "float32", revision: str | None = None):

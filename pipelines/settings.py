@@ -13,6 +13,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # the weight dtypes a setting or flag may name (torch's names)
+DtypeName = Literal[DTYPE_NAMES]
+
 DEMO_PREFIX = "demo:"
 
 # Values that pass a plain `int`/`float` check but fail deep inside torch or numpy are refused here, by name:
@@ -68,7 +71,7 @@ class ModelsConfig(Settings):
         None, description="Tokenizer to use instead of the base LLM's own (must match its vocabulary and BOS/EOS)."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for HF ids.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype when loading.")
+    dtype: DtypeName = Field("float32", description="Weights dtype when loading.")
 
 
 class CorpusSource(Settings):

@@ -24,12 +24,14 @@ import torch
 from linguaforge.pipelines.direct_file import DirectFile
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.locations import check_not_pickle_only
+from linguaforge.pipelines.settings import DTYPE_NAMES as SETTING_DTYPES
 
 INDEX_NAME = "model.safetensors.index.json"
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
           "BOOL": torch.bool}
-DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # safetensors' codes
+TORCH_DTYPES = {name: getattr(torch, name) for name in SETTING_DTYPES}  # a setting's dtype name → torch's dtype
 READ_AHEAD_BYTES = 64 << 20  # a reader reads ahead at most this much (memory held for the next tensor)
 _READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="weights-read")  # positioned reads release the GIL
 

@@ -2,14 +2,15 @@
 
 A unit is its own cached artifact, so a re-run after a crash re-evaluates only the missing units. The
 model side is pluggable: an `EvalModel` of kind "hf" is any causal LM folder or hub id; other kinds
-(MindMerger's encoder + mapping + LLM) register a generator factory with `register_generator`.
+(MindMerger's encoder + mapping + LLM) name their generator factory in the `GENERATORS` table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
@@ -46,30 +47,33 @@ REPORT_VERSION = 4  # 3: the share of math outputs holding a number, per model a
 UNIT_IGNORES = frozenset({"data", "languages"})
 
 
+# an EvalModel's kind -> "module:factory", imported where the unit runs (a Dask worker too): one table, read by
+# name, so that no module has to be imported for the side effect of registering its kind
+GENERATORS = {"hf": "linguaforge.tasks.evaluate:hf_generator",
+              "mindmerger": "linguaforge.tasks.mindmerger:mindmerger_generator"}
+
+
 class EvalModel(BaseModel):
     """A model to score: its display name, the model it is compared with, and where it lives."""
 
     name: str
     base: str | None = None
-    kind: str = "hf"
+    kind: Literal[tuple(GENERATORS)] = "hf"
     source: Source
 
 
 # (model, store, run context, batch size) -> a generator the benchmark evaluation drives
 GeneratorFactory = Callable[[EvalModel, ArtifactStore, RunContext, int], Any]
-_GENERATORS: dict[str, GeneratorFactory] = {}
 
 
-def register_generator(kind: str, factory: GeneratorFactory) -> None:
-    _GENERATORS[kind] = factory
+def generator_factory(kind: str) -> GeneratorFactory:
+    module, name = GENERATORS[kind].split(":")
+    return getattr(import_module(module), name)
 
 
-def _hf_generator(model: EvalModel, store: ArtifactStore, ctx: RunContext, batch_size: int):
+def hf_generator(model: EvalModel, store: ArtifactStore, ctx: RunContext, batch_size: int):
     return HFCausalLMGenerator.from_pretrained(model.source.local(store), dtype=ctx.dtype, batch_size=batch_size,
                                                device=str(resolve_device(ctx.device, "evaluation device")))
-
-
-register_generator("hf", _hf_generator)
 
 
 def benchmark_data(spec: BenchmarkSpec, world: ArtifactRef | None) -> Source:
@@ -113,7 +117,7 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
         label = f"eval {model.name} {spec.name} {language}"
         with gpu_slots(1, ctx.gpus_per_node, label) as gpus, StageProgress(label) as progress:
             pinned_ctx = ctx.model_copy(update={"device": pinned_device(ctx.device, gpus)})
-            generator = _GENERATORS[model.kind](model, store, pinned_ctx, batch_size)
+            generator = generator_factory(model.kind)(model, store, pinned_ctx, batch_size)
             scores = evaluate_unit(generator, spec, language, w.path, progress=progress, model_name=model.name,
                                    base_name=model.base, data=UnitData(_data_location(data, store), data.label,
                                                                        ctx.store.storage_options))

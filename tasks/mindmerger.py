@@ -37,7 +37,7 @@ from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
 from linguaforge.tasks.common import RunContext, Source, demo_source, open_store, run_stage, stage_task
-from linguaforge.tasks.evaluate import EvalModel, register_generator
+from linguaforge.tasks.evaluate import EvalModel
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned_device
 from linguaforge.tasks.progress import StageProgress
 
@@ -179,8 +179,6 @@ def _resolve(recorded: dict, store: ArtifactStore) -> Source:
         recorded = {**recorded, "ref": {**ref, "uri": ref.get("uri") or store.uri(ref["kind"], ref["key"])}}
     return Source.model_validate(recorded)
 
-
-register_generator("mindmerger", mindmerger_generator)
 
 
 def mindmerger_eval_model(llm_name: str, augmentation: ArtifactRef) -> EvalModel:

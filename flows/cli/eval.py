@@ -18,6 +18,7 @@ from linguaforge.flows.cli.common import (
 )
 from linguaforge.flows.cli.render import print_rows
 from linguaforge.pipelines.benchmarks.files import RECORDS_FILE, REPORT_FILE
+from linguaforge.pipelines.settings import DTYPE_NAMES
 
 
 def register(sub) -> None:
@@ -39,7 +40,7 @@ def register(sub) -> None:
     ev.add_argument("--limit", type=at_least_one, help="at most this many items per language")
     ev.add_argument("--max-new-tokens", type=at_least_one)
     ev.add_argument("--exemplars", help="few-shot exemplar file for native_cot presets")
-    ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ev.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ev.add_argument("--devices", type=devices_flag, help="data-parallel: one worker per device, the items shared out "
                     "among them (e.g. 0,1,2,3 for four GPUs, or cuda:0,cuda:1); the records are those of one process")

@@ -32,10 +32,11 @@ from safetensors import safe_open
 
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.reproducible import save_tensors
+from linguaforge.pipelines.weights import TORCH_DTYPES
 
 FORMAT = "linguaforge.sparse_delta/1"
 Form = Literal["auto", "element", "row", "dense"]
-_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+_DTYPE_NAMES = {dtype: name for name, dtype in TORCH_DTYPES.items()}
 
 
 def _index_dtype(numel: int) -> torch.dtype:

@@ -31,9 +31,8 @@ from linguaforge.pipelines.merging.settings import MergeConfig
 from linguaforge.pipelines.publish import OutputTransaction, check_output_folder  # noqa: F401 - re-exported
 from linguaforge.pipelines.threads import intra_op_threads
 from linguaforge.pipelines.weights import DTYPES as DTYPES_BY_NAME
-from linguaforge.pipelines.weights import ShardedWriter, WeightReader, copy_non_weight_files
+from linguaforge.pipelines.weights import TORCH_DTYPES, ShardedWriter, WeightReader, copy_non_weight_files
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SLICE_ENTRIES = 1 << 18  # an elementwise merge's slice: 1 MB of float32 per input, in cache while worked on
 
 
@@ -93,8 +92,8 @@ def check_spec(spec: MergeSpec, base_shapes: dict[str, tuple[int, ...]], expecte
     if expected_languages is not None and set(spec.languages) != set(expected_languages):
         raise InputError(f"language deltas {sorted(spec.languages)} do not match the languages "
                          f"{sorted(expected_languages)}")
-    if spec.dtype is not None and spec.dtype not in DTYPES:
-        raise InputError(f"merge dtype {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    if spec.dtype is not None and spec.dtype not in TORCH_DTYPES:
+        raise InputError(f"merge dtype {spec.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
     if "density" not in method.input_parameters:
         dense_only = [i.label for i in spec.inputs if i.density is not None]
         if dense_only:
@@ -135,7 +134,7 @@ def write_merge(base_dir: str | Path, folder: Path, spec: MergeSpec, shard_bytes
 
     context = PlanContext(base=base, seed=spec.seed, report={"method": spec.method, "tensors": len(shapes)})
     merged = METHODS[spec.method].plan(spec.inputs, spec.params, context)
-    dtype = DTYPES[spec.dtype] if spec.dtype else None
+    dtype = TORCH_DTYPES[spec.dtype] if spec.dtype else None
     extended = vocabulary_extensions(spec)
     layout = [(n, _out_dtype(base, n, dtype), _grown(n, shapes[n], extended)) for n in base.names()]
     folder = Path(folder)

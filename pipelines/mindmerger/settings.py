@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.errors import InputError
@@ -32,11 +32,17 @@ class MindMergerStageConfig(Settings):
 class MindMergerConfig(Settings):
     enabled: bool = True
     task: Literal["math", "csqa", "xnli"] = Field("math", description="Augmentation-stage task.")
-    llms: list[Literal["base", "maet", "full_cpt"]] = Field(
-        default_factory=lambda: ["maet", "full_cpt"],
-        description="Which LLMs to put MindMerger on: the base LLM, the MAET model, the full-CPT baseline. Each "
-        "MindMerger model is compared with the LLM it sits on.",
+    llms: list[Literal["base", "merged", "full_cpt"]] = Field(
+        default_factory=lambda: ["merged", "full_cpt"],
+        description="Which LLMs to put MindMerger on: the base LLM, the model merge.method built (MAET by default), "
+        "the full-CPT baseline. Each MindMerger model is compared with the LLM it sits on.",
     )
+
+    @field_validator("llms", mode="before")
+    @classmethod
+    def _merged_was_maet(cls, v: Any) -> Any:
+        """`maet`, this setting's name for the merged model before it could be another method's, still reads."""
+        return [("merged" if x == "maet" else x) for x in v] if isinstance(v, list) else v
     mapping: MindMergerStageConfig = Field(default_factory=MindMergerStageConfig)
     augmentation: MindMergerStageConfig = Field(
         default_factory=lambda: MindMergerStageConfig(max_source_len=512, max_target_len=512)

@@ -41,7 +41,7 @@ OUTCOMES: list[dict] = []
 
 def _config(root: Path) -> Path:
     data = json.loads(json.dumps(TINY))
-    data["mindmerger"]["llms"] = ["maet"]
+    data["mindmerger"]["llms"] = ["merged"]
     data["full_cpt"]["train"].update(steps=40, checkpoint_every=5)  # long enough to be killed mid-training
     data["store"] = {"url": str(root / "store"), "cache_dir": str(root / "cache")}
     root.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ TINY = {
     "probe": {"train": {"steps": 3, "batch_tokens": 128, "micro_batch_size": 4}},
     "masked_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
     "full_cpt": {"train": {"steps": 4, "batch_tokens": 128, "micro_batch_size": 4, "checkpoint_every": 2}},
-    "mindmerger": {"llms": ["base", "maet", "full_cpt"], "mapping": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4, "max_source_len": 48,
+    "mindmerger": {"llms": ["base", "merged", "full_cpt"], "mapping": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4, "max_source_len": 48,
                                "max_target_len": 48, "checkpoint_every": 2},
                    "augmentation": {"epochs": 1, "global_batch_size": 8, "micro_batch_size": 4,
                                     "max_source_len": 256, "max_target_len": 512, "checkpoint_every": 2}},

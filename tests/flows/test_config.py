@@ -110,3 +110,20 @@ def test_overrides_apply_before_validation_and_name_themselves(tmp_path):
         load_config(path, ["name.first=x"])
     with pytest.raises(ConfigError, match="probe.k1_percnt: Extra inputs are not permitted"):
         load_config(path, ["probe.k1_percnt=5"])
+
+
+def test_mindmerger_sits_on_the_merged_model_by_its_own_name():
+    """`llms: [merged]` is whatever merge.method built; `maet`, its former name, still reads as `merged`, and the
+    evaluated MindMerger model is named after the method it sits on (not `maet` when the method is ties)."""
+    from linguaforge.flows.outputs import MindMergerOutputs, RunOutputs
+    from linguaforge.flows.stages import models_to_evaluate
+    from linguaforge.storage import ArtifactRef
+
+    assert RunConfig.model_validate({"mindmerger": {"llms": ["maet", "base"]}}).mindmerger.llms == ["merged", "base"]
+    with pytest.raises(ValueError, match="llms"):
+        RunConfig.model_validate({"mindmerger": {"llms": ["ties"]}})
+    cfg = RunConfig.model_validate({"merge": {"method": "ties"}, "mindmerger": {"llms": ["merged"]}})
+    ref = ArtifactRef(kind="mindmerger", key="k" * 24, uri="file:///store/mindmerger/k", digest="d")
+    outputs = RunOutputs(merged=ref, mindmerger={"merged": MindMergerOutputs(mapping=ref, augmentation=ref)})
+    named = {m.name: m.base for m in models_to_evaluate(cfg, outputs) if m.kind == "mindmerger"}
+    assert named == {"mindmerger-ties": "ties"}

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def _config(root: Path) -> Path:
     data = json.loads(json.dumps(TINY))
-    data["mindmerger"]["llms"] = ["maet"]  # enough stages of every kind, in half the time
+    data["mindmerger"]["llms"] = ["merged"]  # enough stages of every kind, in half the time
     data["store"] = {"url": str(root / "store"), "cache_dir": str(root / "cache")}
     root.mkdir(parents=True)
     (root / "run.yaml").write_text(yaml.safe_dump(data))

@@ -15,7 +15,7 @@ from linguaforge.pipelines.benchmarks.loaders import load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
 from linguaforge.storage import ArtifactStore
 from linguaforge.tasks.common import Source
-from linguaforge.tasks.evaluate import _GENERATORS
+from linguaforge.tasks.evaluate import generator_factory
 from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_eval_model, mindmerger_mapping
 from tests.pipelines.mindmerger_common import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -58,7 +58,7 @@ def test_stages_commit_skip_on_rerun_and_evaluate(tmp_path, demo_assets, prefect
     assert all(ref.reused for ref in again) and [r.key for r in again] == [mapping.key, augmentation.key]
 
     model = mindmerger_eval_model("base", augmentation)
-    generator = _GENERATORS[model.kind](model, store, run_context(cfg), cfg.evaluation.batch_size)
+    generator = generator_factory(model.kind)(model, store, run_context(cfg), cfg.evaluation.batch_size)
     rows = load_raw("mgsm", str(demo_assets["world"] / "bench" / "mgsm"), "de")[:2]
     outputs = generator.generate(build_items("mgsm", rows, "de", load_preset("mindmerger")), max_new_tokens=4)
     assert len(outputs) == 2 and json.dumps(outputs)
