@@ -13,7 +13,7 @@ from linguaforge.storage import ArtifactRef
 from linguaforge.tasks.common import MODEL_FOLDER, RunContext, Source
 from linguaforge.tasks.corpus import corpus_mixture, corpus_prep
 from linguaforge.tasks.demo import bootstrap, demo_world, tiny_models
-from linguaforge.tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate
+from linguaforge.tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate_unit
 from linguaforge.tasks.maet import full_cpt, importance_probe, masked_cpt
 from linguaforge.tasks.merge import decompose, merge_models
 
@@ -101,7 +101,7 @@ def evaluate_models(cfg: RunConfig, models: list[EvalModel], world: ArtifactRef 
     for spec in cfg.evaluation.benchmarks:
         for lang in benchmark_languages(ctx, spec, world):
             for model in models:
-                units[model.name, spec.name, lang] = evaluate.submit(ctx, spec, batch, model, lang, world)
+                units[model.name, spec.name, lang] = evaluate_unit.submit(ctx, spec, batch, model, lang, world)
     wait(list(units.values()))
     done = [EvalUnitOutput(model=m, benchmark=b, language=lang, ref=future.result())
             for (m, b, lang), future in units.items()]

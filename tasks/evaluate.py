@@ -19,8 +19,8 @@ from linguaforge.pipelines.benchmarks import (
     UnitData,
     available_languages,
     build_comparison,
-    evaluate_unit,
     headline_rows,
+    score_unit,
 )
 from linguaforge.pipelines.benchmarks.files import HEADLINE_FILE, REPORT_FILE, ROWS_FILE, SCORES_FILE
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
@@ -107,7 +107,7 @@ def unit_params(model: EvalModel, spec: BenchmarkSpec, language: str) -> dict:
 
 @stage_task(name="evaluate_unit", version=EVAL_UNIT_VERSION, task_run_name="eval-{model.name}-{spec.name}-{language}",
             retries=1)
-def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalModel, language: str,
+def evaluate_unit(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalModel, language: str,
              world: ArtifactRef | None) -> ArtifactRef:
     store = open_store(ctx.store)
     data = benchmark_data(spec, world)
@@ -118,7 +118,7 @@ def evaluate(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalM
         with gpu_slots(1, ctx.gpus_per_node, label) as gpus, StageProgress(label) as progress:
             pinned_ctx = ctx.model_copy(update={"device": pinned_device(ctx.device, gpus)})
             generator = generator_factory(model.kind)(model, store, pinned_ctx, batch_size)
-            scores = evaluate_unit(generator, spec, language, w.path, progress=progress, model_name=model.name,
+            scores = score_unit(generator, spec, language, w.path, progress=progress, model_name=model.name,
                                    base_name=model.base, data=UnitData(_data_location(data, store), data.label,
                                                                        ctx.store.storage_options))
         w.metrics.update({k: scores[k] for k in ("accuracy", "n", "correct") if k in scores})

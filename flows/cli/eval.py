@@ -64,7 +64,7 @@ def cmd_eval(args) -> int:
     once for all of them, and one report compares them all."""
     with _imports_kept_out_of_collection(args):
         from linguaforge.pipelines import loading  # noqa: F401  (torch, transformers' tokenizers: imported here)
-        from linguaforge.pipelines.benchmarks import build_comparison, evaluate_model
+        from linguaforge.pipelines.benchmarks import build_comparison, score_model
         from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
 
     languages = languages_flag(args.languages) if args.languages else None
@@ -77,7 +77,7 @@ def cmd_eval(args) -> int:
                                  limit=args.limit, scoring=args.scoring, max_new_tokens=args.max_new_tokens,
                                  exemplars=args.exemplars, apply_chat_template=args.apply_chat_template,
                                  system_prompt=args.system_prompt)
-            all_scores += evaluate_model(args.model, spec, args.out, model_name=args.name, progress=progress(bench),
+            all_scores += score_model(args.model, spec, args.out, model_name=args.name, progress=progress(bench),
                                          generator=generator, report=False)
     rows = build_comparison(all_scores, args.out)
     print_rows(rows)

@@ -1,6 +1,6 @@
 """The comparison report: every evaluated model beside its base, language by language.
 
-`build_comparison(scores, out_dir)` takes per-language score dicts (as `evaluate_unit` writes them:
+`build_comparison(scores, out_dir)` takes per-language score dicts (as `score_unit` writes them:
 model, base, benchmark, language, accuracy, n, ci_low, ci_high, primary_rule), writes `report.md` and
 `comparison.png`, and returns the table as a list of dict rows with the same keys in every row (what a
 Prefect table artifact takes). `build_report(paths, out_dir)` does the same from score JSON files or
@@ -162,7 +162,7 @@ class _Table:
             where = s.get("_source") or f"scores[{i}]"
             for name in _REQUIRED:
                 if s.get(name) is None:
-                    raise InputError(f"{where}: field {name!r} is missing (give evaluate_unit a model_name)"
+                    raise InputError(f"{where}: field {name!r} is missing (give score_unit a model_name)"
                                      if name == "model" else f"{where}: field {name!r} is missing")
             model, key = s["model"], (s["benchmark"], s["language"], s["model"])
             if key in self.cells:

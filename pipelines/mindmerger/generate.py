@@ -1,7 +1,7 @@
 """MindMerger behind the benchmark evaluation's model interface (pipelines/generation/causal_lm.py).
 
 `MindMergerGenerator` implements `TextGenerator.generate` and `OptionScorer.option_logprobs`, so
-`evaluate_unit` scores a MindMerger model with exactly the code that scores a plain LLM: the same items,
+`score_unit` scores a MindMerger model with exactly the code that scores a plain LLM: the same items,
 prompts, stop strings, answer extraction and scoring rules. The encoder reads `item.source_text` (math:
 the raw question; classification: the templated one), the LLM reads `item.prompt` after
 [BOS][mapped source][boundary].

@@ -50,8 +50,8 @@ def test_several_benchmarks_in_one_call_with_samples(demo_assets, tmp_path, repo
 def test_a_chat_template_renders_every_prompt(demo_assets, tmp_path):
     from transformers import AutoTokenizer
 
-    from linguaforge.pipelines.benchmarks.evaluate import evaluate_unit
     from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
+    from linguaforge.pipelines.benchmarks.units import score_unit
     from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator
 
     model = tmp_path / "instruct"
@@ -63,7 +63,7 @@ def test_a_chat_template_renders_every_prompt(demo_assets, tmp_path):
     seen = []
     encode = generator._encode
     generator._encode = lambda texts, what, items: seen.append(encode(texts, what, items)) or seen[-1]
-    evaluate_unit(generator, BenchmarkSpec(name="mgsm", data=str(demo_assets["world"] / "bench" / "mgsm"), limit=2,
+    score_unit(generator, BenchmarkSpec(name="mgsm", data=str(demo_assets["world"] / "bench" / "mgsm"), limit=2,
                                          max_new_tokens=3, apply_chat_template=True, system_prompt="Solve it."),
                   "de", tmp_path / "unit")
     records = pq.read_table(tmp_path / "unit" / "records.parquet").to_pylist()

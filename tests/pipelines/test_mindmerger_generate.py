@@ -1,5 +1,5 @@
 """MindMerger behind the evaluation's generator interface: batched greedy generation from embeddings
-equals one-by-one generation, option log-likelihoods do not depend on the batch, and evaluate_unit
+equals one-by-one generation, option log-likelihoods do not depend on the batch, and score_unit
 scores the model like a plain LLM."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from linguaforge.pipelines.benchmarks.evaluate import evaluate_unit
 from linguaforge.pipelines.benchmarks.loaders import load_raw
 from linguaforge.pipelines.benchmarks.prompts import build_items, load_preset
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
+from linguaforge.pipelines.benchmarks.units import score_unit
 from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.generation.causal_lm import OptionScorer, TextGenerator
 from linguaforge.pipelines.mindmerger.generate import MindMergerGenerator
@@ -65,11 +65,11 @@ def test_option_logprobs_do_not_depend_on_the_batch(generator, demo_assets):
 
 def test_scored_by_the_benchmark_evaluation(generator, demo_assets, tmp_path):
     generator.batch_size = 4
-    scores = evaluate_unit(generator, BenchmarkSpec(name="mgsm", data=str(demo_assets["world"] / "bench" / "mgsm"),
+    scores = score_unit(generator, BenchmarkSpec(name="mgsm", data=str(demo_assets["world"] / "bench" / "mgsm"),
                                                       limit=4, max_new_tokens=8), "de", tmp_path / "m",
                            model_name="mindmerger-base", base_name="base")
     assert scores["n"] == 4 and scores["model"] == "mindmerger-base"
     assert json.loads((tmp_path / "m" / "scores.json").read_text())["benchmark"] == "mgsm"
-    scores = evaluate_unit(generator, BenchmarkSpec(name="xnli", data=str(demo_assets["world"] / "bench" / "xnli"),
+    scores = score_unit(generator, BenchmarkSpec(name="xnli", data=str(demo_assets["world"] / "bench" / "xnli"),
                                                       limit=6, scoring="loglik"), "de", tmp_path / "x")
     assert scores["n"] == 6 and 0.0 <= scores["accuracy"] <= 1.0

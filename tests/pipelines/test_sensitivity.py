@@ -116,7 +116,7 @@ def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_
     budget recipe reaches +52 points on the demo's seed-0 world but only +17 on this one (and +11 on the demo's
     seed 2, docs/demo-world.md), so a margin test needs the longer recipe; a shorter one (400 documents,
     200 + 300 steps) reached only +15 points."""
-    from linguaforge.pipelines.benchmarks import evaluate_unit
+    from linguaforge.pipelines.benchmarks import score_unit
     from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
     from linguaforge.pipelines.corpus import pack_corpus, read_documents
     from linguaforge.pipelines.demo.models import build_tiny_llm, train_llm_tokenizer, world_texts
@@ -151,5 +151,5 @@ def test_full_cpt_on_english_math_raises_english_accuracy_by_a_clear_margin(tmp_
     accuracy, mgsm = {}, BenchmarkSpec(name="mgsm", data=str(world / "bench" / "mgsm"), max_new_tokens=48)
     for name, model in (("base", base), ("full", full)):
         generator = HFCausalLMGenerator.from_pretrained(str(model), batch_size=32)
-        accuracy[name] = 100 * evaluate_unit(generator, mgsm, "en", tmp_path / "eval" / name)["accuracy"]
+        accuracy[name] = 100 * score_unit(generator, mgsm, "en", tmp_path / "eval" / name)["accuracy"]
     assert accuracy["full"] - accuracy["base"] >= 30, accuracy

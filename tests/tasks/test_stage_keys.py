@@ -156,7 +156,7 @@ def test_key_functions_are_plain_and_stages_are_tasks():
     params = [getattr(m, n) for m in modules for n in dir(m) if n.endswith("_params") and callable(getattr(m, n))]
     assert params and not [p for p in params if isinstance(p, Task)]
     stages = [corpus.corpus_prep, corpus.corpus_mixture, demo.demo_world, demo.tiny_models, demo.bootstrap,
-              evaluate.evaluate, evaluate.benchmark_languages, evaluate.comparison_report, maet.importance_probe,
+              evaluate.evaluate_unit, evaluate.benchmark_languages, evaluate.comparison_report, maet.importance_probe,
               maet.masked_cpt, maet.full_cpt, merge.decompose, merge.merge_models, mindmerger.mindmerger_mapping,
               mindmerger.mindmerger_augmentation]
     assert all(isinstance(stage, Task) for stage in stages)
@@ -174,7 +174,7 @@ def test_a_stage_version_is_in_prefects_cache_key_too():
                  demo.bootstrap: demo.BOOTSTRAP_VERSION, maet.importance_probe: maet.PROBE_VERSION,
                  maet.masked_cpt: maet.MASKED_CPT_VERSION, maet.full_cpt: maet.FULL_CPT_VERSION,
                  merge.decompose: merge.DECOMPOSE_VERSION, merge.merge_models: merge.MERGE_VERSION,
-                 evaluate.evaluate: evaluate.EVAL_UNIT_VERSION, evaluate.comparison_report: evaluate.REPORT_VERSION,
+                 evaluate.evaluate_unit: evaluate.EVAL_UNIT_VERSION, evaluate.comparison_report: evaluate.REPORT_VERSION,
                  mindmerger.mindmerger_mapping: mindmerger.MAPPING_VERSION,
                  mindmerger.mindmerger_augmentation: mindmerger.AUGMENTATION_VERSION}
     for stage, version in versioned.items():

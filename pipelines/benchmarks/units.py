@@ -1,12 +1,12 @@
 """Evaluation units: one model × one benchmark × one language, as one function call writing one folder.
 
-`evaluate_unit` loads the items, templates them, decodes (generation or option log-likelihood), scores
+`score_unit` loads the items, templates them, decodes (generation or option log-likelihood), scores
 them with every rule of the benchmark, and writes `records.parquet` (one row per item) and
 `scores.json` (per-rule accuracy with its 95 % interval) into `out_dir`. Both files are written under
 temporary names and renamed at the end, so a failed unit leaves no half-written result behind. The
 lead's store commits that folder as the unit's artifact; Prefect fans units out in parallel.
 
-`evaluate_model` is what `linguaforge eval --model ... --benchmark ... --data ...` calls: any HF causal
+`score_model` is what `linguaforge eval --model ... --benchmark ... --data ...` calls: any HF causal
 LM, every language of the data (or the ones asked for), then a report over them.
 """
 
@@ -58,7 +58,7 @@ class UnitData:
     storage_options: dict | None = None
 
 
-def evaluate_unit(generator: TextGenerator, spec: BenchmarkSpec, language: str, out_dir: str | Path, *,
+def score_unit(generator: TextGenerator, spec: BenchmarkSpec, language: str, out_dir: str | Path, *,
                   data: UnitData | None = None, progress: Progress | None = None,
                   model_name: str | None = None, base_name: str | None = None) -> dict:
     """Score `generator` on one benchmark language as `spec` says (prompt, scoring, limit, budget, exemplars, chat
@@ -200,7 +200,7 @@ def _write_unit(out_dir: Path, records: list[dict], scores: dict) -> None:
 
 @dataclass(frozen=True)
 class ModelLoading:
-    """How `evaluate_model` loads and runs a model and reaches its data. `streams` (`decoding.in_streams`; "auto":
+    """How `score_model` loads and runs a model and reaches its data. `streams` (`decoding.in_streams`; "auto":
     `decoding.default_streams`) sets the intra-op thread count while it generates: the eval CLI, a process of its
     own, asks for "auto"; a process that runs other torch work meanwhile (the pipeline's stages) keeps 1."""
 
@@ -211,7 +211,7 @@ class ModelLoading:
     storage_options: dict | None = None
 
 
-def evaluate_model(model: str, spec: BenchmarkSpec, out_dir: str | Path, loading: ModelLoading = ModelLoading(), *,
+def score_model(model: str, spec: BenchmarkSpec, out_dir: str | Path, loading: ModelLoading = ModelLoading(), *,
                    model_name: str | None = None, progress: Progress | None = None, generator=None,
                    report: bool = True) -> list[dict]:
     """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language of `spec` (every
@@ -241,7 +241,7 @@ def evaluate_model(model: str, spec: BenchmarkSpec, out_dir: str | Path, loading
         if progress is not None:
             def unit_progress(done, total, metrics, _lang=lang, _i=i):
                 progress(_i * total + done, len(langs) * total, {"language": _lang, **metrics})
-        results.append(evaluate_unit(generator, spec, lang, Path(out_dir) / bench.name / lang, data=data,
+        results.append(score_unit(generator, spec, lang, Path(out_dir) / bench.name / lang, data=data,
                                      progress=unit_progress, model_name=name))
     if report:
         build_comparison(results, out_dir)
