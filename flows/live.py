@@ -21,28 +21,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from linguaforge.flows.config import DEMO_PREFIX, RunConfig
+from linguaforge.flows.config import RunConfig
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s"
-
-
-def expected_stages(cfg: RunConfig) -> int:
-    """How many stages the run has (each committed or skipped once), from its configuration. Evaluation
-    units count every configured language; a benchmark whose data lack one has fewer (the bar then ends at
-    what ran)."""
-    languages = len(cfg.all_languages)
-    count = 0
-    if cfg.demo is not None:
-        count += 2 + (cfg.models.base_llm == f"{DEMO_PREFIX}llm")
-    count += (languages + 1) + 1  # corpora, mixture
-    count += 2 * (languages + 1) + bool(cfg.merge.baselines)  # probes, masked CPT, full CPT (any baseline)
-    count += 1 + 1 + ("task_vector" in cfg.merge.baselines)  # decompose, merge, task vector
-    llms = len(cfg.mindmerger.llms) if cfg.mindmerger.enabled else 0
-    count += 2 * llms
-    if cfg.evaluation.enabled:
-        models = 2 + ("full_cpt" in cfg.merge.baselines) + ("task_vector" in cfg.merge.baselines) + llms
-        count += models * sum(len(b.languages or cfg.all_languages) for b in cfg.evaluation.benchmarks) + 1
-    return count
 
 
 def run_log_path(cfg: RunConfig) -> Path:
@@ -83,8 +64,12 @@ class RunDisplay:
     """Used as a context manager around the flow call; the stage tasks report through tasks.progress."""
 
     def __init__(self, console: Console, cfg: RunConfig, verbose: bool = False, log_path: Path | None = None):
+        from linguaforge.flows.stages import (
+            planned_stages,  # the run graph (and torch) only once a run starts
+        )
+
         self.console, self.verbose = console, verbose
-        self.total = expected_stages(cfg)
+        self.total = sum(planned_stages(cfg).values())
         self.log_path = log_path or run_log_path(cfg)
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
                                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -3,6 +3,8 @@ per-unit stages. Plain functions called inside a flow; the flows themselves read
 
 from __future__ import annotations
 
+from collections import Counter
+
 from prefect.futures import wait
 
 from linguaforge.flows.config import DEMO_PREFIX, RunConfig
@@ -16,6 +18,7 @@ from linguaforge.tasks.demo import bootstrap, demo_world, tiny_models
 from linguaforge.tasks.evaluate import EvalModel, benchmark_languages, comparison_report, evaluate_unit
 from linguaforge.tasks.maet import full_cpt, importance_probe, masked_cpt
 from linguaforge.tasks.merge import decompose, merge_models
+from linguaforge.tasks.mindmerger import mindmerger_augmentation, mindmerger_mapping
 
 
 def run_context(cfg: RunConfig, device: str | None = None) -> RunContext:
@@ -122,3 +125,27 @@ def models_to_evaluate(cfg: RunConfig, outputs: RunOutputs) -> list[EvalModel]:
         models.append(EvalModel(name=f"mindmerger-{under}", base=under, kind="mindmerger",
                                 source=Source.of(parts.augmentation)))
     return models
+
+
+def planned_stages(cfg: RunConfig) -> Counter[str]:
+    """How many times each stage runs (committed or skipped once each) in the run `cfg` describes: the graph above,
+    counted, by the stages' own names. Evaluation units count every configured language; a benchmark whose data
+    lack one has fewer (the live display's bar then ends at what ran)."""
+    plan: Counter[str] = Counter()
+
+    def add(stage, times: int = 1) -> None:
+        plan[stage.spec.name] += times
+
+    corpora = len(cfg.all_languages) + 1  # every language's general text, and the ability corpus
+    if cfg.demo is not None:
+        add(demo_world), add(tiny_models), add(bootstrap, cfg.models.base_llm == f"{DEMO_PREFIX}llm")
+    add(corpus_prep, corpora), add(corpus_mixture)
+    add(importance_probe, corpora), add(masked_cpt, corpora), add(full_cpt, bool(cfg.merge.baselines))
+    add(decompose), add(merge_models, 1 + ("task_vector" in cfg.merge.baselines))
+    llms = len(cfg.mindmerger.llms) if cfg.mindmerger.enabled else 0
+    add(mindmerger_mapping, llms), add(mindmerger_augmentation, llms)
+    if cfg.evaluation.enabled:
+        models = 2 + ("full_cpt" in cfg.merge.baselines) + ("task_vector" in cfg.merge.baselines) + llms
+        add(evaluate_unit, models * sum(len(b.languages or cfg.all_languages) for b in cfg.evaluation.benchmarks))
+        add(comparison_report)
+    return +plan  # stages that run zero times are left out

@@ -225,13 +225,45 @@ class StageVersion(CachePolicy):
 STAGE_CACHE_POLICY = VerifiedCache(inner=INPUTS + TASK_SOURCE)
 
 
-def stage_task(*, name: str, version: int | None = None, retries: int = 2, **options):
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage, declared once beside its task: its name and version (in the artifact key and in Prefect's cache
+    key), the artifact kind it commits, the files of that artifact that other stages read (their named constants),
+    and the settings fields it does not read (kept out of its key). `settings` and `params`, where the stage's key
+    is a function of the run context and one settings model alone, let the key test change every field of those
+    settings and check that the key follows, with no list in the test to keep. `version` None: a helper task that
+    commits no artifact (cached by its inputs alone)."""
+
+    name: str
+    version: int | None = None
+    kind: str | None = None
+    files: tuple[str, ...] = ()
+    ignores: frozenset[str] = frozenset()
+    settings: type[BaseModel] | None = None
+    params: Callable[[RunContext, Any], dict] | None = None
+    run_name: str | None = None  # Prefect's task-run name template, e.g. "probe-{name}"
+
+
+STAGE_SPECS: dict[str, StageSpec] = {}  # every declared stage by name: the key test and the docs read it
+
+
+def stage_task(spec: StageSpec, *, retries: int = 2, **options):
     """The decorator of every stage task: cached as above (with the stage's version, for the stages that commit a
-    versioned artifact), retried on transient faults only."""
-    policy = STAGE_CACHE_POLICY if version is None else VerifiedCache(
-        inner=INPUTS + TASK_SOURCE + StageVersion(version=f"{name}/{version}"))
-    return task(name=name, retries=retries, retry_condition_fn=retry_transient, cache_policy=policy,
-                persist_result=True, result_serializer="json", **options)
+    versioned artifact), retried on transient faults only; the task carries its spec (`task.spec`)."""
+    if STAGE_SPECS.setdefault(spec.name, spec) != spec:
+        raise ValueError(f"stage {spec.name!r} is declared twice, differently")
+    policy = STAGE_CACHE_POLICY if spec.version is None else VerifiedCache(
+        inner=INPUTS + TASK_SOURCE + StageVersion(version=f"{spec.name}/{spec.version}"))
+    if spec.run_name:
+        options.setdefault("task_run_name", spec.run_name)
+
+    def decorate(fn):
+        stage = task(name=spec.name, retries=retries, retry_condition_fn=retry_transient, cache_policy=policy,
+                     persist_result=True, result_serializer="json", **options)(fn)
+        stage.spec = spec
+        return stage
+
+    return decorate
 
 
 def _run_ids() -> dict[str, str]:
@@ -245,10 +277,8 @@ def _run_ids() -> dict[str, str]:
 
 def run_stage(
     store: ArtifactStore,
+    spec: StageSpec,
     *,
-    kind: str,
-    stage: str,
-    version: int,
     params: dict[str, Any],
     sources: dict[str, Source] | None = None,
     build: Callable[[ArtifactWriter], None],
@@ -256,6 +286,7 @@ def run_stage(
 ) -> ArtifactRef:
     """Skip if committed; else build into a staging folder, commit, and record the execution."""
     logger = get_run_logger()
+    kind, stage, version = spec.kind, spec.name, spec.version
     full_params, inputs = stage_key_parts(params, sources or {})
     key = store.key(stage, version, full_params, inputs)
     if store.exists(kind, key):

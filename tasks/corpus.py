@@ -10,11 +10,17 @@ from linguaforge.pipelines.corpus import mix_corpora, pack_corpus, read_document
 from linguaforge.pipelines.models import check_tokenizer_matches, load_tokenizer, read_model_config
 from linguaforge.pipelines.settings import DEMO_PREFIX, CorpusPrepConfig, CorpusSource, key_params
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import RunContext, Source, demo_source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import (
+    RunContext,
+    Source,
+    StageSpec,
+    demo_source,
+    open_store,
+    run_stage,
+    stage_task,
+)
 from linguaforge.tasks.progress import StageProgress
 
-CORPUS_PREP_VERSION = 2  # 2: keys derived from the settings models
-MIXTURE_VERSION = 2
 # the corpus enters by its source (URI or artifact); the mixture ratio is the mixture stage's business
 PREP_IGNORES = frozenset({"uri", "ability_mix_ratio"})
 
@@ -31,7 +37,13 @@ def mixture_params(ctx: RunContext, prep: CorpusPrepConfig) -> dict:
     return {"ability_share": prep.ability_mix_ratio, "seed": ctx.seed}
 
 
-@stage_task(name="corpus_prep", version=CORPUS_PREP_VERSION, task_run_name="corpus_prep-{name}", retries=2)
+# versions: 2: keys derived from the settings models
+CORPUS_PREP = StageSpec("corpus_prep", 2, "corpus", ignores=PREP_IGNORES, run_name="corpus_prep-{name}")
+CORPUS_MIXTURE = StageSpec("corpus_mixture", 2, "corpus", settings=CorpusPrepConfig, params=mixture_params,
+                           ignores=frozenset({"block_size", "packing", "min_chars", "max_chars"}))
+
+
+@stage_task(CORPUS_PREP, retries=2)
 def corpus_prep(ctx: RunContext, prep: CorpusPrepConfig, name: str, language: str, corpus: CorpusSource,
                 world: ArtifactRef | None, base: Source) -> ArtifactRef:
     """Read, normalise, filter, tokenize (with the base model's tokenizer) and pack one corpus."""
@@ -50,16 +62,16 @@ def corpus_prep(ctx: RunContext, prep: CorpusPrepConfig, name: str, language: st
             stats = pack_corpus(documents, tokenizer, w.path, prep, source=f"{name} ({corpus.uri})", progress=progress)
         w.metrics.update(write_stats(stats, w.path, language=language, source=corpus.uri))
 
-    return run_stage(store, kind="corpus", stage="corpus_prep", version=CORPUS_PREP_VERSION, params=params,
+    return run_stage(store, CORPUS_PREP, params=params,
                      sources={"corpus": source, "tokenizer": tokenizer_src}, build=build)
 
 
-@stage_task(name="corpus_mixture", version=MIXTURE_VERSION, retries=2)
+@stage_task(CORPUS_MIXTURE, retries=2)
 def corpus_mixture(ctx: RunContext, prep: CorpusPrepConfig, ability: ArtifactRef, general: ArtifactRef) -> ArtifactRef:
     """The ability + pivot-language mixture that LLM_{A,L0} is trained on, by token share."""
     store = open_store(ctx.store)
     ratio = prep.ability_mix_ratio
-    params = mixture_params(ctx, prep)
+    params = CORPUS_MIXTURE.params(ctx, prep)
     sources = {"ability": Source.of(ability), "general": Source.of(general)}
 
     def build(w: ArtifactWriter) -> None:
@@ -78,5 +90,5 @@ def corpus_mixture(ctx: RunContext, prep: CorpusPrepConfig, ability: ArtifactRef
                     "the other part is small); raise or lower corpus_prep.ability_mix_ratio to use more of it",
                     count, available[name], name, ratio)
 
-    return run_stage(store, kind="corpus", stage="corpus_mixture", version=MIXTURE_VERSION, params=params,
+    return run_stage(store, CORPUS_MIXTURE, params=params,
                      sources=sources, build=build)

@@ -24,13 +24,18 @@ from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource, key_p
 from linguaforge.pipelines.training.loop import TRAIN_FILE
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import MODEL_FOLDER, RunContext, Source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import (
+    MODEL_FOLDER,
+    RunContext,
+    Source,
+    StageSpec,
+    open_store,
+    run_stage,
+    stage_task,
+)
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned
 from linguaforge.tasks.progress import StageProgress
 
-DEMO_WORLD_VERSION = 4  # 4: keys derived from the settings models
-TINY_MODELS_VERSION = 3  # 2: Unigram scores rounded, so the encoder tokenizer is reproducible
-BOOTSTRAP_VERSION = 2
 # what each demo stage reads of DemoConfig; the rest is another demo stage's (a model size must not re-make
 # the world)
 WORLD_FIELDS = frozenset({"seed", "general_docs", "low_resource_languages", "low_resource_fraction",
@@ -55,7 +60,14 @@ def bootstrap_params(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig) 
             "seed": ctx.seed}
 
 
-@stage_task(name="demo_world", version=DEMO_WORLD_VERSION, retries=1)
+# DemoConfig's fields are shared out among the three stages (WORLD_FIELDS, MODEL_FIELDS, the rest: bootstrap); the
+# demo key test checks each field against the stage that reads it
+DEMO_WORLD = StageSpec("demo_world", 4, "demo_world")  # 4: keys derived from the settings models
+TINY_MODELS = StageSpec("tiny_models", 3, "tiny_models", files=("llm", "encoder"))  # 3: Unigram scores rounded
+BOOTSTRAP = StageSpec("bootstrap", 2, "base_llm", files=(MODEL_FOLDER,))
+
+
+@stage_task(DEMO_WORLD, retries=1)
 def demo_world(ctx: RunContext, demo: DemoConfig) -> ArtifactRef:
     params = world_params(ctx, demo)
     spec = WorldSpec(languages=ctx.all_languages, **_only(demo, WORLD_FIELDS))
@@ -65,11 +77,11 @@ def demo_world(ctx: RunContext, demo: DemoConfig) -> ArtifactRef:
         w.write_json("counts.json", counts)
         w.metrics.update({f"{part}_total": sum(c.values()) for part, c in counts.items()})
 
-    return run_stage(open_store(ctx.store), kind="demo_world", stage="demo_world", version=DEMO_WORLD_VERSION,
+    return run_stage(open_store(ctx.store), DEMO_WORLD,
                      params=params, build=build)
 
 
-@stage_task(name="tiny_models", version=TINY_MODELS_VERSION, retries=1)
+@stage_task(TINY_MODELS, retries=1)
 def tiny_models(ctx: RunContext, demo: DemoConfig, world: ArtifactRef) -> ArtifactRef:
     store = open_store(ctx.store)
     params = tiny_model_params(ctx, demo)
@@ -86,11 +98,11 @@ def tiny_models(ctx: RunContext, demo: DemoConfig, world: ArtifactRef) -> Artifa
                           "encoder_parameters": sum(p.numel() for p in enc.parameters()),
                           "llm_vocab": len(llm_tok), "encoder_vocab": len(enc_tok)})
 
-    return run_stage(store, kind="tiny_models", stage="tiny_models", version=TINY_MODELS_VERSION, params=params,
+    return run_stage(store, TINY_MODELS, params=params,
                      sources={"world": world_src}, build=build)
 
 
-@stage_task(name="bootstrap", version=BOOTSTRAP_VERSION, retries=1)
+@stage_task(BOOTSTRAP, retries=1)
 def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: ArtifactRef,
               models: ArtifactRef) -> ArtifactRef:
     """Briefly pre-train the tiny LLM on the general text of every language: the demo's 'base model'."""
@@ -118,5 +130,5 @@ def bootstrap(ctx: RunContext, demo: DemoConfig, prep: CorpusPrepConfig, world: 
         w.write_json(TRAIN_FILE, content_only(summary) | {"losses": losses})
         w.metrics.update(summary)
 
-    return run_stage(store, kind="base_llm", stage="bootstrap", version=BOOTSTRAP_VERSION, params=params,
+    return run_stage(store, BOOTSTRAP, params=params,
                      sources=sources, build=build)

@@ -22,8 +22,16 @@ from linguaforge.pipelines.benchmarks import (
     headline_rows,
     score_unit,
 )
-from linguaforge.pipelines.benchmarks.files import HEADLINE_FILE, REPORT_FILE, ROWS_FILE, SCORES_FILE
+from linguaforge.pipelines.benchmarks.files import (
+    HEADLINE_FILE,
+    PLOT_FILE,
+    RECORDS_FILE,
+    REPORT_FILE,
+    ROWS_FILE,
+    SCORES_FILE,
+)
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
+from linguaforge.pipelines.benchmarks.units import LMEVAL_FILE
 from linguaforge.pipelines.devices import resolve_device
 from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator
 from linguaforge.pipelines.settings import DEMO_PREFIX, key_params
@@ -31,6 +39,7 @@ from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
 from linguaforge.tasks.common import (
     RunContext,
     Source,
+    StageSpec,
     demo_source,
     open_store,
     run_stage,
@@ -40,11 +49,15 @@ from linguaforge.tasks.common import (
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned_device
 from linguaforge.tasks.progress import StageProgress, ui_artifact
 
-EVAL_UNIT_VERSION = 5  # 3: keys derived from the settings models; 4: math units count outputs holding a number;
-# 5: each unit keeps its per-item answers, its chance level and chance-adjusted accuracy
-REPORT_VERSION = 4  # 3: the share of math outputs holding a number, per model and language; 4: chance-adjusted
 # the data enter by their source, the language is the unit's own; a spec's other fields all shape the scores
 UNIT_IGNORES = frozenset({"data", "languages"})
+# evaluate_unit 3: keys derived from the settings models; 4: math units count outputs holding a number; 5: each
+# unit keeps its per-item answers, its chance level and chance-adjusted accuracy
+EVALUATE_UNIT = StageSpec("evaluate_unit", 5, "eval", files=(RECORDS_FILE, SCORES_FILE, LMEVAL_FILE),
+                          ignores=UNIT_IGNORES, run_name="eval-{model.name}-{spec.name}-{language}")
+# comparison_report 3: the share of math outputs holding a number, per model and language; 4: chance-adjusted
+COMPARISON_REPORT = StageSpec("comparison_report", 4, "report", files=(REPORT_FILE, PLOT_FILE, ROWS_FILE, HEADLINE_FILE))
+BENCHMARK_LANGUAGES = StageSpec("benchmark_languages")  # a helper: reads the data's languages, commits nothing
 
 
 # an EvalModel's kind -> "module:factory", imported where the unit runs (a Dask worker too): one table, read by
@@ -85,7 +98,7 @@ def _data_location(source: Source, store: ArtifactStore) -> str:
     return source.local(store) if source.ref is not None else str(source.uri)
 
 
-@stage_task(name="benchmark_languages", retries=1)
+@stage_task(BENCHMARK_LANGUAGES, retries=1)
 def benchmark_languages(ctx: RunContext, spec: BenchmarkSpec, world: ArtifactRef | None) -> list[str]:
     """The run's languages that this benchmark's data has (XNLI has no Bengali, for one); the rest are logged."""
     from prefect import get_run_logger
@@ -105,8 +118,7 @@ def unit_params(model: EvalModel, spec: BenchmarkSpec, language: str) -> dict:
             "benchmark": key_params(spec, UNIT_IGNORES)}
 
 
-@stage_task(name="evaluate_unit", version=EVAL_UNIT_VERSION, task_run_name="eval-{model.name}-{spec.name}-{language}",
-            retries=1)
+@stage_task(EVALUATE_UNIT, retries=1)
 def evaluate_unit(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: EvalModel, language: str,
              world: ArtifactRef | None) -> ArtifactRef:
     store = open_store(ctx.store)
@@ -127,11 +139,11 @@ def evaluate_unit(ctx: RunContext, spec: BenchmarkSpec, batch_size: int, model: 
                      for name in ("accuracy", "ci_low", "ci_high", "chance", "adjusted") if name in scores}, 0)
         tracker.close()
 
-    return run_stage(store, kind="eval", stage="evaluate_unit", version=EVAL_UNIT_VERSION, params=params,
+    return run_stage(store, EVALUATE_UNIT, params=params,
                      sources={"weights": model.source, "data": data}, build=build)
 
 
-@stage_task(name="comparison_report", version=REPORT_VERSION, retries=1)
+@stage_task(COMPARISON_REPORT, retries=1)
 def comparison_report(ctx: RunContext, units: list[ArtifactRef]) -> ArtifactRef:
     """Per-language accuracy of every model next to its base: report.md, comparison.png, rows.json."""
     store = open_store(ctx.store)
@@ -150,6 +162,6 @@ def comparison_report(ctx: RunContext, units: list[ArtifactRef]) -> ArtifactRef:
         ui_artifact(create_table_artifact, rows, key=ui_key(f"comparison-{ctx.name}"),
                     description=f"linguaforge run {ctx.name}: accuracy per language, every model vs its base")
 
-    return run_stage(store, kind="report", stage="comparison_report", version=REPORT_VERSION,
+    return run_stage(store, COMPARISON_REPORT,
                      params={"run": ctx.name}, sources=sources, build=build,
                      describe=lambda w: (Path(w.path) / REPORT_FILE).read_text())

@@ -22,13 +22,19 @@ from linguaforge.pipelines.training.causal_lm import PackedBlocks
 from linguaforge.pipelines.training.loop import TRAIN_FILE
 from linguaforge.pipelines.training.settings import TrainConfig, TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
-from linguaforge.tasks.common import MODEL_FOLDER, RunContext, Source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import (
+    MODEL_FOLDER,
+    RunContext,
+    Source,
+    StageSpec,
+    open_store,
+    run_stage,
+    stage_task,
+)
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned
 from linguaforge.tasks.progress import StageProgress
 
-PROBE_VERSION = 3  # 2: keys derived from the settings models; 3: the mask's anatomy (anatomy.json)
-MASKED_CPT_VERSION = 2
-FULL_CPT_VERSION = 2
+ANATOMY_FILE = "anatomy.json"
 
 
 def probe_params(ctx: RunContext, probe: ProbeConfig) -> dict:
@@ -38,6 +44,15 @@ def probe_params(ctx: RunContext, probe: ProbeConfig) -> dict:
 def cpt_params(ctx: RunContext, train: TrainConfig) -> dict:
     """Masked and full CPT: what they read is their TrainConfig and the seed."""
     return {"train": key_params(train), "seed": ctx.seed}
+
+
+# importance_probe 2: keys derived from the settings models; 3: the mask's anatomy (anatomy.json)
+IMPORTANCE_PROBE = StageSpec("importance_probe", 3, "mask", files=(MASK_FILE, ANATOMY_FILE), settings=ProbeConfig,
+                             params=probe_params, run_name="probe-{name}")
+MASKED_CPT = StageSpec("masked_cpt", 2, "delta", files=(DELTA_FILE, TRAIN_FILE), settings=TrainConfig,
+                       params=cpt_params, run_name="masked_cpt-{name}")
+FULL_CPT = StageSpec("full_cpt", 2, "delta", files=(DELTA_FILE, TRAIN_FILE, MODEL_FOLDER), settings=FullCPTConfig,
+                     params=lambda ctx, full: cpt_params(ctx, full.train))
 
 
 def _train(ctx: RunContext, w: ArtifactWriter, label: str, base_dir: str, blocks: str, settings: TrainSettings,
@@ -53,12 +68,12 @@ def _train(ctx: RunContext, w: ArtifactWriter, label: str, base_dir: str, blocks
     return weights
 
 
-@stage_task(name="importance_probe", version=PROBE_VERSION, task_run_name="probe-{name}", retries=2)
+@stage_task(IMPORTANCE_PROBE, retries=2)
 def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """Eq. 1: a short CPT on the corpus, then the top k1 % neurons by |θ' − θ| become the key neurons."""
     store = open_store(ctx.store)
     settings = TrainSettings.of(probe.train, ctx.seed, ctx.device)
-    params = probe_params(ctx, probe)
+    params = IMPORTANCE_PROBE.params(ctx, probe)
     sources = {"corpus": Source.of(corpus), "base": base}
 
     def build(w: ArtifactWriter) -> None:
@@ -70,11 +85,11 @@ def importance_probe(ctx: RunContext, probe: ProbeConfig, name: str, corpus: Art
         selected = mask.selected()
         total = sum(m.numel() for m in mask.masks.values())
         anatomy = mask_anatomy(mask, family_of, PackedBlocks.from_dir(Path(blocks)).token_ids())
-        w.write_json("anatomy.json", anatomy)
+        w.write_json(ANATOMY_FILE, anatomy)
         w.metrics.update({"key_neurons": sum(selected.values()), "neurons": total,
                           "selected_per_tensor": selected, "anatomy": anatomy})
 
-    return run_stage(store, kind="mask", stage="importance_probe", version=PROBE_VERSION, params=params,
+    return run_stage(store, IMPORTANCE_PROBE, params=params,
                      sources=sources, build=build,
                      describe=lambda w: f"key neurons of **{name}**: {w.metrics['key_neurons']} of "
                                         f"{w.metrics['neurons']} ({probe.granularity} granularity, "
@@ -90,14 +105,14 @@ def anatomy_line(anatomy: dict) -> str:
     return f"selected by family: {families}" + ("; " + "; ".join(rows) if rows else "")
 
 
-@stage_task(name="masked_cpt", version=MASKED_CPT_VERSION, task_run_name="masked_cpt-{name}", retries=2)
+@stage_task(MASKED_CPT, retries=2)
 def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactRef, masks: list[ArtifactRef],
                base: Source) -> ArtifactRef:
     """CPT of only the union of `masks`' neurons; the result is stored as a sparse delta against the base.
     `train`: the ability + pivot run's settings or a language run's (MaskedCPTConfig.settings_for)."""
     store = open_store(ctx.store)
     settings = TrainSettings.of(train, ctx.seed, ctx.device)
-    params = cpt_params(ctx, train)
+    params = MASKED_CPT.params(ctx, train)
     sources = {"corpus": Source.of(corpus), "base": base} | {f"mask{i}": Source.of(m) for i, m in enumerate(masks)}
 
     def build(w: ArtifactWriter) -> None:
@@ -108,16 +123,16 @@ def masked_cpt(ctx: RunContext, train: TrainConfig, name: str, corpus: ArtifactR
         w.metrics.update({"changed_entries": sum(nnz.values()), "changed_tensors": sum(v > 0 for v in nnz.values()),
                           "delta_bytes": (w.path / DELTA_FILE).stat().st_size})
 
-    return run_stage(store, kind="delta", stage="masked_cpt", version=MASKED_CPT_VERSION, params=params,
+    return run_stage(store, MASKED_CPT, params=params,
                      sources=sources, build=build)
 
 
-@stage_task(name="full_cpt", version=FULL_CPT_VERSION, retries=2)
+@stage_task(FULL_CPT, retries=2)
 def full_cpt(ctx: RunContext, full: FullCPTConfig, corpus: ArtifactRef, base: Source) -> ArtifactRef:
     """The baseline: CPT of every weight on the ability corpus; kept as a model and as a (dense) delta."""
     store = open_store(ctx.store)
     settings = TrainSettings.of(full.train, ctx.seed, ctx.device)
-    params = cpt_params(ctx, full.train)
+    params = FULL_CPT.params(ctx, full)
     sources = {"corpus": Source.of(corpus), "base": base}
 
     def build(w: ArtifactWriter) -> None:
@@ -127,7 +142,7 @@ def full_cpt(ctx: RunContext, full: FullCPTConfig, corpus: ArtifactRef, base: So
         save_trained_model(base_dir, trained, w.path / MODEL_FOLDER)
         w.metrics["delta_bytes"] = (w.path / DELTA_FILE).stat().st_size
 
-    return run_stage(store, kind="delta", stage="full_cpt", version=FULL_CPT_VERSION, params=params,
+    return run_stage(store, FULL_CPT, params=params,
                      sources=sources, build=build)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect.artifacts import create_table_artifact
 
 from linguaforge.pipelines.maet.cpt import DELTA_FILE
+from linguaforge.pipelines.maet.decompose import ABILITY_FILE, language_file
 from linguaforge.pipelines.maet.decompose import decompose as decompose_deltas
-from linguaforge.pipelines.maet.decompose import language_file
 from linguaforge.pipelines.maet.settings import DecomposeConfig
 from linguaforge.pipelines.merging.deltas import SparseDelta
 from linguaforge.pipelines.merging.engine import MergeSpec, write_merge
@@ -20,16 +20,13 @@ from linguaforge.tasks.common import (
     MODEL_FOLDER,
     RunContext,
     Source,
+    StageSpec,
     open_store,
     run_stage,
     stage_task,
     ui_key,
 )
 from linguaforge.tasks.progress import StageProgress, ui_artifact
-
-DECOMPOSE_VERSION = 2  # 2: keys derived from the settings models
-MERGE_VERSION = 4  # 2: merge_report.json flags ties at the cut of T; 3: keys derived from the method's declaration;
-# 4: methods in their own files (task_vector is the task_arithmetic method), a model card in the folder
 
 
 def decompose_params(settings: DecomposeConfig) -> dict:
@@ -45,11 +42,19 @@ def merge_params(ctx: RunContext, settings: MergeConfig, method: str, ability_fi
             | ({"seed": ctx.seed} if METHODS[method].seeded else {}))
 
 
+
+# decompose 2: keys derived from the settings models
+DECOMPOSE = StageSpec("decompose", 2, "decomposed", files=(ABILITY_FILE,), settings=DecomposeConfig,
+                      params=lambda ctx, settings: decompose_params(settings))
+# merge 2: merge_report.json flags ties at the cut of T; 3: keys derived from the method's declaration; 4: methods in
+# their own files (task_vector is the task_arithmetic method), a model card in the folder
+MERGE = StageSpec("merge", 4, "model", files=(MODEL_FOLDER,), run_name="merge-{method}")
+
 def _delta(store, ref: ArtifactRef, rel: str = DELTA_FILE) -> SparseDelta:
     return SparseDelta(store.open(ref).path(rel))
 
 
-@stage_task(name="decompose", version=DECOMPOSE_VERSION)
+@stage_task(DECOMPOSE)
 def decompose(ctx: RunContext, d: DecomposeConfig, ability_pivot: ArtifactRef, pivot: ArtifactRef,
               languages: dict[str, ArtifactRef]) -> ArtifactRef:
     """R(A) and every R(L_i) from the masked-CPT deltas, as sparse deltas against the same base."""
@@ -65,11 +70,11 @@ def decompose(ctx: RunContext, d: DecomposeConfig, ability_pivot: ArtifactRef, p
         w.metrics.update({f"changed_entries_{name}": sum(SparseDelta(p).nnz(n) for n in SparseDelta(p).names())
                           for name, p in paths.items()})
 
-    return run_stage(store, kind="decomposed", stage="decompose", version=DECOMPOSE_VERSION, params=params,
+    return run_stage(store, DECOMPOSE, params=params,
                      sources=sources, build=build)
 
 
-@stage_task(name="merge", version=MERGE_VERSION, task_run_name="merge-{method}")
+@stage_task(MERGE)
 def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, ability: ArtifactRef, ability_file: str,
                  languages: ArtifactRef | None = None) -> ArtifactRef:
     """One method of the merge engine (maet, task_arithmetic, ties, dare) into an HF folder `model/`."""
@@ -92,7 +97,7 @@ def merge_models(ctx: RunContext, m: MergeConfig, method: str, base: Source, abi
                               "selected_tensors": report["selected"]})
             _publish_selection(ctx.name, report)
 
-    return run_stage(store, kind="model", stage="merge", version=MERGE_VERSION, params=params, sources=sources,
+    return run_stage(store, MERGE, params=params, sources=sources,
                      build=build)
 
 

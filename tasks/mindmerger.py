@@ -36,13 +36,19 @@ from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.settings import key_params
 from linguaforge.storage import ArtifactRef, ArtifactStore, ArtifactWriter
-from linguaforge.tasks.common import RunContext, Source, demo_source, open_store, run_stage, stage_task
+from linguaforge.tasks.common import (
+    RunContext,
+    Source,
+    StageSpec,
+    demo_source,
+    open_store,
+    run_stage,
+    stage_task,
+)
 from linguaforge.tasks.evaluate import EvalModel
 from linguaforge.tasks.gpu_slots import gpu_slots, pinned_device
 from linguaforge.tasks.progress import StageProgress
 
-MAPPING_VERSION = 2  # 2: keys derived from the settings models
-AUGMENTATION_VERSION = 2
 # what each stage does not read of MindMergerConfig: the other stage's schedule, data that enter the key as
 # sources, and the run-level choices (whether MindMerger runs, on which LLMs: the LLM is a source too)
 # (where it computes, and recomputed activations, change no result beyond float rounding)
@@ -63,6 +69,15 @@ def stage_params(ctx: RunContext, mm: MindMergerConfig, stage: str, llm_name: st
                  languages: list[str]) -> dict[str, Any]:
     return {"llm_name": llm_name, "languages": languages, "dtype": ctx.dtype, "seed": ctx.seed,
             "mindmerger": key_params(mm, STAGE_IGNORES[stage])}
+
+
+MODELS_FILE = "models.json"  # the encoder and LLM a MindMerger stage was trained on, as portable sources
+# versions: 2: keys derived from the settings models
+MINDMERGER_MAPPING = StageSpec("mindmerger_mapping", 2, "mindmerger", files=("best", MODELS_FILE),
+                               ignores=STAGE_IGNORES["mapping"], run_name="mindmerger_mapping-{llm_name}")
+MINDMERGER_AUGMENTATION = StageSpec("mindmerger_augmentation", 2, "mindmerger", files=("best", MODELS_FILE),
+                                    ignores=STAGE_IGNORES["augmentation"],
+                                    run_name="mindmerger_augmentation-{llm_name}")
 
 
 def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: MindMergerConfig, stage: str,
@@ -92,13 +107,13 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: Mi
     # dev as log-perplexity: the same units (nats per target token) as the training loss
     loss_curve(result.losses, w.path / "loss_curve.png", label,
                dev={step: math.log(ppl) for step, ppl in result.dev_ppl.items()})
-    w.write_json("models.json", {"stage": stage, "encoder": _portable(encoder), "llm": _portable(llm)})
+    w.write_json(MODELS_FILE, {"stage": stage, "encoder": _portable(encoder), "llm": _portable(llm)})
     w.metrics.update({k: v for k, v in result.summary().items() if v is not None})
     w.metrics.update({"train_examples": len(train), "dev_examples": len(dev),
                       "skipped": sum(tokenized.skipped.values())})
 
 
-@stage_task(name="mindmerger_mapping", version=MAPPING_VERSION, task_run_name="mindmerger_mapping-{llm_name}", retries=2)
+@stage_task(MINDMERGER_MAPPING, retries=2)
 def mindmerger_mapping(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm: Source, encoder: Source,
                        world: ArtifactRef | None) -> ArtifactRef:
     """Stage 1: train the mapping on X→English translation pairs of every configured language (no prompt)."""
@@ -113,13 +128,12 @@ def mindmerger_mapping(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm
         texts = [p for lang in languages for p in read_translation_pairs(_location(data[lang], store), lang)]
         _train_into(w, store, ctx, mm, "mapping", f"mindmerger mapping ({llm_name})", texts, encoder, llm)
 
-    return run_stage(store, kind="mindmerger", stage="mindmerger_mapping", version=MAPPING_VERSION,
+    return run_stage(store, MINDMERGER_MAPPING,
                      params=stage_params(ctx, mm, "mapping", llm_name, languages), sources=sources, build=build,
                      describe=_describe)
 
 
-@stage_task(name="mindmerger_augmentation", version=AUGMENTATION_VERSION,
-            task_run_name="mindmerger_augmentation-{llm_name}", retries=2)
+@stage_task(MINDMERGER_AUGMENTATION, retries=2)
 def mindmerger_augmentation(ctx: RunContext, mm: MindMergerConfig, llm_name: str, llm: Source, encoder: Source,
                             mapping: ArtifactRef, world: ArtifactRef | None) -> ArtifactRef:
     """Stage 2: translated task queries with the task prompt, starting from the mapping stage's best mapping."""
@@ -136,7 +150,7 @@ def mindmerger_augmentation(ctx: RunContext, mm: MindMergerConfig, llm_name: str
         _train_into(w, store, ctx, mm, "augmentation", f"mindmerger augmentation ({llm_name})", texts, encoder, llm,
                     init=init.local(store))
 
-    return run_stage(store, kind="mindmerger", stage="mindmerger_augmentation", version=AUGMENTATION_VERSION,
+    return run_stage(store, MINDMERGER_AUGMENTATION,
                      params=stage_params(ctx, mm, "augmentation", llm_name, languages), sources=sources, build=build,
                      describe=_describe)
 
@@ -159,7 +173,7 @@ def mindmerger_generator(model: EvalModel, store: ArtifactStore, ctx: RunContext
     """EvalModel(kind="mindmerger", source=Source.of(<augmentation or mapping artifact>)): its best mapping
     on the encoder and LLM recorded in its models.json."""
     root = Path(model.source.local(store))
-    info = json.loads((root / "models.json").read_text())
+    info = json.loads((root / MODELS_FILE).read_text())
     encoder, llm = _resolve(info["encoder"], store), _resolve(info["llm"], store)
     # identities as recorded at training (source labels), so the mapping's check compares like with like
     return MindMergerGenerator.from_pretrained(encoder.local(store), llm.local(store), str(root / "best"),

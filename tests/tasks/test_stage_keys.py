@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
 from linguaforge.pipelines.demo.settings import DemoConfig
-from linguaforge.pipelines.maet.settings import DecomposeConfig, FullCPTConfig, ProbeConfig
+from linguaforge.pipelines.maet.settings import ProbeConfig
 from linguaforge.pipelines.merging.methods import METHODS
 from linguaforge.pipelines.merging.settings import MergeConfig
 from linguaforge.pipelines.mindmerger.settings import MindMergerConfig
@@ -25,7 +25,7 @@ from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource
 from linguaforge.pipelines.training.settings import TrainConfig
 from linguaforge.storage import artifact_key
 from linguaforge.tasks import corpus, demo, evaluate, maet, merge, mindmerger
-from linguaforge.tasks.common import RunContext
+from linguaforge.tasks.common import STAGE_SPECS, RunContext, StageSpec
 
 CTX = RunContext()
 
@@ -79,18 +79,33 @@ def key(params: dict) -> str:
 
 
 TRAIN_EXCLUDED = set(TrainConfig.key_exclude)  # where it runs, how often it saves: declared on the model
-# stage → (settings, params of settings, the fields that stage declares it does not read)
-STAGES = {
-    "importance_probe": (ProbeConfig(), lambda s: maet.probe_params(CTX, s), {f"train.{f}" for f in TRAIN_EXCLUDED}),
-    "masked_cpt": (TrainConfig(), lambda s: maet.cpt_params(CTX, s), TRAIN_EXCLUDED),
-    "full_cpt": (FullCPTConfig(), lambda s: maet.cpt_params(CTX, s.train), {f"train.{f}" for f in TRAIN_EXCLUDED}),
+
+
+def declared_unread(settings: BaseModel, path: str = "") -> set[str]:
+    """Every field path that a settings model (or one nested in it) declares in its `key_exclude`."""
+    out = {f"{path}{name}" for name in getattr(settings, "key_exclude", ())}
+    for name in type(settings).model_fields:
+        if isinstance(value := getattr(settings, name), BaseModel):
+            out |= declared_unread(value, f"{path}{name}.")
+    return out
+
+
+def _spec_case(spec: StageSpec) -> tuple:
+    settings = spec.settings()
+    return settings, lambda s: spec.params(CTX, s), set(spec.ignores) | declared_unread(settings)
+
+
+# stage → (settings, params of settings, the fields that stage declares it does not read). A stage whose key is
+# a function of the run context and one settings model declares both in its StageSpec and is checked from it;
+# the stages below take more than that to compute a key, and are given an example here.
+STAGES = {name: _spec_case(spec) for name, spec in STAGE_SPECS.items() if spec.params is not None}
+STAGES |= {
     "corpus_prep (source)": (CorpusSource(uri="x.jsonl"), lambda s: corpus.corpus_params("de", s, CorpusPrepConfig()),
                              {"uri"}),
     "corpus_prep (packing)": (CorpusPrepConfig(), lambda s: corpus.corpus_params("de", CorpusSource(uri="x"), s),
                               {"ability_mix_ratio"}),
     "corpus_mixture": (CorpusPrepConfig(), lambda s: corpus.mixture_params(CTX, s),
                        {"block_size", "packing", "min_chars", "max_chars"}),
-    "decompose": (DecomposeConfig(), merge.decompose_params, set()),
     "evaluate_unit": (BenchmarkSpec(name="mgsm", data="x"),
                       lambda s: evaluate.unit_params(evaluate.EvalModel(name="m", source={"uri": "m"}), s, "de"),
                       set(evaluate.UNIT_IGNORES)),
@@ -108,6 +123,15 @@ for _stage in ("mapping", "augmentation"):
 
 def _excluded(path: str, excluded: set[str]) -> bool:
     return path in excluded or path.split(".")[0] in excluded
+
+
+def test_every_stage_that_commits_an_artifact_has_its_key_checked():
+    demo_stages = {"demo_world", "tiny_models", "bootstrap"}  # the demo test below shares DemoConfig out among them
+    no_settings = {"comparison_report"}  # keyed by the units it reads, nothing else
+    checked = {name.split(" ")[0] for name in STAGES}
+    assert {name for name, spec in STAGE_SPECS.items() if spec.version is not None} - demo_stages - no_settings \
+        == checked
+    assert {"importance_probe", "masked_cpt", "full_cpt", "corpus_mixture", "decompose"} <= set(STAGES)  # by spec
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -155,27 +179,22 @@ def test_key_functions_are_plain_and_stages_are_tasks():
     modules = (corpus, demo, evaluate, maet, merge, mindmerger)
     params = [getattr(m, n) for m in modules for n in dir(m) if n.endswith("_params") and callable(getattr(m, n))]
     assert params and not [p for p in params if isinstance(p, Task)]
-    stages = [corpus.corpus_prep, corpus.corpus_mixture, demo.demo_world, demo.tiny_models, demo.bootstrap,
-              evaluate.evaluate_unit, evaluate.benchmark_languages, evaluate.comparison_report, maet.importance_probe,
-              maet.masked_cpt, maet.full_cpt, merge.decompose, merge.merge_models, mindmerger.mindmerger_mapping,
-              mindmerger.mindmerger_augmentation]
-    assert all(isinstance(stage, Task) for stage in stages)
+    stages = [t for m in modules for t in vars(m).values() if isinstance(t, Task)]
+    assert sorted(stage.spec.name for stage in stages) == sorted(STAGE_SPECS)  # every spec is a task's, once
+    assert all(stage.name == stage.spec.name for stage in stages)
 
 
 def test_a_stage_version_is_in_prefects_cache_key_too():
     """A version bump re-runs a stage even where Prefect remembers a result (it once served the old artifact:
     the task's source had not changed, only the module's version constant)."""
+    from prefect import Task
+
     from linguaforge.tasks.common import StageVersion
 
     assert StageVersion(version="merge/4").compute_key(None, {}, {}) != StageVersion(version="merge/5").compute_key(
         None, {}, {})
-    versioned = {corpus.corpus_prep: corpus.CORPUS_PREP_VERSION, corpus.corpus_mixture: corpus.MIXTURE_VERSION,
-                 demo.demo_world: demo.DEMO_WORLD_VERSION, demo.tiny_models: demo.TINY_MODELS_VERSION,
-                 demo.bootstrap: demo.BOOTSTRAP_VERSION, maet.importance_probe: maet.PROBE_VERSION,
-                 maet.masked_cpt: maet.MASKED_CPT_VERSION, maet.full_cpt: maet.FULL_CPT_VERSION,
-                 merge.decompose: merge.DECOMPOSE_VERSION, merge.merge_models: merge.MERGE_VERSION,
-                 evaluate.evaluate_unit: evaluate.EVAL_UNIT_VERSION, evaluate.comparison_report: evaluate.REPORT_VERSION,
-                 mindmerger.mindmerger_mapping: mindmerger.MAPPING_VERSION,
-                 mindmerger.mindmerger_augmentation: mindmerger.AUGMENTATION_VERSION}
+    versioned = {t: t.spec.version for m in (corpus, demo, evaluate, maet, merge, mindmerger)
+                 for t in vars(m).values() if isinstance(t, Task) and t.spec.version is not None}
+    assert len(versioned) == 14
     for stage, version in versioned.items():
         assert StageVersion(version=f"{stage.name}/{version}") in stage.cache_policy.inner.policies, stage.name
