@@ -36,6 +36,9 @@ class RunOutputs(BaseModel):
     mindmerger: dict[str, MindMergerOutputs] = Field(default_factory=dict)  # by the LLM it sits on
     evaluations: list[EvalUnitOutput] = Field(default_factory=list)
     report: ArtifactRef | None = None
+    # a stage with no role above adds its output here by a label of its own ("<stage>/<name>"), listed before the
+    # report: a new stage needs no field of its own
+    more: dict[str, ArtifactRef] = Field(default_factory=dict)
 
     def __or__(self, other: RunOutputs) -> RunOutputs:
         """These outputs with `other`'s added (other's win where both have one)."""
@@ -63,6 +66,7 @@ class RunOutputs(BaseModel):
         for llm, parts in self.mindmerger.items():
             yield f"mindmerger/{llm}/mapping", parts.mapping
             yield f"mindmerger/{llm}/augmentation", parts.augmentation
+        yield from self.more.items()
         if self.report is not None:
             yield "report", self.report
 

@@ -137,6 +137,7 @@ def test_every_stage_that_commits_an_artifact_has_its_key_checked():
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_field_changes_the_key_unless_declared_unread(stage):
     settings, params, excluded = STAGES[stage]
+    excluded = set(excluded) | declared_unread(settings)  # what the settings models declare themselves
     reference = key(params(settings))
     changed = variants(settings)
     assert len(changed) >= 3  # the walk itself found the fields
