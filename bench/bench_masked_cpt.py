@@ -25,12 +25,11 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from options import parse_options  # noqa: E402
 
-from linguaforge.pipelines.maet.cpt import (
-    make_backend,  # noqa: E402
-    write_cpt_delta,  # noqa: E402
-)
+from linguaforge.pipelines.maet.cpt import write_cpt_delta  # noqa: E402
 from linguaforge.pipelines.maet.importance import NeuronMask, neuron_count  # noqa: E402
+from linguaforge.pipelines.maet.masked import KeyNeurons  # noqa: E402
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks  # noqa: E402
+from linguaforge.pipelines.training.cpt import make_backend  # noqa: E402
 from linguaforge.pipelines.training.loop import train  # noqa: E402
 from linguaforge.pipelines.training.settings import TrainSettings  # noqa: E402
 
@@ -68,7 +67,7 @@ def run(model_dir: Path, data: PackedBlocks, settings: TrainSettings, k1: float 
 
     model = load_causal_lm(str(model_dir))
     mask = random_mask(model, k1) if k1 is not None else None
-    backend = make_backend(model, settings, data.block_size, mask)
+    backend = make_backend(model, settings, data.block_size, KeyNeurons(mask) if mask is not None else None)
     warm = settings.model_copy(update={"steps": 1})
     train(backend, CausalLMRecipe(data, warm))  # first step: allocator and kernels warm up; not timed
     began = time.perf_counter()

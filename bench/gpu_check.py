@@ -148,9 +148,10 @@ def settings_for(device: str, micro: int, steps: int, precision: str = "fp32"):
 def check_training(table: Table, llm_dir: Path, device: str, micro: int, block: int, steps: int) -> None:
     import torch
 
-    from linguaforge.pipelines.maet.cpt import make_backend
     from linguaforge.pipelines.maet.importance import NeuronMask
+    from linguaforge.pipelines.maet.masked import KeyNeurons
     from linguaforge.pipelines.models import load_causal_lm
+    from linguaforge.pipelines.training.cpt import make_backend
     from linguaforge.pipelines.training.loop import train
 
     model = load_causal_lm(str(llm_dir))
@@ -194,7 +195,7 @@ def check_training(table: Table, llm_dir: Path, device: str, micro: int, block: 
     mask = NeuronMask("row", {name: tuple(model.get_parameter(name).shape)}, {name: keep})
     frozen_before = model.get_parameter(name).detach()[~keep].clone()
     trainable_before = model.get_parameter(name).detach()[keep].clone()
-    backend = make_backend(model, settings_for(device, micro, 2), block, mask)
+    backend = make_backend(model, settings_for(device, micro, 2), block, KeyNeurons(mask))
     train(backend, Blocks(model.config.vocab_size, block, 8 * micro, micro, 2))
     after = backend.model.get_parameter(name).detach()
     frozen_same = torch.equal(after[~keep].cpu(), frozen_before)

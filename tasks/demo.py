@@ -16,11 +16,11 @@ from linguaforge.pipelines.demo.models import (
 )
 from linguaforge.pipelines.demo.settings import DemoConfig
 from linguaforge.pipelines.demo.world import WorldSpec, generate_world
-from linguaforge.pipelines.maet.cpt import run_cpt, save_trained_model
 from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.settings import CorpusPrepConfig, CorpusSource, key_params
+from linguaforge.pipelines.training.cpt import run_cpt, save_trained_model
 from linguaforge.pipelines.training.loop import TRAIN_FILE
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter

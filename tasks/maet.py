@@ -5,20 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from linguaforge.pipelines.maet.cpt import (
-    DELTA_FILE,
-    key_neuron_mask,
-    run_cpt,
-    save_trained_model,
-    write_cpt_delta,
-)
+from linguaforge.pipelines.maet.cpt import DELTA_FILE, key_neuron_mask, write_cpt_delta
 from linguaforge.pipelines.maet.importance import MASK_FILE, GradientSum, NeuronMask, mask_anatomy
+from linguaforge.pipelines.maet.masked import KeyNeurons
 from linguaforge.pipelines.maet.settings import FullCPTConfig, ProbeConfig
 from linguaforge.pipelines.merging.methods.maet import family_of
 from linguaforge.pipelines.plots import loss_curve
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.settings import key_params
 from linguaforge.pipelines.training.causal_lm import PackedBlocks
+from linguaforge.pipelines.training.cpt import run_cpt, save_trained_model
 from linguaforge.pipelines.training.loop import TRAIN_FILE
 from linguaforge.pipelines.training.settings import TrainConfig, TrainSettings
 from linguaforge.storage import ArtifactRef, ArtifactWriter
@@ -60,8 +56,9 @@ def _train(ctx: RunContext, w: ArtifactWriter, label: str, base_dir: str, blocks
     """One CPT with progress in the UI and the terminal, then its loss curve and summary into the artifact."""
     with gpu_slots(settings.processes, ctx.gpus_per_node, label) as gpus, \
             StageProgress(label, settings.steps, tracker=ctx.tracker(label, w)) as progress:
-        summary, weights = run_cpt(base_dir, blocks, pinned(settings, gpus), mask=mask, checkpoints=w.checkpoints,
-                                   progress=progress, label=label, gradients=gradients)
+        restriction = KeyNeurons(mask) if mask is not None else None
+        summary, weights = run_cpt(base_dir, blocks, pinned(settings, gpus), restriction, checkpoints=w.checkpoints,
+                                   progress=progress, label=label, observer=gradients)
     loss_curve(summary["losses"], w.path / "loss_curve.png", label)
     w.write_json(TRAIN_FILE, content_only(summary))
     w.metrics.update({k: v for k, v in summary.items() if k != "losses"})

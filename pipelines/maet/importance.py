@@ -79,6 +79,9 @@ class GradientSum:
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
 
+    def reset(self) -> None:
+        self.sums.clear()
+
     def __call__(self, named_params) -> None:
         for name, param in named_params:
             if param.grad is not None:

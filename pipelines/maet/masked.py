@@ -1,6 +1,7 @@
 """Masked CPT: train only the key neurons, and leave every other weight bit-identical.
 
-Two mechanisms, used together:
+`KeyNeurons` is the training core's `Restriction` (pipelines/training/cpt.py): the core trains whatever it is
+given, and this room says which entries that is. Two mechanisms, used together:
 - a gradient hook zeroes the gradient outside the mask, so gradient clipping (and any optimizer) sees only
   trainable entries;
 - `MaskedAdamW` keeps Adam moments only for the trainable entries (indices into each tensor) and writes
@@ -9,6 +10,8 @@ Two mechanisms, used together:
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -79,3 +82,24 @@ def apply_mask(model: torch.nn.Module, mask: NeuronMask) -> list[tuple[torch.nn.
         param.register_hook(lambda g, keep=full: g * keep)
         selections.append((param, index.to(param.device), "row" if rows else "element"))
     return selections
+
+
+class KeyNeurons:
+    """A NeuronMask as the training core's Restriction: only the mask's neurons train, under MaskedAdamW."""
+
+    def __init__(self, mask: NeuronMask):
+        self.mask, self.selections = mask, None
+
+    def freeze(self, model: torch.nn.Module) -> None:
+        self.selections = apply_mask(model, self.mask)
+
+    def optimizer(self, settings) -> MaskedAdamW:
+        return MaskedAdamW(self.selections, lr=settings.learning_rate, betas=tuple(settings.adam_betas),
+                           eps=settings.adam_eps, weight_decay=settings.weight_decay)
+
+    def save(self, path: Path) -> None:
+        self.mask.save(path)
+
+    @classmethod
+    def load(cls, path: Path) -> KeyNeurons:
+        return cls(NeuronMask.load(path))

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from linguaforge.pipelines.corpus import pack_corpus
-from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt, write_cpt_delta
+from linguaforge.pipelines.maet.cpt import key_neuron_mask, write_cpt_delta
 from linguaforge.pipelines.maet.importance import neuron_scores
+from linguaforge.pipelines.maet.masked import KeyNeurons
 from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest
 from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.settings import CorpusPrepConfig
+from linguaforge.pipelines.training.cpt import run_cpt
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.pipelines.weights import WeightReader
 
@@ -64,7 +66,7 @@ def test_masked_cpt_delta_holds_only_masked_rows(demo_assets, probed, blocks, tm
     _, weights = probed
     llm = str(demo_assets["llm"])
     mask = key_neuron_mask(llm, weights, 5.0, "row", "global")
-    summary, trained = run_cpt(llm, blocks, TrainSettings(**SETTINGS), mask=mask)
+    summary, trained = run_cpt(llm, blocks, TrainSettings(**SETTINGS), KeyNeurons(mask))
     write_cpt_delta(tmp_path / "delta.safetensors", llm, "tiny-llm", trained)
     delta = SparseDelta(tmp_path / "delta.safetensors")
     assert delta.names(), "masked CPT changed nothing"
@@ -88,6 +90,23 @@ def test_two_processes_under_torchrun_forward_progress_and_match_one(demo_assets
     assert summary["steps"] == 3
     for name, value in one.items():
         assert torch.allclose(value, two[name], atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_a_restriction_reaches_the_worker_processes(demo_assets, probed, blocks):
+    """Masked CPT under torchrun: the workers load the caller's restriction by its class name (the training core
+    imports no method room), train only its neurons, and agree with one process."""
+    llm = str(demo_assets["llm"])
+    mask = key_neuron_mask(llm, probed[1], 5.0, "row", "global")
+    settings = dict(SETTINGS, backend="deepspeed", deepspeed_config="deploy/deepspeed/zero1.json", weight_decay=0.0)
+    _, one = run_cpt(llm, blocks, TrainSettings(**settings), KeyNeurons(mask))
+    _, two = run_cpt(llm, blocks, TrainSettings(**settings, processes=2), KeyNeurons(mask))
+    base = WeightReader(llm)
+    assert any(not torch.equal(two[n], base.get(n)) for n in mask.masks)  # the mask's neurons trained
+    for name in base.names():
+        frozen = ~mask.full(name) if name in mask.masks else torch.ones_like(base.get(name), dtype=torch.bool)
+        assert torch.equal(two[name][frozen], base.get(name)[frozen]), name  # the rest is bitwise the base
+        assert torch.allclose(one[name], two[name], atol=1e-5), name
 
 
 @pytest.mark.slow

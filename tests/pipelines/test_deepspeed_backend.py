@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.maet.cpt import make_backend
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
 from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+from linguaforge.pipelines.training.cpt import make_backend
 from linguaforge.pipelines.training.loop import train
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactStore
@@ -57,12 +57,12 @@ def _worker(args, repo_root, nproc=1, **popen):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    launcher = [sys.executable, "-m", "linguaforge.pipelines.maet.cpt_worker"]
+    launcher = [sys.executable, "-m", "linguaforge.pipelines.training.cpt_worker"]
     if nproc > 1:
         from tests.conftest import free_port
 
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                    f"--master_port={free_port()}", "-m", "linguaforge.pipelines.maet.cpt_worker"]
+                    f"--master_port={free_port()}", "-m", "linguaforge.pipelines.training.cpt_worker"]
     return subprocess.Popen([*launcher, *args], cwd=repo_root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 

@@ -32,10 +32,11 @@ def seen():
 
 def test_cpt_paths_compute_on_the_configured_device(demo_assets, tmp_path, seen):
     from linguaforge.pipelines.corpus import pack_corpus
-    from linguaforge.pipelines.maet.cpt import run_cpt
     from linguaforge.pipelines.maet.importance import NeuronMask
+    from linguaforge.pipelines.maet.masked import KeyNeurons
     from linguaforge.pipelines.models import load_tokenizer
     from linguaforge.pipelines.settings import CorpusPrepConfig
+    from linguaforge.pipelines.training.cpt import run_cpt
 
     text = (demo_assets["world"] / "translation" / "de" / "train.de").read_text().splitlines()
     pack_corpus(text, load_tokenizer(str(demo_assets["llm"])), tmp_path, CorpusPrepConfig(block_size=32))
@@ -46,7 +47,7 @@ def test_cpt_paths_compute_on_the_configured_device(demo_assets, tmp_path, seen)
 
     shapes = {n: s for n, s in WeightReader(demo_assets["llm"]).shapes().items() if n.endswith("mlp.up_proj.weight")}
     mask = NeuronMask("row", shapes, {n: torch.ones(s[0], dtype=torch.bool) for n, s in shapes.items()})
-    run_cpt(str(demo_assets["llm"]), str(tmp_path), settings, mask=mask)  # masked CPT
+    run_cpt(str(demo_assets["llm"]), str(tmp_path), settings, KeyNeurons(mask))  # masked CPT
     assert seen == {"cpu"}
 
 

@@ -10,12 +10,13 @@ import torch
 
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.maet.cpt import key_neuron_mask, run_cpt
+from linguaforge.pipelines.maet.cpt import key_neuron_mask
 from linguaforge.pipelines.maet.importance import GradientSum, NeuronMask, mask_anatomy
 from linguaforge.pipelines.merging.methods.maet import family_of
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
 from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.causal_lm import PackedBlocks, causal_lm_loss_sum
+from linguaforge.pipelines.training.cpt import run_cpt
 from linguaforge.pipelines.training.loop import BlockOrder
 from linguaforge.pipelines.training.settings import TrainSettings
 
@@ -34,7 +35,7 @@ def blocks(demo_assets, tmp_path_factory):
 def test_the_accumulated_gradient_is_the_steps_gradients_summed_by_hand(demo_assets, blocks):
     llm = str(demo_assets["llm"])
     gradients = GradientSum()
-    run_cpt(llm, str(blocks), TrainSettings(**SETTINGS), gradients=gradients)
+    run_cpt(llm, str(blocks), TrainSettings(**SETTINGS), observer=gradients)
     # by hand: the same three steps with plain AdamW, the batches the loop's seeded order gives
     data, model = PackedBlocks.from_dir(blocks), load_causal_lm(llm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
@@ -57,7 +58,7 @@ def test_the_accumulated_gradient_is_the_steps_gradients_summed_by_hand(demo_ass
 def test_gradient_and_value_change_rank_neurons_differently(demo_assets, blocks):
     llm = str(demo_assets["llm"])
     gradients = GradientSum()
-    _, probed = run_cpt(llm, str(blocks), TrainSettings(**SETTINGS), gradients=gradients)
+    _, probed = run_cpt(llm, str(blocks), TrainSettings(**SETTINGS), observer=gradients)
     by_change = key_neuron_mask(llm, probed, 5.0, "row", "global")
     by_gradient = key_neuron_mask(llm, probed, 5.0, "row", "global", gradients)
     head = "lm_head.weight"
@@ -87,7 +88,7 @@ def test_anatomy_by_hand():
 def test_gradient_importance_needs_the_plain_back_end(demo_assets, blocks):
     with pytest.raises(InputError, match="accumulated gradient needs one process"):
         run_cpt(str(demo_assets["llm"]), str(blocks), TrainSettings(**SETTINGS, backend="deepspeed"),
-                gradients=GradientSum())
+                observer=GradientSum())
 
 
 def test_eq4_ranks_every_tensor_family_unless_narrowed():

@@ -7,12 +7,12 @@ import torch
 
 from linguaforge.pipelines.corpus import pack_corpus
 from linguaforge.pipelines.errors import InputError
-from linguaforge.pipelines.maet.cpt import make_backend
 from linguaforge.pipelines.maet.importance import NeuronMask, neuron_count
-from linguaforge.pipelines.maet.masked import MaskedAdamW
+from linguaforge.pipelines.maet.masked import KeyNeurons, MaskedAdamW
 from linguaforge.pipelines.models import load_causal_lm, load_tokenizer
 from linguaforge.pipelines.settings import CorpusPrepConfig
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
+from linguaforge.pipelines.training.cpt import make_backend
 from linguaforge.pipelines.training.loop import train
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactStore
@@ -60,7 +60,7 @@ def test_only_masked_entries_change(setup, granularity, backend, decay):
     mask = _random_mask(model, granularity)
     settings = TrainSettings(steps=3, learning_rate=1e-2, batch_tokens=256, micro_batch_size=4, weight_decay=decay,
                              backend=backend, deepspeed_config="deploy/deepspeed/zero2.json")
-    backend_obj = make_backend(model, settings, data.block_size, mask)
+    backend_obj = make_backend(model, settings, data.block_size, KeyNeurons(mask))
     train(backend_obj, CausalLMRecipe(data, settings))
     after = backend_obj.full_state_dict()
     moved = 0
@@ -76,7 +76,7 @@ def test_deepspeed_masked_refuses_weight_decay(setup):
     model = load_causal_lm(llm)
     settings = TrainSettings(steps=1, weight_decay=0.1, backend="deepspeed")
     with pytest.raises(InputError, match="needs weight_decay 0"):
-        make_backend(model, settings, data.block_size, _random_mask(model, "row"))
+        make_backend(model, settings, data.block_size, KeyNeurons(_random_mask(model, "row")))
 
 
 def test_masked_cpt_resumes_bit_identically(setup, tmp_path):
@@ -87,7 +87,7 @@ def test_masked_cpt_resumes_bit_identically(setup, tmp_path):
                              checkpoint_every=2)
     straight = load_causal_lm(llm)
     mask = _random_mask(straight, "element")
-    reference = train(make_backend(straight, settings, data.block_size, mask), CausalLMRecipe(data, settings))
+    reference = train(make_backend(straight, settings, data.block_size, KeyNeurons(mask)), CausalLMRecipe(data, settings))
     area = ArtifactStore(str(tmp_path / "store"), cache_dir=tmp_path / "cache").checkpoints("delta", "k" * 24)
 
     def crash_after_step_3(step, total, metrics):
@@ -95,10 +95,10 @@ def test_masked_cpt_resumes_bit_identically(setup, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(make_backend(load_causal_lm(llm), settings, data.block_size, mask), CausalLMRecipe(data, settings),
+        train(make_backend(load_causal_lm(llm), settings, data.block_size, KeyNeurons(mask)), CausalLMRecipe(data, settings),
               checkpoints=area, progress=crash_after_step_3)
     resumed_model = load_causal_lm(llm)
-    resumed = train(make_backend(resumed_model, settings, data.block_size, mask), CausalLMRecipe(data, settings), checkpoints=area)
+    resumed = train(make_backend(resumed_model, settings, data.block_size, KeyNeurons(mask)), CausalLMRecipe(data, settings), checkpoints=area)
     assert resumed.resumed_from == 2 and resumed.losses == reference.losses
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed_model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from linguaforge.pipelines.corpus import pack_corpus
-from linguaforge.pipelines.maet.cpt import run_cpt
 from linguaforge.pipelines.memory import OutOfMemory
 from linguaforge.pipelines.models import load_tokenizer
 from linguaforge.pipelines.settings import CorpusPrepConfig
+from linguaforge.pipelines.training.cpt import run_cpt
 from linguaforge.pipelines.training.settings import TrainSettings
 from linguaforge.storage import ArtifactStore
 from linguaforge.tasks.common import retry_transient
