@@ -225,8 +225,8 @@ def run_variant(variant: str, root: Path, args) -> dict:
     from linguaforge.pipelines.mindmerger.train import (
         EncoderStates,
         StageSettings,
-        make_backend,
         make_batch,
+        mapping_backend,
         mapping_state,
     )
     from linguaforge.pipelines.models import load_tokenizer
@@ -263,7 +263,7 @@ def run_variant(variant: str, root: Path, args) -> dict:
         model = build_model(ModelPair(str(root / "encoder"), str(root / "llm")))
         examples = tokenize(texts, load_tokenizer(str(root / "encoder")), load_tokenizer(str(root / "llm")),
                             512, 512).examples
-        backend = make_backend(model, settings, args.steps + 1, torch.device("cpu"))
+        backend = mapping_backend(model, settings, args.steps + 1, torch.device("cpu"))
         states = None
         if variant == "ours":
             began = time.perf_counter()

@@ -52,11 +52,12 @@ from linguaforge.tasks.progress import StageProgress
 # what each stage does not read of MindMergerConfig: the other stage's schedule, data that enter the key as
 # sources, and the run-level choices (whether MindMerger runs, on which LLMs: the LLM is a source too)
 # (where it computes, and recomputed activations, change no result beyond float rounding)
+# (and how many processes share a step's examples: as for CPT, the order of the examples is global)
 STAGE_IGNORES = {
     "mapping": frozenset({"enabled", "llms", "augmentation", "task", "translation_data", "query_data", "device",
-                          "gradient_checkpointing"}),
+                          "gradient_checkpointing", "processes"}),
     "augmentation": frozenset({"enabled", "llms", "mapping", "translation_data", "query_data", "device",
-                               "gradient_checkpointing"}),
+                               "gradient_checkpointing", "processes"}),
 }
 
 
@@ -98,9 +99,9 @@ def _train_into(w: ArtifactWriter, store: ArtifactStore, ctx: RunContext, mm: Mi
     stats = {"read": len(texts), "kept": len(tokenized.examples), "train": len(train), "dev": len(dev),
              "kept_per_language": per_language, "skipped": tokenized.report()}
     w.write_json("data/stats.json", stats)
-    with gpu_slots(1, ctx.gpus_per_node, label) as gpus, \
+    with gpu_slots(settings.processes, ctx.gpus_per_node, label) as gpus, \
             StageProgress(f"{label}", settings.steps(len(train)), tracker=ctx.tracker(label, w)) as progress:
-        settings.device = pinned_device(settings.device, gpus)
+        settings.device, settings.gpus = pinned_device(settings.device, gpus), gpus
         pair = ModelPair(encoder_dir, llm_dir, encoder.label, llm.label, ctx.dtype)
         result = run_stage_training(pair, train, dev, settings, w.path, init=init, checkpoints=w.checkpoints,
                                     progress=progress)

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.errors import InputError
@@ -38,11 +38,6 @@ class MindMergerConfig(Settings):
         "the full-CPT baseline. Each MindMerger model is compared with the LLM it sits on.",
     )
 
-    @field_validator("llms", mode="before")
-    @classmethod
-    def _merged_was_maet(cls, v: Any) -> Any:
-        """`maet`, this setting's name for the merged model before it could be another method's, still reads."""
-        return [("merged" if x == "maet" else x) for x in v] if isinstance(v, list) else v
     mapping: MindMergerStageConfig = Field(default_factory=MindMergerStageConfig)
     augmentation: MindMergerStageConfig = Field(
         default_factory=lambda: MindMergerStageConfig(max_source_len=512, max_target_len=512)
@@ -59,10 +54,24 @@ class MindMergerConfig(Settings):
     query_data: str = Field("demo:queries/math", description="Translated task queries for the augmentation stage.")
     backend: Literal["torch", "deepspeed"] = "torch"
     deepspeed_config: str | None = None
+    processes: int = Field(1, ge=1, le=1024, description="Training processes (one per GPU) per stage, launched with "
+                           "torchrun on one node, as CPT's are; more than 1 needs backend: deepspeed.")
     device: str | None = Field(None, pattern=DEVICE_PATTERN, description="Where MindMerger trains and generates; "
                                "null = the run's `device`.")
     gradient_checkpointing: bool = Field(False, description="Recompute the frozen LLM's activations in the backward "
                                          "pass (the mapping's gradient flows through it): less memory, more compute.")
+
+    @field_validator("llms", mode="before")
+    @classmethod
+    def _merged_was_maet(cls, v: Any) -> Any:
+        """`maet`, this setting's name for the merged model before it could be another method's, still reads."""
+        return [("merged" if x == "maet" else x) for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _several_processes_need_deepspeed(self) -> MindMergerConfig:
+        if self.processes > 1 and self.backend != "deepspeed":
+            raise ValueError("processes > 1 needs backend: deepspeed (the plain torch back end is one device)")
+        return self
 
     def stage_config(self, stage: str) -> MindMergerStageConfig:
         return self.mapping if stage == "mapping" else self.augmentation
@@ -76,7 +85,8 @@ class MindMergerConfig(Settings):
             weight_decay=self.weight_decay, grad_clip=self.grad_clip,
             precision="bf16" if dtype == "bfloat16" else "fp32", backend=self.backend,
             deepspeed_config=self.deepspeed_config, checkpoint_every=sc.checkpoint_every, seed=seed,
-            device=self.device or device, gradient_checkpointing=self.gradient_checkpointing)
+            device=self.device or device, gradient_checkpointing=self.gradient_checkpointing,
+            processes=self.processes)
 
 
 @dataclass
@@ -105,6 +115,8 @@ class StageSettings:
     device: str = "auto"
     gradient_checkpointing: bool = False
     micro_batches: int | None = None  # set by an out-of-memory fallback: keeps the examples per step
+    processes: int = 1  # training processes under torchrun (one per GPU)
+    gpus: list[int] | None = None  # the node's GPUs the stage holds (GPU slots): its workers see only these
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -144,4 +156,4 @@ class StageSettings:
         # change the result (only float sums reorder): an out-of-memory fallback resumes its own checkpoints
         fields = asdict(self) | {"examples_per_step": self.micro_batch_size * self.micro_batches_per_step()}
         return as_fingerprint(fields, "checkpoint_every", "device", "gradient_checkpointing", "micro_batch_size",
-                              "micro_batches")
+                              "micro_batches", "processes", "gpus")

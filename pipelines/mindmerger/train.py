@@ -24,7 +24,9 @@ import argparse
 import json
 import logging
 import math
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,13 @@ from linguaforge.pipelines.mindmerger.checkpoint import (
     load_official_checkpoint,
     save_mapping,
 )
-from linguaforge.pipelines.mindmerger.data import Example, collate, load_examples, target_tokens
+from linguaforge.pipelines.mindmerger.data import (
+    Example,
+    collate,
+    load_examples,
+    save_examples,
+    target_tokens,
+)
 from linguaforge.pipelines.mindmerger.model import (
     Mapping,
     MindMergerModel,
@@ -51,6 +59,7 @@ from linguaforge.pipelines.mindmerger.model import (
 from linguaforge.pipelines.mindmerger.settings import StageSettings
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.training.backends import TorchBackend, load_optimizer, save_optimizer
+from linguaforge.pipelines.training.launcher import print_progress, run_processes, torchrun
 from linguaforge.pipelines.training.loop import TRAIN_FILE, Progress, TrainResult, train
 from linguaforge.pipelines.training.oom import with_oom_fallback
 
@@ -73,7 +82,7 @@ class MappingTorchBackend(TorchBackend):
         load_optimizer(self.optimizer, folder, self.device)
 
 
-def make_backend(model: MindMergerModel, settings: StageSettings, steps: int, device: torch.device | None = None):
+def mapping_backend(model: MindMergerModel, settings: StageSettings, steps: int, device: torch.device | None = None):
     train_settings = settings.backend_settings(steps)
     if settings.backend == "deepspeed":
         from linguaforge.pipelines.training.deepspeed_backend import DeepSpeedBackend
@@ -289,12 +298,11 @@ def run_stage_training(pair: ModelPair, train: list[Example], dev: list[Example]
                        out_dir: Path, *, init: str | Path | None = None, checkpoints=None,
                        progress: Progress | None = None) -> StageResult:
     """Train one stage on `settings.device` and write into `out_dir`: last/ and best/ mappings (safetensors +
-    mapping.json), best/pytorch_model.bin (the official layout), and train.json."""
-    world = 1
-    if settings.backend == "deepspeed":
-        import os
-
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+    mapping.json), best/pytorch_model.bin (the official layout), and train.json. With `settings.processes` > 1,
+    as that many worker processes under torchrun (this module's `main`), as CPT runs (training/launcher.py)."""
+    if settings.processes > 1 and "RANK" not in os.environ:
+        return _run_stage_processes(pair, train, dev, settings, out_dir, init, checkpoints, progress)
+    world = int(os.environ.get("WORLD_SIZE", "1")) if settings.backend == "deepspeed" else 1
     device = resolve_device(settings.device, "MindMerger device")
     fallbacks: list[dict[str, Any]] = []
 
@@ -302,7 +310,7 @@ def run_stage_training(pair: ModelPair, train: list[Example], dev: list[Example]
         model = build_model(pair, s.seed, init)
         if s.gradient_checkpointing:
             model.enable_llm_recomputation()
-        backend = make_backend(model, s, s.steps(len(train), world), device)
+        backend = mapping_backend(model, s, s.steps(len(train), world), device)
         return backend, *train_stage(backend, train, dev, s, checkpoints, progress)
 
     backend, result, best_state = with_oom_fallback(attempt, settings, f"MindMerger {settings.stage} stage",
@@ -329,6 +337,29 @@ def write_stage_outputs(model: MindMergerModel, best_state: dict[str, torch.Tens
     (out_dir / TRAIN_FILE).write_text(json.dumps(content_only(record), indent=1))
 
 
+def _run_stage_processes(pair: ModelPair, train: list[Example], dev: list[Example], settings: StageSettings,
+                         out_dir: Path, init, checkpoints, progress: Progress | None) -> StageResult:
+    """`settings.processes` workers of this module under torchrun on this node; rank 0 writes `out_dir` and hands
+    its result back in a file; checkpoints go to the same area as in one process."""
+    with tempfile.TemporaryDirectory(prefix="mindmerger-") as tmp:
+        tmp = Path(tmp)
+        save_examples(train, tmp / "train.parquet")
+        save_examples(dev, tmp / "dev.parquet")
+        (tmp / "settings.json").write_text(json.dumps(asdict(settings)))
+        command = torchrun(settings.processes, "linguaforge.pipelines.mindmerger.train", "--encoder", pair.encoder,
+                           "--llm", pair.llm, "--dtype", pair.dtype, "--train", str(tmp / "train.parquet"),
+                           "--dev", str(tmp / "dev.parquet"), "--settings", str(tmp / "settings.json"),
+                           "--out", str(out_dir), "--result", str(tmp / "result.json"), "--report-progress",
+                           "--encoder-id", pair.names[0], "--llm-id", pair.names[1])
+        if init is not None:
+            command += ["--init", str(init)]
+        if checkpoints is not None:
+            command += ["--store", checkpoints.store.handle(), "--kind", checkpoints.kind, "--key", checkpoints.key]
+        run_processes(command, progress, settings.gpus)
+        done = json.loads((tmp / "result.json").read_text())
+    return StageResult(TrainResult(**done["run"]), {int(k): v for k, v in done["dev_ppl"].items()}, done["best_step"])
+
+
 # -- a training process (alone, or under torchrun / deepspeed) ---------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train one MindMerger stage.")
@@ -343,6 +374,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store")
     parser.add_argument("--kind")
     parser.add_argument("--key")
+    parser.add_argument("--encoder-id", help="how the mapping's metadata names the encoder (default: --encoder)")
+    parser.add_argument("--llm-id", help="how the mapping's metadata names the LLM (default: --llm)")
+    parser.add_argument("--result", help="rank 0 writes the stage's result here (JSON) for the launching process")
+    parser.add_argument("--report-progress", action="store_true", help="print progress lines for the parent")
     args = parser.parse_args(argv)
 
     settings = StageSettings(**json.loads(Path(args.settings).read_text()))
@@ -351,9 +386,14 @@ def main(argv: list[str] | None = None) -> None:
         from linguaforge.storage import ArtifactStore
 
         checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
-    result = run_stage_training(ModelPair(args.encoder, args.llm, dtype=args.dtype), load_examples(Path(args.train)),
-                                load_examples(Path(args.dev)), settings, Path(args.out), init=args.init,
-                                checkpoints=checkpoints)
+    rank = int(os.environ.get("RANK", "0"))
+    pair = ModelPair(args.encoder, args.llm, args.encoder_id, args.llm_id, args.dtype)
+    result = run_stage_training(pair, load_examples(Path(args.train)), load_examples(Path(args.dev)), settings,
+                                Path(args.out), init=args.init, checkpoints=checkpoints,
+                                progress=print_progress if args.report_progress and rank == 0 else None)
+    if args.result and rank == 0:
+        Path(args.result).write_text(json.dumps({"run": asdict(result.run), "dev_ppl": result.dev_ppl,
+                                                 "best_step": result.best_step}))
     print(json.dumps(result.summary()))  # last line: the summary, execution facts (resumed_from) included
 
 

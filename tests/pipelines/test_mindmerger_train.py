@@ -22,7 +22,7 @@ from linguaforge.pipelines.mindmerger.data import save_examples, split_dev
 from linguaforge.pipelines.mindmerger.train import (
     ModelPair,
     StageSettings,
-    make_backend,
+    mapping_backend,
     run_stage_training,
     train_stage,
     use_encoder_cache,
@@ -39,7 +39,7 @@ def test_only_mapping_and_boundary_change(demo_assets):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train, dev = split_dev(mm.mapping_examples(demo_assets, 8), 0.2, 0)
     settings = StageSettings(stage="mapping", **FAST | {"epochs": 1.0})
-    train_stage(make_backend(model, settings, settings.steps(len(train))), train, dev, settings)
+    train_stage(mapping_backend(model, settings, settings.steps(len(train))), train, dev, settings)
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"mapping.mlp.linear1.weight", "mapping.mlp.linear1.bias", "mapping.mlp.linear2.weight",
@@ -71,7 +71,7 @@ def test_too_few_examples_for_a_micro_batch(demo_assets):
     examples = mm.mapping_examples(demo_assets, 1)
     settings = StageSettings(micro_batch_size=8, global_batch_size=8)
     with pytest.raises(InputError, match=r"3 training examples, fewer than one micro-batch \(8\)"):
-        train_stage(make_backend(model, settings, 1), examples[:3], examples[3:], settings)
+        train_stage(mapping_backend(model, settings, 1), examples[:3], examples[3:], settings)
 
 
 def test_encoder_cache_only_within_its_memory_budget(demo_assets):
@@ -141,16 +141,36 @@ def test_deepspeed_matches_plain_torch(demo_assets, zero, tmp_path):
     for backend in ("torch", "deepspeed"):
         settings = StageSettings(backend=backend, deepspeed_config=f"deploy/deepspeed/zero{zero}.json", **common)
         model = mm.model(demo_assets)
-        engine = make_backend(model, settings, settings.steps(len(train)))
+        engine = mapping_backend(model, settings, settings.steps(len(train)))
         result, _ = train_stage(engine, train, dev, settings)
         results[backend] = result.losses, model.mapping.state_dict()
     # a DeepSpeed checkpoint holds the mapping (and its optimizer state), never the frozen encoder and LLM
     engine.save_state(tmp_path)
     assert not (tmp_path / "model.safetensors").exists()
     fresh = mm.model(demo_assets, seed=5)
-    make_backend(fresh, settings, settings.steps(len(train))).load_state(tmp_path)
+    mapping_backend(fresh, settings, settings.steps(len(train))).load_state(tmp_path)
     for k, v in fresh.mapping.state_dict().items():
         assert torch.equal(v.cpu(), results["deepspeed"][1][k].cpu()), k
     assert results["deepspeed"][0] == pytest.approx(results["torch"][0], rel=1e-5)
     for k, v in results["torch"][1].items():
         assert torch.allclose(v, results["deepspeed"][1][k].cpu(), atol=1e-6), k
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_match_one(demo_assets, tmp_path):
+    """`processes: 2`: the stage runs as two ranks of this module under torchrun (the launcher CPT uses), forwards
+    its progress, writes the artifact folder once, and agrees with one process."""
+    train, dev = split_dev(mm.mapping_examples(demo_assets, 8), 0.2, 0)
+    common = dict(stage="mapping", learning_rate=3e-3, global_batch_size=8, micro_batch_size=2, epochs=1.0,
+                  backend="deepspeed", deepspeed_config="deploy/deepspeed/zero1.json", weight_decay=0.0)
+    pair = ModelPair(str(demo_assets["encoder"]), str(demo_assets["llm"]), encoder_id="enc", llm_id="llm")
+    one = run_stage_training(pair, train, dev, StageSettings(**common), tmp_path / "one")
+    seen = []
+    two = run_stage_training(pair, train, dev, StageSettings(**common, processes=2), tmp_path / "two",
+                             progress=lambda done, total, metrics: seen.append((done, total)))
+    assert seen and seen[-1] == (two.steps, two.steps) and two.steps == one.steps
+    assert two.losses == pytest.approx(one.losses, rel=1e-4)
+    assert two.dev_ppl.keys() == one.dev_ppl.keys() and two.best_step == one.best_step
+    assert read_meta(tmp_path / "two" / "best").encoder == "enc"  # the names the caller gave, not the paths
+    a, b = (load_file(tmp_path / w / "best" / "mapping.safetensors") for w in ("one", "two"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
