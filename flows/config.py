@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from linguaforge.pipelines.benchmarks.registry import BENCHMARKS
 from linguaforge.pipelines.benchmarks.settings import BenchmarkName, BenchmarkSpec, EvaluationConfig
 from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig
 from linguaforge.pipelines.devices import DEVICE_PATTERN
@@ -85,7 +86,8 @@ class RunConfig(Settings):
         default_factory=lambda: ["de", "zh", "sw", "bn"], title="Target languages (L_i)",
         description="ISO 639-1 codes of the languages to transfer the ability into.", min_length=1,
     )
-    ability: Literal["math", "science"] = Field("math", description="The ability to transfer.")
+    ability: Literal["math", "science"] = Field("math", description="The ability to transfer; an evaluated "
+                                                "benchmark must measure it (math: mgsm, msvamp; science: mmlu_science).")
     demo: DemoConfig | None = Field(default_factory=DemoConfig, description="Generate the synthetic demo world; "
                                     "null for real runs.")
     models: ModelsConfig = Field(default_factory=ModelsConfig)
@@ -132,6 +134,11 @@ class RunConfig(Settings):
         if self.merge.mu and set(self.merge.mu) != set(self.languages):
             raise ValueError(f"merge.mu must give a weight for exactly the target languages {self.languages}, "
                              f"got {sorted(self.merge.mu)}")
+        if self.evaluation.enabled and self.evaluation.benchmarks and not any(
+                b.benchmark.measures == self.ability for b in self.evaluation.benchmarks):
+            which = ", ".join(n for n, b in BENCHMARKS.items() if b.measures == self.ability)
+            raise ValueError(f"ability is {self.ability}, but no benchmark in evaluation.benchmarks measures it "
+                             f"({which} does): the report could not show whether the ability transferred")
         if self.mindmerger.enabled and "full_cpt" in self.mindmerger.llms and "full_cpt" not in self.merge.baselines:
             raise ValueError("mindmerger.llms lists full_cpt, but merge.baselines does not build it")
         if self.demo is None and (uses := self._demo_uris()):

@@ -27,6 +27,7 @@ class Benchmark:
     labels: tuple[str, ...] = ()  # fixed label set (XNLI)
     subjects: tuple[str, ...] = ()  # subject filter (m-MMLU science)
     release_codes: tuple[tuple[str, str], ...] = ()  # (ISO code, the release's own name) where they differ
+    measures: str | None = None  # the ability (a run's `ability`) whose transfer it measures; None: language only
 
     def release_code(self, iso: str) -> str:
         """The name the official files and hub configs give an ISO language (X-CSQA: ja is `jap`)."""
@@ -46,14 +47,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         languages=("bn", "th", "sw", "ja", "zh", "de", "fr", "ru", "es", "en", "te"),
         file_kind="mgsm_tsv", file_pattern="mgsm_{lang}.tsv",
         hub_id="juletxara/mgsm", hub_config="{lang}", hub_split="test",
-        max_new_tokens=512, rules=("mindmerger", "flexible", "strict"),
+        max_new_tokens=512, rules=("mindmerger", "flexible", "strict"), measures="math",
     ),
     "msvamp": Benchmark(
         name="msvamp", task="math",
         languages=("bn", "th", "sw", "ja", "zh", "de", "fr", "ru", "es", "en"),
         file_kind="msvamp_jsonl", file_pattern="test_{name}.json",
         hub_id="Mathoctopus/MSVAMP", hub_config="{lang}", hub_split="test",
-        max_new_tokens=512, rules=("mindmerger", "flexible", "strict"),
+        max_new_tokens=512, rules=("mindmerger", "flexible", "strict"), measures="math",
     ),
     "xcsqa": Benchmark(
         name="xcsqa", task="choice",
@@ -75,7 +76,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         languages=(),  # Okapi's m-MMLU covers ~30 languages; any language with a file is accepted
         file_kind="okapi_mmlu_json", file_pattern="{lang}_test.json",
         hub_id="jon-tow/okapi_mmlu", hub_config="{lang}", hub_split="test",
-        max_new_tokens=16, rules=("exact", "lenient"), subjects=MMLU_SCIENCE_SUBJECTS,
+        max_new_tokens=16, rules=("exact", "lenient"), subjects=MMLU_SCIENCE_SUBJECTS, measures="science",
     ),
 }
 

@@ -77,16 +77,23 @@ class MindMergerConfig(Settings):
         return self.mapping if stage == "mapping" else self.augmentation
 
     def stage_settings(self, stage: str, dtype: str, seed: int, device: str = "auto") -> StageSettings:
-        """One stage's training settings: its own schedule and the optimiser settings both stages share."""
-        sc = self.stage_config(stage)
-        return StageSettings(
-            stage=stage, learning_rate=sc.learning_rate, epochs=sc.epochs, global_batch_size=sc.global_batch_size,
-            micro_batch_size=sc.micro_batch_size, adam_betas=self.adam_betas, adam_eps=self.adam_eps,
-            weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-            precision="bf16" if dtype == "bfloat16" else "fp32", backend=self.backend,
-            deepspeed_config=self.deepspeed_config, checkpoint_every=sc.checkpoint_every, seed=seed,
-            device=self.device or device, gradient_checkpointing=self.gradient_checkpointing,
-            processes=self.processes)
+        """One stage's training settings: its own schedule and the optimiser settings both stages share, each field
+        taken by its name (the names are the same in both types; a test holds that every one arrives)."""
+        own = self.stage_config(stage).model_dump(include=STAGE_FIELDS)
+        shared = {name: getattr(self, name) for name in SHARED_FIELDS}
+        return StageSettings(stage=stage, **own, **shared, precision="bf16" if dtype == "bfloat16" else "fp32",
+                             seed=seed, device=self.device or device)
+
+
+# what a stage's training reads of its own section, and of the settings both stages share
+STAGE_FIELDS = {"learning_rate", "epochs", "global_batch_size", "micro_batch_size", "checkpoint_every"}
+SHARED_FIELDS = ("adam_betas", "adam_eps", "weight_decay", "grad_clip", "backend", "deepspeed_config",
+                 "gradient_checkpointing", "processes")
+
+
+def _default(model: type[Settings], name: str) -> Any:
+    """A field's default where it is declared, the configuration (so that it is declared once)."""
+    return model.model_fields[name].get_default(call_default_factory=True)
 
 
 @dataclass
@@ -95,27 +102,27 @@ class StageSettings:
     states are cached, and the seed (built from the run configuration by MindMergerConfig.stage_settings)."""
 
     stage: str = "mapping"
-    learning_rate: float = 2e-5  # constant: the official run has no schedule
-    epochs: float = 3.0
-    global_batch_size: int = 128
-    micro_batch_size: int = 8
-    adam_betas: tuple[float, float] = (0.8, 0.999)
-    adam_eps: float = 1e-8
-    weight_decay: float = 3e-7
-    grad_clip: float | None = 1.0
+    learning_rate: float = _default(MindMergerStageConfig, "learning_rate")  # constant: the official run has no schedule
+    epochs: float = _default(MindMergerStageConfig, "epochs")
+    global_batch_size: int = _default(MindMergerStageConfig, "global_batch_size")
+    micro_batch_size: int = _default(MindMergerStageConfig, "micro_batch_size")
+    adam_betas: tuple[float, float] = _default(MindMergerConfig, "adam_betas")
+    adam_eps: float = _default(MindMergerConfig, "adam_eps")
+    weight_decay: float = _default(MindMergerConfig, "weight_decay")
+    grad_clip: float | None = _default(MindMergerConfig, "grad_clip")
     precision: str = "fp32"
-    backend: str = "torch"
+    backend: str = _default(MindMergerConfig, "backend")
     deepspeed_config: str | None = None
-    checkpoint_every: int = 100
+    checkpoint_every: int = _default(MindMergerStageConfig, "checkpoint_every")
     eval_every: int | None = None  # optimizer steps between dev evaluations; None = once per epoch
     cache_encoder_states: bool = True
     encoder_cache_max_gb: float = 8.0  # host memory for cached states; above it, encode per micro-batch
     encoder_batch_size: int = 32
     seed: int = 0
     device: str = "auto"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = _default(MindMergerConfig, "gradient_checkpointing")
     micro_batches: int | None = None  # set by an out-of-memory fallback: keeps the examples per step
-    processes: int = 1  # training processes under torchrun (one per GPU)
+    processes: int = _default(MindMergerConfig, "processes")  # training processes under torchrun (one per GPU)
     gpus: list[int] | None = None  # the node's GPUs the stage holds (GPU slots): its workers see only these
 
     def __post_init__(self) -> None:

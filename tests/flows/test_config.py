@@ -67,6 +67,8 @@ def test_one_message_per_bad_field():
     ({"demo": None, "models": {"base_llm": "meta-llama/Meta-Llama-3-8B"}}, "corpora.general has no corpus for en"),
     ({"demo": None, "corpora": {"general": {c: {"uri": f"/d/{c}.jsonl"} for c in ["en", "de", "zh", "sw", "bn"]}}},
      "models.base_llm = 'demo:llm' names the demo world, but demo is null"),
+    ({"ability": "science"}, r"ability is science, but no benchmark in evaluation.benchmarks measures it "
+                             r"\(mmlu_science does\)"),
 ])
 def test_cross_field_errors(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -127,3 +129,10 @@ def test_mindmerger_sits_on_the_merged_model_by_its_own_name():
     outputs = RunOutputs(merged=ref, mindmerger={"merged": MindMergerOutputs(mapping=ref, augmentation=ref)})
     named = {m.name: m.base for m in models_to_evaluate(cfg, outputs) if m.kind == "mindmerger"}
     assert named == {"mindmerger-ties": "ties"}
+
+
+def test_the_ability_is_read_and_measured():
+    science = RunConfig.model_validate({"ability": "science", "evaluation": {"benchmarks": [
+        {"name": "mmlu_science", "data": "demo:bench/mmlu_science"}, {"name": "xnli", "data": "demo:bench/xnli"}]}})
+    assert [b.benchmark.measures for b in science.evaluation.benchmarks] == ["science", None]
+    assert RunConfig.model_validate({"evaluation": {"enabled": False}, "ability": "science"}).ability == "science"

@@ -174,3 +174,20 @@ def test_two_processes_under_torchrun_match_one(demo_assets, tmp_path):
     assert read_meta(tmp_path / "two" / "best").encoder == "enc"  # the names the caller gave, not the paths
     a, b = (load_file(tmp_path / w / "best" / "mapping.safetensors") for w in ("one", "two"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_every_configured_field_reaches_a_stage_and_defaults_are_declared_once():
+    """MindMergerConfig → StageSettings moves every field a stage reads by name: a change to each lands in the
+    stage's settings, and a StageSettings made without the configuration has the configuration's defaults."""
+    from linguaforge.pipelines.mindmerger.settings import SHARED_FIELDS, STAGE_FIELDS, MindMergerConfig
+
+    changed = {"learning_rate": 1e-3, "epochs": 1.5, "global_batch_size": 16, "micro_batch_size": 2,
+               "checkpoint_every": 7}
+    shared = {"adam_betas": (0.7, 0.9), "adam_eps": 1e-6, "weight_decay": 0.1, "grad_clip": 0.5,
+              "backend": "deepspeed", "deepspeed_config": "x.json", "gradient_checkpointing": True, "processes": 2}
+    assert set(changed) == STAGE_FIELDS and set(shared) == set(SHARED_FIELDS)
+    config = MindMergerConfig.model_validate({**shared, "augmentation": changed})
+    stage = config.stage_settings("augmentation", "float32", 0, "cpu")
+    assert {k: getattr(stage, k) for k in [*changed, *shared]} == {**changed, **shared}
+    plain, default = StageSettings(stage="augmentation"), MindMergerConfig().stage_settings("augmentation", "float32", 0)
+    assert {k: getattr(plain, k) for k in [*changed, *shared]} == {k: getattr(default, k) for k in [*changed, *shared]}
