@@ -64,9 +64,8 @@ class RunDisplay:
     """Used as a context manager around the flow call; the stage tasks report through tasks.progress."""
 
     def __init__(self, console: Console, cfg: RunConfig, verbose: bool = False, log_path: Path | None = None):
-        from linguaforge.flows.stages import (
-            planned_stages,  # the run graph (and torch) only once a run starts
-        )
+        # the run graph (and torch, which the tasks import) only once a run starts
+        from linguaforge.flows.stages import planned_stages
 
         self.console, self.verbose = console, verbose
         self.total = sum(planned_stages(cfg).values())

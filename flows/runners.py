@@ -4,8 +4,8 @@ configuration (`orchestration.runner`).
 Prefect fixes a flow's task runner when the flow is defined, before its parameters are known; so every linguaforge
 flow is defined with `ChosenTaskRunner`, which runs on threads until the flow's first line calls
 `choose_task_runner(config.orchestration)`, and from then on hands every submission to the runner the
-configuration names: a pool of at most `max_parallel` threads, or the Dask cluster. This works however the flow was started: the CLI, a deployment triggered from the UI, or a
-schedule.
+configuration names: a pool of at most `max_parallel` threads, or the Dask cluster. This works however the flow
+was started: the CLI, a deployment triggered from the UI, or a schedule.
 
 Stages exchange only artifact references and read and write through the store, so any worker that reaches the
 store can run any stage. A local cluster (no `dask_address`) is started once per process with

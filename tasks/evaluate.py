@@ -24,6 +24,7 @@ from linguaforge.pipelines.benchmarks import (
 )
 from linguaforge.pipelines.benchmarks.files import (
     HEADLINE_FILE,
+    LMEVAL_FILE,
     PLOT_FILE,
     RECORDS_FILE,
     REPORT_FILE,
@@ -31,7 +32,6 @@ from linguaforge.pipelines.benchmarks.files import (
     SCORES_FILE,
 )
 from linguaforge.pipelines.benchmarks.settings import BenchmarkSpec
-from linguaforge.pipelines.benchmarks.units import LMEVAL_FILE
 from linguaforge.pipelines.devices import resolve_device
 from linguaforge.pipelines.generation.causal_lm import HFCausalLMGenerator
 from linguaforge.pipelines.settings import DEMO_PREFIX, key_params

@@ -78,7 +78,7 @@ def cmd_eval(args) -> int:
                                  exemplars=args.exemplars, apply_chat_template=args.apply_chat_template,
                                  system_prompt=args.system_prompt)
             all_scores += score_model(args.model, spec, args.out, model_name=args.name, progress=progress(bench),
-                                         generator=generator, report=False)
+                                      generator=generator, report=False)
     rows = build_comparison(all_scores, args.out)
     print_rows(rows)
     console.print(f"records and scores: {args.out}/<benchmark>/<language>/   report: {args.out}/{REPORT_FILE}")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 
 from linguaforge.pipelines.benchmarks.chance import answer_summary
-from linguaforge.pipelines.benchmarks.files import RECORDS_FILE, SCORES_FILE
+from linguaforge.pipelines.benchmarks.files import LMEVAL_FILE, RECORDS_FILE, SCORES_FILE
 from linguaforge.pipelines.benchmarks.items import BenchmarkItem
 from linguaforge.pipelines.benchmarks.lmeval_format import lmeval_results
 from linguaforge.pipelines.benchmarks.loaders import available_languages, load_raw
@@ -44,7 +44,6 @@ from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.reproducible import content_only
 
 Progress = Callable[[int, int, dict], None]
-LMEVAL_FILE = "results_lmeval.json"  # the unit's scores in lm-eval's results layout (lmeval_format.py)
 
 
 @dataclass(frozen=True)
