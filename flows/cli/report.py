@@ -25,6 +25,7 @@ def register(sub) -> None:
 def cmd_report(args) -> int:
     """Rebuild the comparison: from a run's store (CONFIG.yaml) or from folders of scores.json files."""
     from linguaforge.pipelines.benchmarks import build_comparison, read_scores
+    from linguaforge.pipelines.benchmarks.report import latest_scores
     from linguaforge.pipelines.output_folder import claim_output_folder
 
     claim_output_folder(args.out, "--out", [] if args.source.endswith((".yaml", ".yml")) else [args.source])
@@ -34,11 +35,7 @@ def cmd_report(args) -> int:
         store = open_run_store(cfg)
         units = [m for m in store.list("eval") if not args.models or m.params.get("model") in args.models]
         warn_unreadable(store, "eval")
-        newest = {}  # a store keeps the units of older runs too (another preset, an older evaluator): newest wins
-        for m in units:  # oldest first
-            score = store.open((m.kind, m.key)).read_json(SCORES_FILE)
-            newest[score["model"], score["benchmark"], score["language"]] = score
-        scores = list(newest.values())
+        scores = latest_scores(store.open((m.kind, m.key)).read_json(SCORES_FILE) for m in units)  # oldest first
         if len(scores) < len(units):
             console.print(f"[dim]{len(units) - len(scores)} older evaluation unit(s) superseded by newer ones[/]")
         title = f"linguaforge run {cfg.name}"

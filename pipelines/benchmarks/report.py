@@ -59,6 +59,15 @@ def read_scores(sources: str | Path | Iterable[str | Path], storage_options: dic
     return scores
 
 
+def latest_scores(scores: Iterable[dict]) -> list[dict]:
+    """One score per model × benchmark × language, the last given winning: a store keeps the units of older runs
+    too (another preset, an older evaluator), listed oldest first."""
+    newest = {}
+    for score in scores:
+        newest[score["model"], score["benchmark"], score["language"]] = score
+    return list(newest.values())
+
+
 def build_report(sources: str | Path | Iterable[str | Path], out_dir: str | Path,
                  storage_options: dict | None = None, title: str = "linguaforge evaluation") -> list[dict]:
     return build_comparison(read_scores(sources, storage_options), out_dir, title=title)

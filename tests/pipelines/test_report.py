@@ -150,3 +150,13 @@ def test_not_scored_is_not_zero(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| de | 10 | 0.0 [" in md and "| sw | 10 | 30.0 [0.0–0.0]" not in md
     assert "| sw | 10 | 30.0" in md and "*not scored*" in md.split("| sw |")[1].splitlines()[0]
+
+
+def test_the_latest_score_of_a_unit_wins():
+    from linguaforge.pipelines.benchmarks.report import latest_scores
+
+    old = {"model": "m", "benchmark": "mgsm", "language": "de", "accuracy": 0.1}
+    other = {"model": "m", "benchmark": "mgsm", "language": "sw", "accuracy": 0.2}
+    new = {**old, "accuracy": 0.3}
+    assert latest_scores(iter([old, other, new])) == [new, other]
+    assert latest_scores([new, other, old]) == [old, other]  # the order given decides, nothing else
