@@ -111,9 +111,10 @@ class CorpusPrepConfig(Settings):
 class TrackingConfig(Settings):
     """Experiment tracking (pipelines/tracking.py): which loggers, and where."""
 
-    loggers: list[Literal["tensorboard", "mlflow"]] = Field(
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Metric loggers; [] for none. TensorBoard: "
         "`tensorboard --logdir <folder>` shows every stage of every run side by side. MLflow (the [mlflow] extra): "
-        "an experiment per run name, a run per stage, in MLFLOW_TRACKING_URI or <folder>/mlflow.db.")
+        "an experiment per run name, a run per stage, in MLFLOW_TRACKING_URI or <folder>/mlflow.db. W&B (the [wandb] "
+        "extra): a project per run name, a run per stage, offline in <folder>/wandb unless WANDB_MODE says otherwise.")
     folder: str | None = Field(None, description="Where the loggers write; null = <store.cache_dir>/../runs/<name>/"
                                "tracking, beside the run's log files.")

@@ -1,14 +1,15 @@
 """Experiment tracking, as torchtune's metric loggers have it: every training stage logs its loss, learning rate,
 throughput, gradient norm (and dev metrics) every step; every evaluation unit its accuracy, chance level and
-interval; the run its configuration. TensorBoard is on by default, under the run's folder; MLflow on request. Each
-stage is a run of its own, named by stage and artifact key, so that a sweep compares in one TensorBoard or MLflow
-view.
+interval; the run its configuration. TensorBoard is on by default, under the run's folder; MLflow and W&B on request.
+Each stage is a run of its own, named by stage and artifact key, so that a sweep compares in one TensorBoard, MLflow or
+W&B view.
 
 A logger never fails a stage: the first error it raises is reported once, and it logs nothing more.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import threading
@@ -99,6 +100,64 @@ class MLflowLogger:
             self._run_id = None
 
 
+class WandbLogger:
+    """Each stage a W&B run in the project named by the linguaforge run, written offline under the tracking folder
+    unless WANDB_MODE says otherwise (`wandb sync <folder>/wandb/offline-run-*` uploads them later): metrics by step,
+    text as files of the run. A name without a key ("evaluation": every unit's accuracy) is one run per process, as
+    in TensorBoard; it is finished when the process exits, the others when their stage closes its loggers."""
+
+    def __init__(self, folder: Path, experiment: str, run: str):
+        self.folder, self.experiment, self.run = Path(folder), experiment, run
+        self._run = None
+
+    def _open(self):
+        if self._run is None:
+            import os
+
+            import wandb
+
+            with _WANDB_LOCK:  # one init at a time: stages open their runs from several threads
+                key = (str(self.folder.resolve()), self.experiment, self.run)
+                if key not in _wandb_runs:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    _wandb_runs[key] = wandb.init(
+                        project=self.experiment, name=self.run, dir=str(self.folder), reinit="create_new",
+                        mode=os.environ.get("WANDB_MODE", "offline"),
+                        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+                self._run = _wandb_runs[key]
+        return self._run
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        numbers = {name: value for name, value in metrics.items()
+                   if isinstance(value, int | float) and not isinstance(value, bool)}
+        self._open().log(numbers, step=step)
+
+    def log_text(self, tag: str, text: str) -> None:
+        run = self._open()
+        path = Path(run.dir) / f"{_safe(tag)}.txt"
+        path.write_text(text, encoding="utf-8")
+        run.save(str(path), base_path=run.dir, policy="now")
+
+    def close(self) -> None:
+        if self._run is not None and _KEYED.search(self.run):
+            with _WANDB_LOCK:
+                _wandb_runs.pop((str(self.folder.resolve()), self.experiment, self.run), None)
+            self._run.finish()
+        self._run = None
+
+
+_WANDB_LOCK = threading.Lock()
+_wandb_runs: dict[tuple[str, str, str], Any] = {}
+_KEYED = re.compile(r"-[0-9a-f]{8}$")  # a stage's run name ends in its artifact key (RunContext.tracker)
+
+
+@atexit.register
+def _finish_wandb_runs() -> None:
+    for run in list(_wandb_runs.values()):
+        run.finish()
+    _wandb_runs.clear()
+
+
 _MLFLOW_LOCK = threading.Lock()
 _mlflow_clients: dict[str, Any] = {}
 _mlflow_runs: dict[tuple[str, str, str], str] = {}
@@ -156,6 +215,8 @@ def open_trackers(kinds: Sequence[str], folder: str | Path, run: str, experiment
             loggers.append(TensorBoardLogger(Path(folder), run))
         elif kind == "mlflow":
             loggers.append(MLflowLogger(Path(folder), experiment, run))
+        elif kind == "wandb":
+            loggers.append(WandbLogger(Path(folder), experiment, run))
         else:
             raise ValueError(f"tracking: unknown logger {kind!r}")
     return Trackers(loggers)

@@ -1,10 +1,14 @@
 """Experiment tracking: after a run, TensorBoard event files exist for every training stage and for the evaluation,
 and TensorBoard's own reader gives back a stage's loss curve (one point a step) and every unit's accuracy as the
-store holds it; a logger that fails never fails a stage."""
+store holds it; MLflow's client and W&B's offline run files give back the same; a logger that fails never fails a
+stage."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +32,7 @@ def test_a_run_logs_every_training_stage_and_the_evaluation_to_tensorboard(tmp_p
     data = json.loads(json.dumps(TINY))
     data["store"] = {"url": str(tmp_path / "store"), "cache_dir": str(tmp_path / "cache")}
     data["mindmerger"]["llms"] = ["base"]
-    data["tracking"] = {"loggers": ["tensorboard", "mlflow"]}
+    data["tracking"] = {"loggers": ["tensorboard", "mlflow", "wandb"]}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
     run = _cli("run", str(tmp_path / "run.yaml"), cwd=repo_root)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -51,6 +55,23 @@ def test_a_run_logs_every_training_stage_and_the_evaluation_to_tensorboard(tmp_p
         assert logged[tag] == [(0, pytest.approx(scores["accuracy"]))], tag
         assert f"adjusted/{scores['benchmark']}/{scores['language']}/{scores['model']}" in logged
     _check_mlflow(folder / "mlflow.db", steps, store, units)
+    _check_wandb(folder, steps, store, units)
+
+
+def _check_wandb(folder, steps: int, store: ArtifactStore, units) -> None:
+    """The same run in W&B's offline files: a project named by the run, a run per stage, the units in one."""
+    from tests.flows.wandb_runs import runs
+
+    logged = runs(folder)
+    full = next((run for name, run in logged.items() if name.startswith("full CPT")), None)
+    assert full is not None and full["project"] == "tiny", sorted(logged)
+    assert sorted(full["history"]) == list(range(1, steps + 1))
+    assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= set(full["history"][steps])
+    evaluation = logged["evaluation"]["history"][0]
+    for unit in units:
+        scores = store.open((unit.kind, unit.key)).read_json("scores.json")
+        tag = f"accuracy/{scores['benchmark']}/{scores['language']}/{scores['model']}"
+        assert evaluation[tag] == pytest.approx(scores["accuracy"]), tag
 
 
 def _check_mlflow(db, steps: int, store: ArtifactStore, units) -> None:
@@ -108,3 +129,32 @@ def test_a_failing_logger_is_reported_once_and_never_fails_the_stage(caplog):
     trackers.close()
     assert Broken.calls == 1 and fine.seen == [0, 1, 2]
     assert caplog.text.count("tracking: Broken failed") == 1
+
+
+def test_wandb_runs_are_offline_files_read_back_with_wandbs_own_records(tmp_path):
+    """A stage's run (named with its key: finished when the stage closes) and the shared evaluation run (finished
+    when the process exits), written by the logger in a process of its own and read back from the run files."""
+    from tests.flows.wandb_runs import runs
+
+    script = f"""
+from linguaforge.pipelines.tracking import open_trackers
+stage = open_trackers(["wandb"], {str(tmp_path)!r}, "full_cpt-0123abcd", experiment="tiny")
+for step in (1, 2, 3):
+    stage.log({{"loss": 1.0 / step, "lr": 0.1, "flag": True}}, step)
+stage.log_text("configuration", "name: tiny")
+stage.close()
+for unit in ("de", "sw"):
+    evaluation = open_trackers(["wandb"], {str(tmp_path)!r}, "evaluation", experiment="tiny")
+    evaluation.log({{f"accuracy/mgsm/{{unit}}/base": 0.25}}, 0)
+    evaluation.close()
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = runs(tmp_path)
+    assert set(logged) == {"full_cpt-0123abcd", "evaluation"}  # two runs: the shared one reused, not one per unit
+    stage = logged["full_cpt-0123abcd"]
+    assert stage["project"] == "tiny"
+    assert {step: row["loss"] for step, row in stage["history"].items()} == {1: 1.0, 2: 0.5, 3: pytest.approx(1 / 3)}
+    assert "flag" not in stage["history"][1] and "configuration.txt" in stage["files"]
+    assert logged["evaluation"]["history"][0] == {"accuracy/mgsm/de/base": 0.25, "accuracy/mgsm/sw/base": 0.25}
