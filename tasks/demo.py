@@ -39,7 +39,8 @@ from linguaforge.tasks.progress import StageProgress
 # what each demo stage reads of DemoConfig; the rest is another demo stage's (a model size must not re-make
 # the world)
 WORLD_FIELDS = frozenset({"seed", "general_docs", "low_resource_languages", "low_resource_fraction",
-                          "bilingual_share", "ability_problems", "translation_pairs", "query_items", "test_items"})
+                          "bilingual_share", "ability_problems", "translation_pairs", "query_items", "test_items",
+                          "dev_items"})
 MODEL_FIELDS = frozenset({"vocab_size", "llm_hidden_size", "llm_layers", "encoder_hidden_size", "encoder_layers"})
 
 

@@ -30,6 +30,8 @@ class DemoConfig(Settings):
     translation_pairs: int = Field(600, ge=10, le=1_000_000, description="X→English pairs per language.")
     query_items: int = Field(400, ge=10, le=1_000_000, description="Translated math queries per language (augmentation stage).")
     test_items: int = Field(100, ge=1, le=100_000, description="Items per language in each benchmark test file.")
+    dev_items: int = Field(100, ge=1, le=100_000, description="Math problems per language in each dev file (dev/mgsm, "
+                           "dev/msvamp): for choosing settings, disjoint from the test problems and every training text.")
     llm_hidden_size: int = Field(128, ge=16, le=4096, multiple_of=16, description="A multiple of 16 (one attention head per 16).")
     llm_layers: int = Field(4, ge=1, le=64)
     encoder_hidden_size: int = Field(64, ge=16, le=4096, multiple_of=16, description="A multiple of 16 (one attention head per 16).")

@@ -321,6 +321,7 @@ class WorldSpec:
     translation_pairs: int = 600
     query_items: int = 400
     test_items: int = 40
+    dev_items: int = 40
 
 
 def _jsonl(path: Path, rows: Iterator[dict] | list[dict]) -> int:
@@ -358,8 +359,13 @@ def generate_world(spec: WorldSpec, out: Path) -> dict[str, dict[str, int]]:
     en = langs.get("en") or make_language("en", spec.seed)
     stats["ability_docs"] = {"en": _jsonl(out / "ability" / "en.jsonl", ({"text": p.document(en)} for p in ability))}
     stats["translation_pairs"] = _write_translations(spec, langs, out)
-    stats["queries"] = _write_queries(spec, langs, out, held_out)
+    trained = held_out | {p.signature for p in ability}  # grows with every query problem drawn
+    stats["queries"] = _write_queries(spec, langs, out, held_out, trained)
     stats["test_items"] = _write_benchmarks(spec, langs, out, tests)
+    # dev problems, drawn last so that the training data stay what they were: none is a test problem or in any
+    # training text, and mgsm's and msvamp's share none either
+    dev = {name: unique_problems(_rng(spec.seed, "dev", name), spec.dev_items, trained) for name in ("mgsm", "msvamp")}
+    stats["dev_items"] = _write_math(out / "dev", langs, en, dev)
     _write(out / "lexicon.json", json.dumps({c: lang.words for c, lang in langs.items()}, ensure_ascii=False, indent=1))
     return stats
 
@@ -393,12 +399,15 @@ def _write_translations(spec: WorldSpec, langs: dict[str, Language], out: Path) 
     return counts
 
 
-def _write_queries(spec: WorldSpec, langs: dict[str, Language], out: Path, held_out: set[tuple]) -> dict[str, int]:
+def _write_queries(spec: WorldSpec, langs: dict[str, Language], out: Path, held_out: set[tuple],
+                   trained: set[tuple]) -> dict[str, int]:
     """MindMerger augmentation-stage math data: [{lang, query, response}] per language (query translated,
-    English response), as MindMerger translates MetaMathQA's queries; never a test problem."""
+    English response), as MindMerger translates MetaMathQA's queries; never a test problem. Their signatures are
+    added to `trained`."""
     counts = {}
     for code, lang in langs.items():
         problems = unique_problems(_rng(spec.seed, "queries", code), spec.query_items, set(held_out))
+        trained |= {p.signature for p in problems}
         rows = [{"lang": code, "query": p.render(lang), "response": p.solution} for p in problems]
         _write(out / "queries" / "math" / f"{code}.json", json.dumps(rows, ensure_ascii=False, indent=1))
         counts[code] = len(rows)
@@ -408,14 +417,9 @@ def _write_queries(spec: WorldSpec, langs: dict[str, Language], out: Path, held_
 def _write_benchmarks(spec: WorldSpec, langs: dict[str, Language], out: Path,
                       tests: dict[str, list[WordProblem]]) -> dict[str, int]:
     bench = out / "bench"
-    en = langs.get("en") or make_language("en", spec.seed)
+    _write_math(bench, langs, langs.get("en") or make_language("en", spec.seed), tests)
     xnli_rows = []
     for code, lang in langs.items():
-        _write(bench / "mgsm" / f"mgsm_{code}.tsv",
-               "".join(f"{p.render(lang)}\t{p.answer:,}\n" for p in tests["mgsm"]))
-        _jsonl(bench / "msvamp" / f"test_{language_name(code)}.json",
-               ({"m_query": p.render(lang), "query": p.render(en), "equation": p.equation,
-                 "response": str(p.answer)} for p in tests["msvamp"]))
         rng = _rng(spec.seed, "test", "choice")  # the same questions in every language
         _jsonl(bench / "xcsqa" / code / "dev.jsonl", (_csqa_item(rng, lang, i) for i in range(spec.test_items)))
         _write(bench / "mmlu" / f"{code}_test.json",
@@ -426,6 +430,19 @@ def _write_benchmarks(spec: WorldSpec, langs: dict[str, Language], out: Path,
     _write(bench / "xnli" / "xnli.test.tsv",
            "\t".join(header) + "\n" + "".join("\t".join(str(r[h]) for h in header) + "\n" for r in xnli_rows))
     return {code: spec.test_items for code in langs}
+
+
+def _write_math(folder: Path, langs: dict[str, Language], en: Language,
+                problems: dict[str, list[WordProblem]]) -> dict[str, int]:
+    """The math problems in MGSM's and MSVAMP's official file shapes, the same problems in every language (MSVAMP
+    carries each one's English rendering too, from `en`)."""
+    for code, lang in langs.items():
+        _write(folder / "mgsm" / f"mgsm_{code}.tsv",
+               "".join(f"{p.render(lang)}\t{p.answer:,}\n" for p in problems["mgsm"]))
+        _jsonl(folder / "msvamp" / f"test_{language_name(code)}.json",
+               ({"m_query": p.render(lang), "query": p.render(en), "equation": p.equation,
+                 "response": str(p.answer)} for p in problems["msvamp"]))
+    return {code: len(problems["mgsm"]) for code in langs}
 
 
 def _csqa_item(rng: random.Random, lang: Language, i: int) -> dict:

@@ -128,3 +128,40 @@ def test_general_text_has_no_arithmetic_and_every_language_has_the_prompt_shapes
         docs = [json.loads(line)["text"] for line in open(tmp_path / "general" / f"{lang}.jsonl", encoding="utf-8")]
         assert not any(op in d for d in docs for op in (" + ", " - ", " * ", " = "))
         assert any("### Instruction:" in d for d in docs) and any("\nOptions:" in d for d in docs)
+
+
+def _math_rows(folder: Path, lang: str) -> dict[str, list[tuple[str, str]]]:
+    """(question, gold) of each math file of one language, as the loaders read them."""
+    mgsm = [(r[0], r[1].replace(",", "")) for r in csv.reader(open(folder / "mgsm" / f"mgsm_{lang}.tsv",
+                                                                   encoding="utf-8"), delimiter="\t")]
+    msvamp = [(row["m_query"], row["response"]) for row in map(json.loads, open(
+        folder / "msvamp" / f"test_{language_name(lang)}.json", encoding="utf-8"))]
+    return {"mgsm": mgsm, "msvamp": msvamp}
+
+
+def test_a_dev_split_disjoint_from_the_test_problems_and_every_training_text(tmp_path):
+    spec = WorldSpec(languages=LANGS, seed=0, general_docs=300, ability_problems=3000, translation_pairs=200,
+                     query_items=400, test_items=100, dev_items=100)
+    generate_world(spec, tmp_path)
+    training = "\n".join(_training_texts(tmp_path))
+    golds = {}
+    for lang in LANGS:
+        dev, test = _math_rows(tmp_path / "dev", lang), _math_rows(tmp_path / "bench", lang)
+        questions = {q for rows in dev.values() for q, _ in rows}
+        assert [len(rows) for rows in dev.values()] == [100, 100] and len(questions) == 200  # mgsm, msvamp apart
+        assert not questions & {q for rows in test.values() for q, _ in rows}
+        leaked = [q for q in questions if q in training]
+        assert not leaked, f"{lang}: {len(leaked)} dev problems occur in training text, e.g. {leaked[0]}"
+        golds[lang] = [g for rows in dev.values() for _, g in rows]
+    assert all(golds[lang] == golds["en"] for lang in LANGS)  # the same problems in every language
+
+
+def test_the_dev_split_leaves_every_other_file_as_it_was(tmp_path):
+    """Dev problems are drawn last: their number changes no training text and no test file."""
+    small, more = _small(0), _small(0)
+    more.dev_items = 25
+    generate_world(small, tmp_path / "a")
+    generate_world(more, tmp_path / "b")
+    for part in ("general", "ability", "translation", "queries", "bench"):
+        assert _digest(tmp_path / "a" / part) == _digest(tmp_path / "b" / part), part
+    assert _digest(tmp_path / "a" / "dev") != _digest(tmp_path / "b" / "dev")
