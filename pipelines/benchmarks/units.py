@@ -58,8 +58,8 @@ class UnitData:
 
 
 def score_unit(generator: TextGenerator, spec: BenchmarkSpec, language: str, out_dir: str | Path, *,
-                  data: UnitData | None = None, progress: Progress | None = None,
-                  model_name: str | None = None, base_name: str | None = None) -> dict:
+               data: UnitData | None = None, progress: Progress | None = None,
+               model_name: str | None = None, base_name: str | None = None) -> dict:
     """Score `generator` on one benchmark language as `spec` says (prompt, scoring, limit, budget, exemplars, chat
     template); write records.parquet + scores.json; return the scores.
 
@@ -211,8 +211,8 @@ class ModelLoading:
 
 
 def score_model(model: str, spec: BenchmarkSpec, out_dir: str | Path, loading: ModelLoading = ModelLoading(), *,
-                   model_name: str | None = None, progress: Progress | None = None, generator=None,
-                   report: bool = True) -> list[dict]:
+                model_name: str | None = None, progress: Progress | None = None, generator=None,
+                report: bool = True) -> list[dict]:
     """Evaluate any HF causal LM (id, folder or URL) outside the pipeline: one unit per language of `spec` (every
     language of its data when it names none) under `out_dir/<benchmark>/<lang>/`, then `out_dir/report.md` +
     `comparison.png`. Returns the scores.
@@ -241,7 +241,7 @@ def score_model(model: str, spec: BenchmarkSpec, out_dir: str | Path, loading: M
             def unit_progress(done, total, metrics, _lang=lang, _i=i):
                 progress(_i * total + done, len(langs) * total, {"language": _lang, **metrics})
         results.append(score_unit(generator, spec, lang, Path(out_dir) / bench.name / lang, data=data,
-                                     progress=unit_progress, model_name=name))
+                                  progress=unit_progress, model_name=name))
     if report:
         build_comparison(results, out_dir)
     return results

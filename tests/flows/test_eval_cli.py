@@ -64,8 +64,8 @@ def test_a_chat_template_renders_every_prompt(demo_assets, tmp_path):
     encode = generator._encode
     generator._encode = lambda texts, what, items: seen.append(encode(texts, what, items)) or seen[-1]
     score_unit(generator, BenchmarkSpec(name="mgsm", data=str(demo_assets["world"] / "bench" / "mgsm"), limit=2,
-                                         max_new_tokens=3, apply_chat_template=True, system_prompt="Solve it."),
-                  "de", tmp_path / "unit")
+                                      max_new_tokens=3, apply_chat_template=True, system_prompt="Solve it."),
+               "de", tmp_path / "unit")
     records = pq.read_table(tmp_path / "unit" / "records.parquet").to_pylist()
     raw = pq.read_table(tmp_path / "unit" / "records.parquet").to_pylist()[0]["source_text"]
     assert all(r["prompt"].startswith("<|system|>Solve it.\n<|user|>") and r["prompt"].endswith("<|assistant|>")

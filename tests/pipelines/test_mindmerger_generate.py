@@ -66,10 +66,10 @@ def test_option_logprobs_do_not_depend_on_the_batch(generator, demo_assets):
 def test_scored_by_the_benchmark_evaluation(generator, demo_assets, tmp_path):
     generator.batch_size = 4
     scores = score_unit(generator, BenchmarkSpec(name="mgsm", data=str(demo_assets["world"] / "bench" / "mgsm"),
-                                                      limit=4, max_new_tokens=8), "de", tmp_path / "m",
-                           model_name="mindmerger-base", base_name="base")
+                                                   limit=4, max_new_tokens=8), "de", tmp_path / "m",
+                        model_name="mindmerger-base", base_name="base")
     assert scores["n"] == 4 and scores["model"] == "mindmerger-base"
     assert json.loads((tmp_path / "m" / "scores.json").read_text())["benchmark"] == "mgsm"
     scores = score_unit(generator, BenchmarkSpec(name="xnli", data=str(demo_assets["world"] / "bench" / "xnli"),
-                                                      limit=6, scoring="loglik"), "de", tmp_path / "x")
+                                                   limit=6, scoring="loglik"), "de", tmp_path / "x")
     assert scores["n"] == 6 and 0.0 <= scores["accuracy"] <= 1.0

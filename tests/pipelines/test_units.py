@@ -73,7 +73,7 @@ def test_math_records_and_scores_by_hand(tmp_path):
     model = Scripted(answers)
     progress = []
     scores = score_unit(model, spec("mgsm", "mgsm"), "de", tmp_path, progress=lambda *a: progress.append(a),
-                           model_name="scripted", base_name="base")
+                        model_name="scripted", base_name="base")
     assert {r: s["correct"] for r, s in scores["rules"].items()} == {"mindmerger": 3, "flexible": 3, "strict": 1}
     assert scores["primary_rule"] == "mindmerger" and scores["accuracy"] == 1.0 and scores["n"] == 3
     assert scores["base"] == "base" and scores["max_new_tokens"] == 512
@@ -86,14 +86,14 @@ def test_math_records_and_scores_by_hand(tmp_path):
     assert [p[0] for p in progress] == [3]  # one chunk of 4 x batch_size=2 items
     assert scores["with_number"] == 1.0  # every output holds a number
     wordy = score_unit(Scripted({"0": "Sie verkauft Eier.", "1": "Es sind 3 Ballen.", "2": "Keine Ahnung."}),
-                          spec("mgsm", "mgsm"), "de", tmp_path / "wordy")
+                       spec("mgsm", "mgsm"), "de", tmp_path / "wordy")
     assert wordy["with_number"] == 1 / 3
 
 
 def test_native_cot_counts_the_localized_phrase(tmp_path):
     model = Scripted({"2": "1 + 2.125 = 2.126. Die Antwort lautet 2126."})
     scores = score_unit(model, spec("mgsm", "mgsm", prompt="native_cot", max_new_tokens=64,
-                                         exemplars=str(F / "exemplars" / "native_cot_math.json")), "de", tmp_path)
+                                      exemplars=str(F / "exemplars" / "native_cot_math.json")), "de", tmp_path)
     assert scores["rules"]["strict"]["correct"] == 1 and model.last_call == (64, ["\n\n", "Frage:"])
     assert model.seen[0].prompt.startswith("Frage: Roger hat 5 Tennisbälle.")
 
@@ -147,7 +147,7 @@ def test_refusals_leave_nothing_behind(tmp_path):
 def test_score_model_cli_function(tiny_lm_dir, tmp_path):  # noqa: F811
     seen = []
     scores = score_model(str(tiny_lm_dir), spec("mgsm", "mgsm", max_new_tokens=6), tmp_path, ModelLoading(batch_size=4),
-                            progress=lambda d, t, m: seen.append((d, t, m["language"])))
+                         progress=lambda d, t, m: seen.append((d, t, m["language"])))
     assert [s["language"] for s in scores] == ["de", "en"] and all(s["model"] == "model" for s in scores)
     assert (tmp_path / "mgsm" / "de" / "scores.json").exists() and (tmp_path / "mgsm" / "en" / "records.parquet").exists()
     assert "## mgsm (rule: mindmerger)" in (tmp_path / "report.md").read_text()
