@@ -93,7 +93,7 @@ def test_math_records_and_scores_by_hand(tmp_path):
 def test_native_cot_counts_the_localized_phrase(tmp_path):
     model = Scripted({"2": "1 + 2.125 = 2.126. Die Antwort lautet 2126."})
     scores = score_unit(model, spec("mgsm", "mgsm", prompt="native_cot", max_new_tokens=64,
-                                      exemplars=str(F / "exemplars" / "native_cot_math.json")), "de", tmp_path)
+                                    exemplars=str(F / "exemplars" / "native_cot_math.json")), "de", tmp_path)
     assert scores["rules"]["strict"]["correct"] == 1 and model.last_call == (64, ["\n\n", "Frage:"])
     assert model.seen[0].prompt.startswith("Frage: Roger hat 5 Tennisbälle.")
 
