@@ -59,7 +59,14 @@ from linguaforge.pipelines.mindmerger.model import (
 from linguaforge.pipelines.mindmerger.settings import StageSettings
 from linguaforge.pipelines.reproducible import content_only
 from linguaforge.pipelines.training.backends import TorchBackend, load_optimizer, save_optimizer
-from linguaforge.pipelines.training.launcher import print_progress, run_processes, torchrun
+from linguaforge.pipelines.training.launcher import (
+    add_worker_flags,
+    run_processes,
+    torchrun,
+    worker_checkpoints,
+    worker_flags,
+    worker_progress,
+)
 from linguaforge.pipelines.training.loop import TRAIN_FILE, Progress, TrainResult, train
 from linguaforge.pipelines.training.oom import with_oom_fallback
 
@@ -349,12 +356,10 @@ def _run_stage_processes(pair: ModelPair, train: list[Example], dev: list[Exampl
         command = torchrun(settings.processes, "linguaforge.pipelines.mindmerger.train", "--encoder", pair.encoder,
                            "--llm", pair.llm, "--dtype", pair.dtype, "--train", str(tmp / "train.parquet"),
                            "--dev", str(tmp / "dev.parquet"), "--settings", str(tmp / "settings.json"),
-                           "--out", str(out_dir), "--result", str(tmp / "result.json"), "--report-progress",
-                           "--encoder-id", pair.names[0], "--llm-id", pair.names[1])
+                           "--out", str(out_dir), "--result", str(tmp / "result.json"),
+                           "--encoder-id", pair.names[0], "--llm-id", pair.names[1], *worker_flags(checkpoints))
         if init is not None:
             command += ["--init", str(init)]
-        if checkpoints is not None:
-            command += ["--store", checkpoints.store.handle(), "--kind", checkpoints.kind, "--key", checkpoints.key]
         run_processes(command, progress, settings.gpus)
         done = json.loads((tmp / "result.json").read_text())
     return StageResult(TrainResult(**done["run"]), {int(k): v for k, v in done["dev_ppl"].items()}, done["best_step"])
@@ -371,27 +376,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--init", help="mapping folder or official pytorch_model.bin to start from")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--store")
-    parser.add_argument("--kind")
-    parser.add_argument("--key")
+    add_worker_flags(parser)
     parser.add_argument("--encoder-id", help="how the mapping's metadata names the encoder (default: --encoder)")
     parser.add_argument("--llm-id", help="how the mapping's metadata names the LLM (default: --llm)")
     parser.add_argument("--result", help="rank 0 writes the stage's result here (JSON) for the launching process")
-    parser.add_argument("--report-progress", action="store_true", help="print progress lines for the parent")
     args = parser.parse_args(argv)
 
     settings = StageSettings(**json.loads(Path(args.settings).read_text()))
-    checkpoints = None
-    if args.store:
-        from linguaforge.storage import ArtifactStore
-
-        checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
-    rank = int(os.environ.get("RANK", "0"))
     pair = ModelPair(args.encoder, args.llm, args.encoder_id, args.llm_id, args.dtype)
     result = run_stage_training(pair, load_examples(Path(args.train)), load_examples(Path(args.dev)), settings,
-                                Path(args.out), init=args.init, checkpoints=checkpoints,
-                                progress=print_progress if args.report_progress and rank == 0 else None)
-    if args.result and rank == 0:
+                                Path(args.out), init=args.init, checkpoints=worker_checkpoints(args),
+                                progress=worker_progress(args))
+    if args.result and int(os.environ.get("RANK", "0")) == 0:
         Path(args.result).write_text(json.dumps({"run": asdict(result.run), "dev_ppl": result.dev_ppl,
                                                  "best_step": result.best_step}))
     print(json.dumps(result.summary()))  # last line: the summary, execution facts (resumed_from) included

@@ -27,7 +27,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.models import load_causal_lm
 from linguaforge.pipelines.training.backends import TorchBackend
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
-from linguaforge.pipelines.training.launcher import Progress, run_processes, torchrun
+from linguaforge.pipelines.training.launcher import Progress, run_processes, torchrun, worker_flags
 from linguaforge.pipelines.training.loop import TRAIN_FILE, train
 from linguaforge.pipelines.training.oom import with_oom_fallback
 from linguaforge.pipelines.training.settings import TrainSettings
@@ -117,12 +117,10 @@ def _run_cpt_processes(model_dir, blocks_dir, settings, restriction, checkpoints
         (tmp / "settings.json").write_text(settings.model_dump_json())
         command = torchrun(settings.processes, "linguaforge.pipelines.training.cpt_worker",
                            "--model", model_dir, "--blocks", blocks_dir, "--settings", str(tmp / "settings.json"),
-                           "--out", str(tmp / "out"), "--report-progress")
+                           "--out", str(tmp / "out"), *worker_flags(checkpoints))
         if restriction is not None:
             restriction.save(tmp / "restriction")
             command += ["--restriction", str(tmp / "restriction"), "--restriction-class", class_name(restriction)]
-        if checkpoints is not None:
-            command += ["--store", checkpoints.store.handle(), "--kind", checkpoints.kind, "--key", checkpoints.key]
         run_processes(command, progress, settings.gpus)
         summary = json.loads((tmp / "out" / TRAIN_FILE).read_text())
         return summary, load_file(tmp / "out" / WEIGHTS_FILE)

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from linguaforge.pipelines.models import load_causal_lm
 from linguaforge.pipelines.training.causal_lm import CausalLMRecipe, PackedBlocks
 from linguaforge.pipelines.training.cpt import WEIGHTS_FILE, load_restriction, make_backend
-from linguaforge.pipelines.training.launcher import print_progress
+from linguaforge.pipelines.training.launcher import add_worker_flags, worker_checkpoints, worker_progress
 from linguaforge.pipelines.training.loop import TRAIN_FILE, train
 from linguaforge.pipelines.training.settings import TrainSettings
 
@@ -32,10 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--restriction", help="a Restriction's file (MAET: its key-neuron mask)")
     parser.add_argument("--restriction-class", help="module:Class whose load() reads that file")
-    parser.add_argument("--store")
-    parser.add_argument("--kind")
-    parser.add_argument("--key")
-    parser.add_argument("--report-progress", action="store_true", help="print progress lines for the parent")
+    add_worker_flags(parser)
     args = parser.parse_args(argv)
 
     settings = TrainSettings(**json.loads(Path(args.settings).read_text()))
@@ -43,16 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     model = load_causal_lm(args.model)
     restriction = load_restriction(args.restriction_class, Path(args.restriction)) if args.restriction else None
     backend = make_backend(model, settings, data.block_size, restriction)
-    checkpoints = None
-    if args.store:
-        from linguaforge.storage import ArtifactStore
-
-        checkpoints = ArtifactStore.from_handle(args.store).checkpoints(args.kind, args.key)
-    rank = int(os.environ.get("RANK", "0"))
-    report = print_progress if args.report_progress and rank == 0 else None
-    result = train(backend, CausalLMRecipe(data, settings), checkpoints=checkpoints, progress=report)
+    result = train(backend, CausalLMRecipe(data, settings), checkpoints=worker_checkpoints(args),
+                   progress=worker_progress(args))
     state = backend.full_state_dict()
-    if rank == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / WEIGHTS_FILE))
