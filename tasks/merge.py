@@ -29,7 +29,7 @@ from linguaforge.tasks.common import (
 from linguaforge.tasks.progress import StageProgress, ui_artifact
 
 
-def decompose_params(settings: DecomposeConfig) -> dict:
+def decompose_params(ctx: RunContext, settings: DecomposeConfig) -> dict:  # Eq. 2 reads its settings alone
     return key_params(settings)
 
 
@@ -42,10 +42,9 @@ def merge_params(ctx: RunContext, settings: MergeConfig, method: str, ability_fi
             | ({"seed": ctx.seed} if METHODS[method].seeded else {}))
 
 
-
 # decompose 2: keys derived from the settings models
 DECOMPOSE = StageSpec("decompose", 2, "decomposed", files=(ABILITY_FILE,), settings=DecomposeConfig,
-                      params=lambda ctx, settings: decompose_params(settings))
+                      params=decompose_params)
 # merge 2: merge_report.json flags ties at the cut of T; 3: keys derived from the method's declaration; 4: methods in
 # their own files (task_vector is the task_arithmetic method), a model card in the folder
 MERGE = StageSpec("merge", 4, "model", files=(MODEL_FOLDER,), run_name="merge-{method}")
@@ -59,7 +58,7 @@ def decompose(ctx: RunContext, d: DecomposeConfig, ability_pivot: ArtifactRef, p
               languages: dict[str, ArtifactRef]) -> ArtifactRef:
     """R(A) and every R(L_i) from the masked-CPT deltas, as sparse deltas against the same base."""
     store = open_store(ctx.store)
-    params = decompose_params(d)
+    params = DECOMPOSE.params(ctx, d)
     sources = ({"ability_pivot": Source.of(ability_pivot), "pivot": Source.of(pivot)}
                | {f"lang_{c}": Source.of(r) for c, r in sorted(languages.items())})
 
