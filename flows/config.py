@@ -6,8 +6,8 @@ Prefect UI's run form (titles, descriptions, bounds and enums come from the Fiel
 
 Resources are named by URI everywhere: an HF hub id (`meta-llama/Meta-Llama-3-8B`), a local path, any
 fsspec URL (`s3://bucket/corpus.jsonl`), `hf:<dataset id>` for HF datasets, or `demo:<name>` for what
-the embedded demo world generates (`demo:llm`, `demo:encoder`, `demo:ability`, `demo:general/<lang>`,
-`demo:translation/<lang>`, `demo:queries/math`, `demo:bench/<benchmark>`).
+the embedded demo world generates (`demo:llm`, `demo:encoder`, `demo:ability/<pivot>`, `demo:general/<lang>`,
+`demo:translation/<lang>`, `demo:queries/math`, `demo:bench/<benchmark>`, `demo:dev/<mgsm|msvamp>`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from linguaforge.pipelines.benchmarks.registry import BENCHMARKS
 from linguaforge.pipelines.benchmarks.settings import BenchmarkName, BenchmarkSpec, EvaluationConfig
-from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig
+from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig, demo_names
 from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.languages import check_language, check_languages
 from linguaforge.pipelines.maet.settings import DecomposeConfig, FullCPTConfig, MaskedCPTConfig, ProbeConfig
@@ -142,7 +142,12 @@ class RunConfig(Settings):
         if self.mindmerger.enabled and "full_cpt" in self.mindmerger.llms and "full_cpt" not in self.merge.baselines:
             raise ValueError("mindmerger.llms lists full_cpt, but merge.baselines does not build it")
         if self.demo is None and (uses := self._demo_uris()):
-            raise ValueError(f"{uses[0]} names the demo world, but demo is null (set demo: {{}} or a real URI)")
+            raise ValueError(f"{uses[0][0]} = {uses[0][1]!r} names the demo world, but demo is null (set demo: {{}} or a real URI)")
+        known = demo_names(self.pivot_language, self.languages)
+        for where, uri in self._demo_uris():
+            if uri.removeprefix(DEMO_PREFIX) not in known:
+                raise ValueError(f"{where} = {uri!r}: the demo world makes no {uri.removeprefix(DEMO_PREFIX)!r}; it makes "
+                                 + ", ".join(DEMO_PREFIX + n for n in known))
         return self
 
     def _fill_demo_defaults(self) -> None:
@@ -155,7 +160,8 @@ class RunConfig(Settings):
             translations.setdefault(code, f"{DEMO_PREFIX}translation/{code}")
         object.__setattr__(self.mindmerger, "translation_data", translations)
 
-    def _demo_uris(self) -> list[str]:
+    def _demo_uris(self) -> list[tuple[str, str]]:
+        """(field, URI) of every `demo:` URI the run reads."""
         named = [("models.base_llm", self.models.base_llm), ("corpora.ability", self.corpora.ability.uri)]
         named += [(f"corpora.general.{c}", s.uri) for c, s in self.corpora.general.items()]
         if self.mindmerger.enabled:
@@ -163,7 +169,7 @@ class RunConfig(Settings):
             named += [(f"mindmerger.translation_data.{c}", u) for c, u in self.mindmerger.translation_data.items()]
         if self.evaluation.enabled:
             named += [(f"evaluation.benchmarks.{b.name}", b.data) for b in self.evaluation.benchmarks]
-        return [f"{where} = {uri!r}" for where, uri in named if uri.startswith(DEMO_PREFIX)]
+        return [(where, uri) for where, uri in named if uri.startswith(DEMO_PREFIX)]
 
     @property
     def all_languages(self) -> list[str]:

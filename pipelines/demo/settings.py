@@ -9,6 +9,21 @@ from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.settings import Seed, Settings
 from linguaforge.pipelines.training.settings import TrainConfig
 
+# what `demo:<name>` can name: the tiny models and the world's folders (pipelines/demo/world.py writes them; a test
+# opens every one in a generated world)
+DEMO_MODELS = ("llm", "encoder")
+DEMO_FOLDERS = {"ability": "pivot", "queries": ("math",), "general": "languages", "translation": "targets",
+                "bench": ("mgsm", "msvamp", "xcsqa", "mmlu", "xnli"), "dev": ("mgsm", "msvamp")}
+
+
+def demo_names(pivot: str, targets: list[str]) -> list[str]:
+    """Every `demo:<name>` the demo world makes for these languages."""
+    names = list(DEMO_MODELS)
+    for folder, inside in DEMO_FOLDERS.items():
+        members = {"pivot": [pivot], "languages": [pivot, *targets], "targets": targets}.get(inside, inside)
+        names += [f"{folder}/{m}" for m in members]
+    return names
+
 
 class BootstrapConfig(Settings):
     """Demo only: brief pre-training of the tiny LLM so the base model has some language in it."""

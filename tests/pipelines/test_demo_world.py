@@ -165,3 +165,19 @@ def test_the_dev_split_leaves_every_other_file_as_it_was(tmp_path):
     for part in ("general", "ability", "translation", "queries", "bench"):
         assert _digest(tmp_path / "a" / part) == _digest(tmp_path / "b" / part), part
     assert _digest(tmp_path / "a" / "dev") != _digest(tmp_path / "b" / "dev")
+
+
+def test_every_demo_name_a_configuration_may_use_is_in_the_world(tmp_path):
+    """`demo:<name>` is checked at validation against demo_names(); each of those names must be something the
+    world really writes (a folder, or a JSONL file by that name), so that the check refuses nothing that works."""
+    from linguaforge.pipelines.demo.settings import DEMO_MODELS, demo_names
+
+    generate_world(_small(0), tmp_path)
+    names = demo_names("en", [c for c in LANGS if c != "en"])
+    assert "dev/mgsm" in names and "bench/xnli" in names and "test/mgsm" not in names
+    for name in names:
+        if name in DEMO_MODELS:
+            continue
+        assert (tmp_path / name).is_dir() or (tmp_path / f"{name}.jsonl").is_file(), name
+    folders = {p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*") if p.is_dir()}
+    assert folders <= set(names), f"the world writes {sorted(folders - set(names))}, which no demo: name reaches"

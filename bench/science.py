@@ -1,0 +1,260 @@
+"""`make science`: MAET and its baselines on the demo world, their settings chosen on dev data only, then
+scored once on test over several seeds, beside MAET at the paper's settings and the ablation ladder.
+
+1. Selection (one seed, `--selection-seed`): the coordinate search of bench/science.yaml, every run scored on
+   the world's dev split (dev/mgsm, dev/msvamp; disjoint from the test problems and every training text). Writes
+   `<out>/selection.json`: every trial with its dev objective, and the chosen overrides.
+2. Test (every seed of `--seeds`): per seed, in a store of its own,
+   - `chosen`: the demo configuration with the chosen settings, MindMerger included (what `make demo` would run);
+   - `paper`: MAET at the paper's settings (the demo configuration as committed, the chosen baseline);
+   - the ladder: at the chosen mask settings, k1 varied: LLM_{A,L0}, base + R(A) at the paper's α, β, and the
+     merge at the paper's merge settings.
+   Prints, per seed, every model's mean chance-adjusted Δ over the target languages against the base with its
+   95 % paired interval, and its English Δ; then the mean and spread over the seeds. Writes `<out>/test.json`.
+
+Every run is `linguaforge run` on the demo configuration plus dotted overrides (its command line), on the
+seed's store, so what two runs share is made once. Run again, it reuses every committed stage.
+
+    python bench/science.py [--seeds 0 1 2 3 4] [--selection-seed 0] [--search bench/science.yaml]
+                            [--phase select|test|all] [--out .linguaforge/science]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from linguaforge.flows.outputs import RunOutputs  # noqa: E402
+from linguaforge.pipelines.benchmarks import headline_rows  # noqa: E402
+from linguaforge.storage import ArtifactStore  # noqa: E402
+
+SEARCH = ROOT / "bench" / "science.yaml"
+SPLITS = {"dev": "dev", "test": "bench"}  # the demo world's folder of each split
+ALL_FAMILIES = ["q", "k", "v", "o", "up", "gate", "down", "embed", "norm", "lm_head"]
+# LLM_{A,L0} as a merge: base + R(A) with α = 1, β = 0 (R(A) = Θ_{A,L0} − Θ_o), every tensor, no language delta
+ABILITY_MODEL = {"decompose.alpha": 1.0, "decompose.beta": 0.0, "merge.mu": "zero", "merge.gamma": 1.0,
+                 "merge.k2_percent": 100.0, "merge.tensor_families": ALL_FAMILIES}
+# base + R(A) alone at the paper's α, β
+ABILITY_DELTA = ABILITY_MODEL | {"decompose.alpha": 0.8, "decompose.beta": 0.2}
+# what every run but `chosen` leaves out: MindMerger, and the task vector (full CPT's delta at λ = 1: the same model)
+LEAN = {"mindmerger.enabled": False, "merge.baselines": ["full_cpt"]}
+
+
+@dataclass
+class World:
+    """One seed's world and store, and the demo configuration every run of it starts from."""
+
+    config: dict
+    seed: int
+    root: Path
+    runs: int = 0
+    seconds: float = 0.0
+    memo: dict[str, list[dict]] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.config["languages"])
+
+    @property
+    def pivot(self) -> str:
+        return self.config.get("pivot_language", "en")
+
+    def base_config(self, split: str) -> Path:
+        cfg = yaml.safe_load(yaml.safe_dump(self.config))
+        cfg.update(seed=self.seed)
+        cfg["demo"]["seed"] = self.seed
+        cfg["store"] = {"url": str(self.root / "store"), "cache_dir": str(self.root / "cache")}
+        for bench in cfg["evaluation"]["benchmarks"]:  # the test files are demo:bench/<name>, dev demo:dev/<name>
+            bench["data"] = bench["data"].replace("demo:bench/", f"demo:{SPLITS[split]}/")
+        path = self.root / f"{split}.yaml"
+        self.root.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def run(self, name: str, overrides: dict, split: str) -> list[dict]:
+        """Scores of `linguaforge run` with these overrides, on this seed's dev or test split (memoised)."""
+        overrides = expand(overrides, self.targets)
+        key = json.dumps([split, overrides], sort_keys=True)
+        if key in self.memo:
+            return self.memo[key]
+        outputs = self.root / "outputs" / f"{split}-{name}.json"
+        outputs.parent.mkdir(parents=True, exist_ok=True)
+        outputs.unlink(missing_ok=True)
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(self.base_config(split)),
+                               f"name=science-{split}-{name}", *assignments(overrides), "--outputs", str(outputs)],
+                              cwd=ROOT, capture_output=True, text=True)
+        self.runs, self.seconds = self.runs + 1, self.seconds + time.monotonic() - started
+        if done.returncode != 0:
+            raise SystemExit(f"science: run {name} (seed {self.seed}, {split}) failed:\n{done.stderr[-2000:]}")
+        report = RunOutputs.model_validate_json(outputs.read_text()).report
+        store = ArtifactStore(str(self.root / "store"), cache_dir=self.root / "cache")
+        self.memo[key] = store.open(report).read_json("scores.json")
+        return self.memo[key]
+
+
+def expand(overrides: dict, targets: list[str]) -> dict:
+    """The overrides with the words for language weights replaced by weights (science.yaml's header)."""
+    weights = {"sum": 1.0, "mean": 1.0 / len(targets), "zero": 0.0}
+    out = dict(overrides)
+    if isinstance(out.get("merge.mu"), str):
+        out["merge.mu"] = {lang: weights[out["merge.mu"]] for lang in targets}
+    return out
+
+
+def assignments(overrides: dict) -> list[str]:
+    """`key.path=value` arguments of `linguaforge run`, each value one line of YAML."""
+    def text(value) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    return [f"{key}={text(value)}" for key, value in overrides.items()]
+
+
+# -- what is measured ------------------------------------------------------------------------------------------
+def adjusted(scores: list[dict], model: str, languages: list[str]) -> float | None:
+    """Mean chance-adjusted accuracy in points of `model` over `languages` and every benchmark scored."""
+    cells = [100 * s["adjusted"] for s in scores if s["model"] == model and s["language"] in languages]
+    return statistics.mean(cells) if cells else None
+
+
+def objective(scores: list[dict], judge: dict, world: World) -> float:
+    model = "maet" if judge["model"] == "ability" else judge["model"]
+    languages = [world.pivot] if judge["on"] == "ability" else world.targets
+    found = adjusted(scores, model, languages)
+    if found is None:
+        raise SystemExit(f"science: no {model} scores on {languages}")
+    return found
+
+
+# -- 1. selection on dev -----------------------------------------------------------------------------------------
+def coordinate_search(world: World, knobs: list[dict], fixed: dict, trials: list[dict]) -> dict:
+    """The best overrides knob by knob (science.yaml's header), starting from every knob's first value."""
+    best = {k: v for knob in knobs for k, v in knob["values"][0].items()}
+    for knob in knobs:
+        judged = ABILITY_MODEL if knob["judge"]["model"] == "ability" else {}
+        scored = []
+        for value in knob["values"]:
+            overrides = fixed | best | value | judged
+            name = f"{len(trials):02d}"
+            score = objective(world.run(name, LEAN | overrides, "dev"), knob["judge"], world)
+            scored.append((score, value))
+            trials.append({"knob": knob["name"], "value": value, "objective": round(score, 2),
+                           "judge": knob["judge"]})
+            print(f"  {knob['name']:<28s} {json.dumps(value):<60s} dev {score:+6.1f}", flush=True)
+        top = max(scored, key=lambda sv: sv[0])  # the first of equals: the starting value unless beaten
+        best |= top[1]
+    return best
+
+
+def select(world: World, search: dict) -> dict:
+    print(f"selection on the dev split of seed {world.seed}: mean chance-adjusted dev accuracy (points)", flush=True)
+    trials: list[dict] = []
+    baseline = coordinate_search(world, search["baseline"], {}, trials)
+    maet = coordinate_search(world, search["maet"], baseline, trials)
+    paper = {k: v for knob in search["maet"] for k, v in knob["values"][0].items()}
+    return {"seed": world.seed, "baseline": baseline, "maet": maet, "paper": paper, "trials": trials,
+            "runs": world.runs, "minutes": round(world.seconds / 60, 1)}
+
+
+# -- 2. test, once per seed --------------------------------------------------------------------------------------
+def renamed(scores: list[dict], names: dict[str, str]) -> list[dict]:
+    """The scores of the given models, under new names (their base stays the run's base)."""
+    return [s | {"model": names[s["model"]]} for s in scores if s["model"] in names]
+
+
+def test_seed(world: World, selection: dict, k1s: list[float]) -> list[dict]:
+    chosen_settings = selection["baseline"] | selection["maet"]
+    chosen = world.run("chosen", chosen_settings, "test")
+    paper = world.run("paper", LEAN | selection["baseline"] | selection["paper"], "test")
+    scores = [s for s in chosen if s["model"] != "maet"] + renamed(chosen, {"maet": "maet (dev-chosen)"})
+    scores += renamed(paper, {"maet": "maet (paper)"})
+    mask = {k: v for k, v in selection["maet"].items() if k.startswith(("probe.", "masked_cpt."))}
+    for k1 in k1s:
+        at = LEAN | selection["baseline"] | selection["paper"] | mask | {"probe.k1_percent": k1}
+        scores += renamed(world.run(f"ladder-k1-{k1:g}-ability", at | ABILITY_MODEL, "test"),
+                          {"maet": f"LLM_A,L0 k1={k1:g}"})
+        scores += renamed(world.run(f"ladder-k1-{k1:g}-delta", at | ABILITY_DELTA, "test"),
+                          {"maet": f"base+R(A) k1={k1:g}"})
+        scores += renamed(world.run(f"ladder-k1-{k1:g}-merge", at, "test"), {"maet": f"merge k1={k1:g}"})
+    return scores
+
+
+def seed_table(scores: list[dict], world: World) -> list[dict]:
+    """Per model: the headline's Δ against the base (targets, paired interval) and the English Δ."""
+    rows = []
+    base_en = adjusted(scores, "base", [world.pivot])
+    for row in headline_rows(scores, world.pivot):
+        if row["vs"] != "base":
+            continue
+        en = adjusted(scores, row["model"], [world.pivot])
+        rows.append({"model": row["model"], "english": None if en is None else round(en - base_en, 1),
+                     **{b: {k: round(v, 1) for k, v in d.items() if k in ("delta", "ci_low", "ci_high")}
+                        for b, d in row.items() if b not in ("model", "vs") and d is not None}})
+    return rows
+
+
+def print_seed(seed: int, rows: list[dict]) -> None:
+    print(f"\nseed {seed}: chance-adjusted Δ against the base, points (targets: mean over the target languages, "
+          f"95 % paired interval; en: English)")
+    for row in rows:
+        cells = [f"{b} {d['delta']:+5.1f} [{d['ci_low']:+5.1f}, {d['ci_high']:+5.1f}]"
+                 for b, d in row.items() if isinstance(d, dict)]
+        print(f"  {row['model']:<22s} en {row['english']:+6.1f}   " + "   ".join(cells), flush=True)
+
+
+def print_summary(per_seed: dict[int, list[dict]]) -> None:
+    print(f"\nover {len(per_seed)} seeds: mean target Δ (min … max), and how many seeds' intervals lie above 0")
+    collected: dict[tuple[str, str], list[dict]] = {}
+    for rows in per_seed.values():
+        for row in rows:
+            for bench, d in row.items():
+                if isinstance(d, dict):
+                    collected.setdefault((row["model"], bench), []).append(d)
+    for (model, bench), ds in collected.items():
+        deltas = [d["delta"] for d in ds]
+        above = sum(d["ci_low"] > 0 for d in ds)
+        print(f"  {model:<22s} {bench:<7s} {statistics.mean(deltas):+6.1f} ({min(deltas):+.1f} … "
+              f"{max(deltas):+.1f}), above 0 on {above} of {len(ds)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--selection-seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
+    parser.add_argument("--search", type=Path, default=SEARCH)
+    parser.add_argument("--phase", choices=["select", "test", "all"], default="all")
+    parser.add_argument("--out", type=Path, default=ROOT / ".linguaforge" / "science")
+    args = parser.parse_args()
+    config, search = yaml.safe_load(args.config.read_text()), yaml.safe_load(args.search.read_text())
+    selection_file = args.out / "selection.json"
+    if args.phase in ("select", "all"):
+        world = World(config, args.selection_seed, args.out / f"seed-{args.selection_seed}")
+        selection = select(world, search)
+        selection_file.parent.mkdir(parents=True, exist_ok=True)
+        selection_file.write_text(json.dumps(selection, indent=1))
+        print(f"chosen ({selection['runs']} runs, {selection['minutes']} min): "
+              f"{json.dumps(selection['baseline'] | selection['maet'])}", flush=True)
+    if args.phase == "select":
+        return
+    selection = json.loads(selection_file.read_text())
+    per_seed = {}
+    for seed in args.seeds:
+        world = World(config, seed, args.out / f"seed-{seed}")
+        per_seed[seed] = seed_table(test_seed(world, selection, search["ladder"]["k1"]), world)
+        print_seed(seed, per_seed[seed])
+        (args.out / "test.json").write_text(json.dumps({str(s): r for s, r in per_seed.items()}, indent=1))
+    print_summary(per_seed)
+
+
+if __name__ == "__main__":
+    main()
