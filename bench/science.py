@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from linguaforge.flows.outputs import RunOutputs  # noqa: E402
 from linguaforge.pipelines.benchmarks import headline_rows  # noqa: E402
+from linguaforge.pipelines.benchmarks.chance import answer_summary  # noqa: E402
 from linguaforge.storage import ArtifactStore  # noqa: E402
 
 SEARCH = ROOT / "bench" / "science.yaml"
@@ -126,6 +128,20 @@ def adjusted(scores: list[dict], model: str, languages: list[str]) -> float | No
     return statistics.mean(cells) if cells else None
 
 
+def shuffled_control(scores: list[dict], model: str, languages: list[str], seed: int = 0) -> float | None:
+    """The sensitivity control: the same answers against shuffled golds, chance-adjusted, in points (≈ 0 for any
+    model; far from 0 would mean the adjustment, not the model, makes the score)."""
+    rng = random.Random(seed)
+    found = []
+    for s in scores:
+        if s["model"] == model and s["language"] in languages and s.get("items"):
+            golds = rng.sample(s["items"]["gold"], len(s["items"]["gold"]))
+            answers = s["items"]["answer"]
+            right = [a == g for a, g in zip(answers, golds, strict=True)]
+            found.append(100 * answer_summary(answers, golds, right)["adjusted"])
+    return statistics.mean(found) if found else None
+
+
 def objective(scores: list[dict], judge: dict, world: World) -> float:
     model = "maet" if judge["model"] == "ability" else judge["model"]
     languages = [world.pivot] if judge["on"] == "ability" else world.targets
@@ -196,7 +212,9 @@ def seed_table(scores: list[dict], world: World) -> list[dict]:
         if row["vs"] != "base":
             continue
         en = adjusted(scores, row["model"], [world.pivot])
+        shuffled = shuffled_control(scores, row["model"], world.targets)
         rows.append({"model": row["model"], "english": None if en is None else round(en - base_en, 1),
+                     "shuffled": None if shuffled is None else round(shuffled, 1),
                      **{b: {k: round(v, 1) for k, v in d.items() if k in ("delta", "ci_low", "ci_high")}
                         for b, d in row.items() if b not in ("model", "vs") and d is not None}})
     return rows
@@ -204,11 +222,13 @@ def seed_table(scores: list[dict], world: World) -> list[dict]:
 
 def print_seed(seed: int, rows: list[dict]) -> None:
     print(f"\nseed {seed}: chance-adjusted Δ against the base, points (targets: mean over the target languages, "
-          f"95 % paired interval; en: English)")
+          f"95 % paired interval; en: English; shuffled: its own adjusted accuracy on the targets against shuffled "
+          f"golds, a control that must be ≈ 0)")
     for row in rows:
         cells = [f"{b} {d['delta']:+5.1f} [{d['ci_low']:+5.1f}, {d['ci_high']:+5.1f}]"
                  for b, d in row.items() if isinstance(d, dict)]
-        print(f"  {row['model']:<22s} en {row['english']:+6.1f}   " + "   ".join(cells), flush=True)
+        print(f"  {row['model']:<22s} en {row['english']:+6.1f}   " + "   ".join(cells)
+              + f"   shuffled {row['shuffled']:+5.1f}", flush=True)
 
 
 def print_summary(per_seed: dict[int, list[dict]]) -> None:

@@ -3,6 +3,7 @@
 - a MAET merge that adds nothing (γ = η = 0 and every μ_i = 0) is the base model (identical generations);
   the default merge is not. Eq. 5 scales R_Lang by η only on T (outside T a tensor gets R_Lang as it is),
   so γ = η = 0 alone still adds the language deltas outside T: that is tested too;
+- γ = 0 (η = 1) gives the base plus the language deltas, on every tensor; γ > 0 does not on T;
 - MindMerger's generations depend on the encoder: mapped states replaced by zeros change them;
 - full CPT on the English ability corpus raises English math accuracy by a clear margin (slow: it trains).
 """
@@ -87,6 +88,31 @@ def test_a_merge_that_adds_nothing_is_the_base_and_the_default_merge_is_not(maet
     selected = set(reports["gamma_eta_zero"]["selected"])
     assert selected and all(torch.equal(merged.get(n), original.get(n)) for n in selected)
     assert any(not torch.equal(merged.get(n), original.get(n)) for n in original.names() if n not in selected)
+
+
+def test_a_merge_with_gamma_zero_is_the_base_plus_the_languages(maet_inputs, demo_assets):
+    """γ = 0, η = 1 (Eq. 5): no ability anywhere, R_Lang everywhere: θ_o + Σ μ_i R(L_i) on every tensor, whatever T
+    is. Breaking it (γ back to the default) moves the tensors of T away from that model."""
+    root, base, ability, languages = maet_inputs
+    mu = {"de": 0.5, "zh": 1.0, "sw": 0.25, "bn": 1.0}
+    original = WeightReader(str(base))
+
+    def merged_with(gamma: float) -> tuple[WeightReader, set[str]]:
+        spec = MergeSpec.pipeline("maet", ability=ability, languages=languages, gamma=gamma, eta=1.0, mu=mu)
+        report = merge(base, root / f"gamma-{gamma}", spec)
+        return WeightReader(str(root / f"gamma-{gamma}")), set(report["selected"])
+
+    def base_plus_languages(name: str) -> torch.Tensor:
+        w = original.get(name).float()
+        return w + sum(mu[c] * languages[c].dense(name) for c in LANGS if name in languages[c].names())
+
+    merged, selected = merged_with(0.0)
+    assert selected
+    for name in original.names():
+        torch.testing.assert_close(merged.get(name).float(), base_plus_languages(name), rtol=1e-5, atol=1e-6)
+    with_ability, selected = merged_with(0.2)
+    assert all(not torch.allclose(with_ability.get(n).float(), base_plus_languages(n), rtol=1e-5, atol=1e-6)
+               for n in selected if n in ability.names())
 
 
 def test_mindmerger_generations_depend_on_the_mapped_encoder_states(demo_assets):

@@ -1,0 +1,83 @@
+"""`make science` (bench/science.py) on a tiny world: the settings are chosen on the dev split only, by the
+documented rule (every knob's best dev objective, the starting value unless beaten), and the test split is read
+only after, by the chosen run, the paper's run and the ladder. Real subprocesses, real runs, a real store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from linguaforge.flows.outputs import RunOutputs
+from linguaforge.storage import ArtifactStore
+from tests.flows.test_cli_run import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SEARCH = {
+    "baseline": [{"name": "full CPT learning rate", "judge": {"model": "full_cpt", "on": "targets"},
+                  "values": [{"full_cpt.train.learning_rate": 1e-3}, {"full_cpt.train.learning_rate": 3e-2}]}],
+    "maet": [{"name": "masked steps", "judge": {"model": "ability", "on": "ability"},
+              "values": [{"masked_cpt.train.steps": 4}, {"masked_cpt.train.steps": 6}]},
+             {"name": "μ", "judge": {"model": "maet", "on": "targets"},
+              "values": [{"merge.mu": "sum"}, {"merge.mu": "mean"}]}],
+    "ladder": {"k1": [100.0]},
+}
+
+
+def _split_read(store: ArtifactStore, outputs: Path) -> set[str]:
+    """The benchmark folders of the world that a run's evaluation units read (dev/… or bench/…)."""
+    run = RunOutputs.model_validate_json(outputs.read_text())
+    return {store.manifest(e.ref.kind, e.ref.key).params["data"]["artifact_path"].split("/")[0]
+            for e in run.evaluations}
+
+
+@pytest.mark.timeout(1800)
+def test_science_selects_on_dev_then_tests_once(tmp_path):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["demo"]["dev_items"] = 4
+    cfg["mindmerger"]["llms"] = ["merged", "full_cpt"]
+    cfg["evaluation"]["benchmarks"] = [{"name": "mgsm", "data": "demo:bench/mgsm", "max_new_tokens": 12},
+                                       {"name": "msvamp", "data": "demo:bench/msvamp", "max_new_tokens": 12}]
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(SEARCH, allow_unicode=True))
+    out = tmp_path / "science"
+    done = subprocess.run([sys.executable, "bench/science.py", "--config", str(tmp_path / "demo.yaml"), "--search",
+                           str(tmp_path / "search.yaml"), "--seeds", "0", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1700)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    selection = json.loads((out / "selection.json").read_text())
+    trials = selection["trials"]
+    assert [t["knob"] for t in trials] == ["full CPT learning rate"] * 2 + ["masked steps"] * 2 + ["μ"] * 2
+    chosen = selection["baseline"] | selection["maet"]
+    for knob in SEARCH["baseline"] + SEARCH["maet"]:  # the rule: the best dev objective, the first of equals
+        tried = [t for t in trials if t["knob"] == knob["name"]]
+        best = max(tried, key=lambda t: t["objective"])
+        assert all(chosen[k] == v for k, v in best["value"].items()), knob["name"]
+    assert selection["paper"] == {"masked_cpt.train.steps": 4, "merge.mu": "sum"}
+
+    store = ArtifactStore(str(out / "seed-0" / "store"), cache_dir=out / "seed-0" / "cache")
+    runs = sorted((out / "seed-0" / "outputs").glob("*.json"))
+    dev = [p for p in runs if p.name.startswith("dev-")]
+    test = [p for p in runs if p.name.startswith("test-")]
+    assert len(dev) == 6 and {p.stem for p in test} == {
+        "test-chosen", "test-paper", "test-ladder-k1-100-ability", "test-ladder-k1-100-delta",
+        "test-ladder-k1-100-merge"}
+    assert all(_split_read(store, p) == {"dev"} for p in dev)  # selection never read a test file
+    assert all(_split_read(store, p) == {"bench"} for p in test)
+
+    table = json.loads((out / "test.json").read_text())["0"]
+    models = {row["model"] for row in table}
+    assert {"full_cpt", "maet (dev-chosen)", "maet (paper)", "LLM_A,L0 k1=100", "base+R(A) k1=100",
+            "merge k1=100", "mindmerger-full_cpt"} <= models
+    for row in table:  # every Δ with its paired interval, and the shuffled-gold control near 0
+        for bench in ("mgsm", "msvamp"):
+            d = row[bench]
+            assert d["ci_low"] <= d["delta"] <= d["ci_high"]
+        assert abs(row["shuffled"]) < 30
+    assert "over 1 seeds" in done.stdout
