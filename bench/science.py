@@ -144,11 +144,25 @@ def shuffled_control(scores: list[dict], model: str, languages: list[str], seed:
 
 def objective(scores: list[dict], judge: dict, world: World) -> float:
     model = "maet" if judge["model"] == "ability" else judge["model"]
-    languages = [world.pivot] if judge["on"] == "ability" else world.targets
+    languages = [world.pivot] if judge["over"] == "ability" else world.targets
     found = adjusted(scores, model, languages)
     if found is None:
         raise SystemExit(f"science: no {model} scores on {languages}")
     return found
+
+
+def check_search(search: dict, path: Path) -> None:
+    """The search file's shape, checked before any run (a YAML slip must not cost an hour)."""
+    for part in ("baseline", "maet"):
+        for knob in search.get(part, []):
+            judge = knob.get("judge", {})
+            values = knob.get("values")
+            if (judge.get("model") not in ("full_cpt", "maet", "ability") or judge.get("over") not in ("targets", "ability")
+                    or not values or not all(isinstance(v, dict) and v for v in values)):
+                raise SystemExit(f"{path}: {part} knob {knob.get('name')!r} needs judge {{model: full_cpt|maet|ability, "
+                                 f"over: targets|ability}} and a list of override sets as values; got {knob}")
+    if not search.get("ladder", {}).get("k1"):
+        raise SystemExit(f"{path}: ladder.k1 needs a list of k1 percentages")
 
 
 # -- 1. selection on dev -----------------------------------------------------------------------------------------
@@ -256,6 +270,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / ".linguaforge" / "science")
     args = parser.parse_args()
     config, search = yaml.safe_load(args.config.read_text()), yaml.safe_load(args.search.read_text())
+    check_search(search, args.search)
     selection_file = args.out / "selection.json"
     if args.phase in ("select", "all"):
         world = World(config, args.selection_seed, args.out / f"seed-{args.selection_seed}")

@@ -45,7 +45,8 @@ def cpt_params(ctx: RunContext, train: TrainConfig) -> dict:
 # importance_probe 2: keys derived from the settings models; 3: the mask's anatomy (anatomy.json)
 IMPORTANCE_PROBE = StageSpec("importance_probe", 3, "mask", files=(MASK_FILE, ANATOMY_FILE), settings=ProbeConfig,
                              params=probe_params, run_name="probe-{name}")
-MASKED_CPT = StageSpec("masked_cpt", 2, "delta", files=(DELTA_FILE, TRAIN_FILE), settings=TrainConfig,
+# masked_cpt 3: MaskedAdamW decays matrices only, as full CPT's AdamW does (with weight decay, v2 decayed the norms)
+MASKED_CPT = StageSpec("masked_cpt", 3, "delta", files=(DELTA_FILE, TRAIN_FILE), settings=TrainConfig,
                        params=cpt_params, run_name="masked_cpt-{name}")
 FULL_CPT = StageSpec("full_cpt", 2, "delta", files=(DELTA_FILE, TRAIN_FILE, MODEL_FOLDER), settings=FullCPTConfig,
                      params=lambda ctx, full: cpt_params(ctx, full.train))

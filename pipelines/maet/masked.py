@@ -23,13 +23,16 @@ class MaskedAdamW(torch.optim.Optimizer):
 
     `selections` maps each parameter to the flat indices (element granularity) or row indices (row
     granularity) it may update. The state per parameter is the index tensor and two moment tensors of
-    the selected size.
+    the selected size. Weight decay applies to matrices only, as the plain back end's AdamW does
+    (training/backends.py: norms and biases are not decayed), so an all-ones mask is full training.
     """
 
     def __init__(self, selections: list[tuple[torch.nn.Parameter, torch.Tensor, str]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        params = [p for p, _, _ in selections]
-        super().__init__([{"params": params}], dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        matrices = [p for p, _, _ in selections if p.ndim >= 2]
+        vectors = [p for p, _, _ in selections if p.ndim < 2]
+        groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+        super().__init__([g for g in groups if g["params"]] or groups[:1], dict(lr=lr, betas=betas, eps=eps))
         # Which entries train is fixed by the mask, not learned state: it stays out of state_dict(), so a
         # checkpoint holds only step and moments (torch's load_state_dict would cast an index to float).
         self.selection = {p: (index, mode == "row") for p, index, mode in selections}

@@ -19,11 +19,11 @@ from tests.flows.test_cli_run import TINY
 ROOT = Path(__file__).resolve().parents[2]
 
 SEARCH = {
-    "baseline": [{"name": "full CPT learning rate", "judge": {"model": "full_cpt", "on": "targets"},
+    "baseline": [{"name": "full CPT learning rate", "judge": {"model": "full_cpt", "over": "targets"},
                   "values": [{"full_cpt.train.learning_rate": 1e-3}, {"full_cpt.train.learning_rate": 3e-2}]}],
-    "maet": [{"name": "masked steps", "judge": {"model": "ability", "on": "ability"},
+    "maet": [{"name": "masked steps", "judge": {"model": "ability", "over": "ability"},
               "values": [{"masked_cpt.train.steps": 4}, {"masked_cpt.train.steps": 6}]},
-             {"name": "μ", "judge": {"model": "maet", "on": "targets"},
+             {"name": "μ", "judge": {"model": "maet", "over": "targets"},
               "values": [{"merge.mu": "sum"}, {"merge.mu": "mean"}]}],
     "ladder": {"k1": [100.0]},
 }
