@@ -53,10 +53,10 @@ reliability-doc: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# bench_transfer runs the whole demo per seed (about 8 minutes a seed, 25 for the three): it is `make science`, not part of `make bench`;
+# the science (settings chosen on dev, then every seed on test) is `make science`, not part of `make bench`;
 # the side-by-side benches against mergekit and lm-eval are `make bench-anchors`
 bench: setup
-	@for b in bench/bench_*.py; do case $$b in bench/bench_transfer.py|bench/bench_vs_*) continue;; esac; \
+	@for b in bench/bench_*.py; do case $$b in bench/bench_vs_*) continue;; esac; \
 	  echo "== $$b"; $(PY) $$b || exit 1; done
 
 # mergekit and lm-evaluation-harness, each in a venv of its own under bench/.anchors/ (first use), then both
@@ -66,9 +66,12 @@ bench-anchors: setup
 	$(PY) bench/bench_vs_mergekit.py
 	$(PY) bench/bench_vs_lmeval.py
 
+# selection on seed 0's dev split (bench/science.yaml, ~45 min), then per seed on test the dev-chosen demo, MAET at the
+# paper's settings and the ablation ladder (~30 min a seed on 2 cores); `--phase select|test` runs one half
 science: setup
-	$(PY) bench/bench_transfer.py --seeds 0 1 2
+	$(PY) bench/science.py --seeds 0 1 2 3 4
 
+# an exploration that scores the TEST files (docs/demo-world.md's sweep): for choosing settings, `make science`
 sweep-maet: setup
 	$(PY) bench/sweep_maet.py
 

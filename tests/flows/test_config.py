@@ -133,6 +133,6 @@ def test_mindmerger_sits_on_the_merged_model_by_its_own_name():
 
 def test_the_ability_is_read_and_measured():
     science = RunConfig.model_validate({"ability": "science", "evaluation": {"benchmarks": [
-        {"name": "mmlu_science", "data": "demo:bench/mmlu_science"}, {"name": "xnli", "data": "demo:bench/xnli"}]}})
+        {"name": "mmlu_science", "data": "demo:bench/mmlu"}, {"name": "xnli", "data": "demo:bench/xnli"}]}})
     assert [b.benchmark.measures for b in science.evaluation.benchmarks] == ["science", None]
     assert RunConfig.model_validate({"evaluation": {"enabled": False}, "ability": "science"}).ability == "science"
