@@ -83,6 +83,12 @@ class World:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(str(self.root / "store"), cache_dir=self.root / "cache")
+
+    def outputs(self, split: str, name: str) -> RunOutputs:
+        return RunOutputs.model_validate_json((self.root / "outputs" / f"{split}-{name}.json").read_text())
+
     def run(self, name: str, overrides: dict, split: str) -> list[dict]:
         """Scores of `linguaforge run` with these overrides, on this seed's dev or test split (memoised)."""
         overrides = expand(overrides, self.targets)
@@ -99,9 +105,7 @@ class World:
         self.runs, self.seconds = self.runs + 1, self.seconds + time.monotonic() - started
         if done.returncode != 0:
             raise SystemExit(f"science: run {name} (seed {self.seed}, {split}) failed:\n{done.stderr[-2000:]}")
-        report = RunOutputs.model_validate_json(outputs.read_text()).report
-        store = ArtifactStore(str(self.root / "store"), cache_dir=self.root / "cache")
-        self.memo[key] = store.open(report).read_json("scores.json")
+        self.memo[key] = self.store().open(self.outputs(split, name).report).read_json("scores.json")
         return self.memo[key]
 
 
@@ -234,6 +238,48 @@ def seed_table(scores: list[dict], world: World) -> list[dict]:
     return rows
 
 
+def delta_norms(world: World, run: str) -> list[dict]:
+    """Why the summed language deltas can swamp R(A): per tensor family, the Frobenius norms of the base, of R(A)
+    (Eq. 2), of R_Lang = Σ R(L_i) (Eq. 3 at μ = 1) and of their mean (Σμ = 1), and the cosine of R(A) and R_Lang,
+    from the decomposed deltas of one run."""
+    import torch
+
+    from linguaforge.pipelines.merging.deltas import SparseDelta
+    from linguaforge.pipelines.merging.methods.maet import family_of
+    from linguaforge.pipelines.weights import WeightReader
+
+    outputs, store = world.outputs("test", run), world.store()
+    decomposed = store.open(outputs.decomposed)
+    ability = SparseDelta(decomposed.path("ability.safetensors"))
+    languages = [SparseDelta(decomposed.path(f"language-{c}.safetensors")) for c in world.targets]
+    base = WeightReader(str(store.open(outputs.base_llm).dir("model")))
+    sums: dict[str, dict[str, float]] = {}
+    for name in base.names():
+        w = base.get(name).double()
+        r_a = ability.dense(name).double() if name in ability.names() else torch.zeros_like(w)
+        r_lang = sum((d.dense(name).double() for d in languages if name in d.names()), torch.zeros_like(w))
+        acc = sums.setdefault(family_of(name) or "other", dict.fromkeys(("base", "ability", "lang", "dot"), 0.0))
+        acc["base"] += float(w.square().sum())
+        acc["ability"] += float(r_a.square().sum())
+        acc["lang"] += float(r_lang.square().sum())
+        acc["dot"] += float((r_a * r_lang).sum())
+    rows = []
+    for family, acc in sums.items():
+        norm = {k: acc[k] ** 0.5 for k in ("base", "ability", "lang")}
+        cosine = acc["dot"] / (norm["ability"] * norm["lang"]) if norm["ability"] and norm["lang"] else 0.0
+        rows.append({"family": family, "base": round(norm["base"], 3), "R(A)": round(norm["ability"], 3),
+                     "R_Lang sum": round(norm["lang"], 3), "R_Lang mean": round(norm["lang"] / len(languages), 3),
+                     "cos(R(A), R_Lang)": round(cosine, 3)})
+    return rows
+
+
+def print_norms(seed: int, rows: list[dict]) -> None:
+    print(f"\nseed {seed}: Frobenius norms per tensor family (MAET at the paper's settings)")
+    print("  " + "  ".join(f"{k:>17s}" for k in rows[0]))
+    for row in rows:
+        print("  " + "  ".join(f"{v:>17}" for v in row.values()), flush=True)
+
+
 def print_seed(seed: int, rows: list[dict]) -> None:
     print(f"\nseed {seed}: chance-adjusted Δ against the base, points (targets: mean over the target languages, "
           f"95 % paired interval; en: English; shuffled: its own adjusted accuracy on the targets against shuffled "
@@ -282,12 +328,15 @@ def main() -> None:
     if args.phase == "select":
         return
     selection = json.loads(selection_file.read_text())
-    per_seed = {}
+    per_seed, norms = {}, {}
     for seed in args.seeds:
         world = World(config, seed, args.out / f"seed-{seed}")
         per_seed[seed] = seed_table(test_seed(world, selection, search["ladder"]["k1"]), world)
         print_seed(seed, per_seed[seed])
-        (args.out / "test.json").write_text(json.dumps({str(s): r for s, r in per_seed.items()}, indent=1))
+        norms[seed] = delta_norms(world, "paper")
+        print_norms(seed, norms[seed])
+        (args.out / "test.json").write_text(json.dumps({str(s): {"models": r, "norms": norms[s]}
+                                                        for s, r in per_seed.items()}, indent=1))
     print_summary(per_seed)
 
 

@@ -71,7 +71,7 @@ def test_science_selects_on_dev_then_tests_once(tmp_path):
     assert all(_split_read(store, p) == {"dev"} for p in dev)  # selection never read a test file
     assert all(_split_read(store, p) == {"bench"} for p in test)
 
-    table = json.loads((out / "test.json").read_text())["0"]
+    table = json.loads((out / "test.json").read_text())["0"]["models"]
     models = {row["model"] for row in table}
     assert {"full_cpt", "maet (dev-chosen)", "maet (paper)", "LLM_A,L0 k1=100", "base+R(A) k1=100",
             "merge k1=100", "mindmerger-full_cpt"} <= models
@@ -80,4 +80,7 @@ def test_science_selects_on_dev_then_tests_once(tmp_path):
             d = row[bench]
             assert d["ci_low"] <= d["delta"] <= d["ci_high"]
         assert abs(row["shuffled"]) < 30
+    norms = {row["family"]: row for row in json.loads((out / "test.json").read_text())["0"]["norms"]}
+    assert {"q", "down", "embed", "lm_head", "norm"} <= set(norms)  # every family, with its base norm
+    assert all(row["base"] > 0 and row["R_Lang mean"] <= row["R_Lang sum"] for row in norms.values())
     assert "over 1 seeds" in done.stdout
