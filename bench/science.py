@@ -161,10 +161,10 @@ def check_search(search: dict, path: Path) -> None:
         for knob in search.get(part, []):
             judge = knob.get("judge", {})
             values = knob.get("values")
-            if (judge.get("model") not in ("full_cpt", "maet", "ability") or judge.get("over") not in ("targets", "ability")
+            if (not isinstance(judge.get("model"), str) or judge.get("over") not in ("targets", "ability")
                     or not values or not all(isinstance(v, dict) and v for v in values)):
-                raise SystemExit(f"{path}: {part} knob {knob.get('name')!r} needs judge {{model: full_cpt|maet|ability, "
-                                 f"over: targets|ability}} and a list of override sets as values; got {knob}")
+                raise SystemExit(f"{path}: {part} knob {knob.get('name')!r} needs judge {{model: <a model of the run, or "
+                                 f"ability>, over: targets|ability}} and a list of override sets as values; got {knob}")
     if not search.get("ladder", {}).get("k1"):
         raise SystemExit(f"{path}: ladder.k1 needs a list of k1 percentages")
 
@@ -174,7 +174,7 @@ def coordinate_search(world: World, knobs: list[dict], fixed: dict, trials: list
     """The best overrides knob by knob (science.yaml's header), starting from every knob's first value."""
     best = {k: v for knob in knobs for k, v in knob["values"][0].items()}
     for knob in knobs:
-        judged = ABILITY_MODEL if knob["judge"]["model"] == "ability" else {}
+        judged = (ABILITY_MODEL if knob["judge"]["model"] == "ability" else {}) | knob["judge"].get("with", {})
         scored = []
         for value in knob["values"]:
             overrides = fixed | best | value | judged
