@@ -102,7 +102,9 @@ class World:
         done = subprocess.run([sys.executable, "-m", "linguaforge.flows.cli", "run", str(self.base_config(split)),
                                f"name=science-{split}-{name}", *assignments(overrides), "--outputs", str(outputs)],
                               cwd=ROOT, capture_output=True, text=True)
-        self.runs, self.seconds = self.runs + 1, self.seconds + time.monotonic() - started
+        took = time.monotonic() - started
+        self.runs, self.seconds = self.runs + 1, self.seconds + took
+        print(f"    (seed {self.seed}, {split} run {name}: {took / 60:.1f} min)", flush=True)
         if done.returncode != 0:
             raise SystemExit(f"science: run {name} (seed {self.seed}, {split}) failed:\n{done.stderr[-2000:]}")
         self.memo[key] = self.store().open(self.outputs(split, name).report).read_json("scores.json")
