@@ -172,8 +172,9 @@ def check_search(search: dict, path: Path) -> None:
 
 
 # -- 1. selection on dev -----------------------------------------------------------------------------------------
-def coordinate_search(world: World, knobs: list[dict], fixed: dict, trials: list[dict]) -> dict:
-    """The best overrides knob by knob (science.yaml's header), starting from every knob's first value."""
+def coordinate_search(world: World, knobs: list[dict], fixed: dict, trials: list[dict], min_gain: float) -> dict:
+    """The best overrides knob by knob (science.yaml's header), starting from every knob's first value; a value
+    replaces the current one only when it scores more than `min_gain` points higher."""
     best = {k: v for knob in knobs for k, v in knob["values"][0].items()}
     for knob in knobs:
         judged = (ABILITY_MODEL if knob["judge"]["model"] == "ability" else {}) | knob["judge"].get("with", {})
@@ -186,16 +187,20 @@ def coordinate_search(world: World, knobs: list[dict], fixed: dict, trials: list
             trials.append({"knob": knob["name"], "value": value, "objective": round(score, 2),
                            "judge": knob["judge"]})
             print(f"  {knob['name']:<28s} {json.dumps(value):<60s} dev {score:+6.1f}", flush=True)
-        top = max(scored, key=lambda sv: sv[0])  # the first of equals: the starting value unless beaten
-        best |= top[1]
+        current = scored[0]  # the first value is the run so far
+        for score, value in scored[1:]:
+            if score > current[0] + min_gain:
+                current = (score, value)
+        best |= current[1]
     return best
 
 
 def select(world: World, search: dict) -> dict:
     print(f"selection on the dev split of seed {world.seed}: mean chance-adjusted dev accuracy (points)", flush=True)
     trials: list[dict] = []
-    baseline = coordinate_search(world, search["baseline"], {}, trials)
-    maet = coordinate_search(world, search["maet"], baseline, trials)
+    gain = float(search.get("min_gain", 0.0))
+    baseline = coordinate_search(world, search["baseline"], {}, trials, gain)
+    maet = coordinate_search(world, search["maet"], baseline, trials, gain)
     paper = {k: v for knob in search["maet"] for k, v in knob["values"][0].items()}
     return {"seed": world.seed, "baseline": baseline, "maet": maet, "paper": paper, "trials": trials,
             "runs": world.runs, "minutes": round(world.seconds / 60, 1)}
