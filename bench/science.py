@@ -195,12 +195,22 @@ def coordinate_search(world: World, knobs: list[dict], fixed: dict, trials: list
     return best
 
 
+def _starting_with(values: list[dict], best: dict) -> list[dict]:
+    """A knob's values with the one `best` holds first (a pass starts from the previous pass's choice)."""
+    chosen = [v for v in values if all(best.get(k) == x for k, x in v.items())]
+    return chosen + [v for v in values if v not in chosen]
+
+
 def select(world: World, search: dict) -> dict:
     print(f"selection on the dev split of seed {world.seed}: mean chance-adjusted dev accuracy (points)", flush=True)
     trials: list[dict] = []
     gain = float(search.get("min_gain", 0.0))
     baseline = coordinate_search(world, search["baseline"], {}, trials, gain)
-    maet = coordinate_search(world, search["maet"], baseline, trials, gain)
+    maet: dict = {}
+    for number in range(1, int(search.get("passes", 1)) + 1):  # a later pass starts where the last one ended
+        print(f"  MAET, pass {number}", flush=True)
+        knobs = [k | {"values": _starting_with(k["values"], maet)} for k in search["maet"]] if maet else search["maet"]
+        maet = coordinate_search(world, knobs, baseline, trials, gain)
     paper = {k: v for knob in search["maet"] for k, v in knob["values"][0].items()}
     return {"seed": world.seed, "baseline": baseline, "maet": maet, "paper": paper, "trials": trials,
             "runs": world.runs, "minutes": round(world.seconds / 60, 1)}

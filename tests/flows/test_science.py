@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SEARCH = {
     "min_gain": 0.5,
+    "passes": 2,
     "baseline": [{"name": "full CPT learning rate", "judge": {"model": "full_cpt", "over": "targets"},
                   "values": [{"full_cpt.train.learning_rate": 1e-3}, {"full_cpt.train.learning_rate": 3e-2}]}],
     "maet": [{"name": "masked steps", "judge": {"model": "ability", "over": "ability"},
@@ -54,14 +55,20 @@ def test_science_selects_on_dev_then_tests_once(tmp_path):
 
     selection = json.loads((out / "selection.json").read_text())
     trials = selection["trials"]
-    assert [t["knob"] for t in trials] == ["full CPT learning rate"] * 2 + ["masked steps"] * 2 + ["μ"] * 2
+    assert [t["knob"] for t in trials] == (["full CPT learning rate"] * 2
+                                           + (["masked steps"] * 2 + ["μ"] * 2) * 2)  # MAET's knobs twice
     chosen = selection["baseline"] | selection["maet"]
+    last_pass = trials[:2] + trials[-4:]
     for knob in SEARCH["baseline"] + SEARCH["maet"]:  # the rule: a value replaces the one before by > min_gain
-        tried = [t for t in trials if t["knob"] == knob["name"]]
+        tried = [t for t in last_pass if t["knob"] == knob["name"]]
         best = tried[0]
         for t in tried[1:]:
             best = t if t["objective"] > best["objective"] + SEARCH["min_gain"] else best
         assert all(chosen[k] == v for k, v in best["value"].items()), knob["name"]
+    for knob in ("masked steps", "μ"):  # the second pass starts from the first pass's choice of that knob
+        first, second = [t for t in trials[2:6] if t["knob"] == knob], [t for t in trials[6:] if t["knob"] == knob]
+        picked = first[0] if first[1]["objective"] <= first[0]["objective"] + SEARCH["min_gain"] else first[1]
+        assert second[0]["value"] == picked["value"]
     assert selection["paper"] == {"masked_cpt.train.steps": 4, "merge.mu": "sum"}
 
     store = ArtifactStore(str(out / "seed-0" / "store"), cache_dir=out / "seed-0" / "cache")
