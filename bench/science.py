@@ -290,8 +290,9 @@ def delta_norms(world: World, run: str) -> list[dict]:
     return rows
 
 
-def print_norms(seed: int, rows: list[dict]) -> None:
-    print(f"\nseed {seed}: Frobenius norms per tensor family (MAET at the paper's settings)")
+def print_norms(seed: int, run: str, rows: list[dict]) -> None:
+    print(f"\nseed {seed}: Frobenius norms per tensor family (the decomposed deltas of run {run}; R(A) at α 0.8, "
+          f"β 0.2, before γ)")
     print("  " + "  ".join(f"{k:>17s}" for k in rows[0]))
     for row in rows:
         print("  " + "  ".join(f"{v:>17}" for v in row.values()), flush=True)
@@ -350,8 +351,10 @@ def main() -> None:
         world = World(config, seed, args.out / f"seed-{seed}")
         per_seed[seed] = seed_table(test_seed(world, selection, search["ladder"]["k1"]), world)
         print_seed(seed, per_seed[seed])
-        norms[seed] = delta_norms(world, "paper")
-        print_norms(seed, norms[seed])
+        k1 = selection["maet"].get("probe.k1_percent")  # the chosen masks, the paper's decomposition
+        run = f"ladder-k1-{k1:g}-merge" if k1 in search["ladder"]["k1"] else "paper"
+        norms[seed] = delta_norms(world, run)
+        print_norms(seed, run, norms[seed])
         (args.out / "test.json").write_text(json.dumps({str(s): {"models": r, "norms": norms[s]}
                                                         for s, r in per_seed.items()}, indent=1))
     print_summary(per_seed)
