@@ -226,7 +226,8 @@ def test_seed(world: World, selection: dict, k1s: list[float]) -> list[dict]:
     chosen_settings = selection["baseline"] | selection["maet"]
     chosen = world.run("chosen", chosen_settings, "test")
     paper = world.run("paper", LEAN | selection["baseline"] | selection["paper"], "test")
-    scores = [s for s in chosen if s["model"] != "maet"] + renamed(chosen, {"maet": "maet (dev-chosen)"})
+    scores = [s | {"base": "maet (dev-chosen)"} if s.get("base") == "maet" else s for s in chosen if s["model"] != "maet"]
+    scores += renamed(chosen, {"maet": "maet (dev-chosen)"})  # MindMerger on it keeps it as its base
     scores += renamed(paper, {"maet": "maet (paper)"})
     mask = {k: v for k, v in selection["maet"].items() if k.startswith(("probe.", "masked_cpt."))}
     for k1 in k1s:

@@ -84,7 +84,7 @@ def test_science_selects_on_dev_then_tests_once(tmp_path):
     table = json.loads((out / "test.json").read_text())["0"]["models"]
     models = {row["model"] for row in table}
     assert {"full_cpt", "maet (dev-chosen)", "maet (paper)", "LLM_A,L0 k1=100", "base+R(A) k1=100",
-            "merge k1=100", "mindmerger-full_cpt"} <= models
+            "merge k1=100", "mindmerger-full_cpt", "mindmerger-maet"} <= models
     for row in table:  # every Δ with its paired interval, and the shuffled-gold control near 0
         for bench in ("mgsm", "msvamp"):
             d = row[bench]
