@@ -348,6 +348,7 @@ def main() -> None:
         return
     selection = json.loads(selection_file.read_text())
     per_seed, norms = {}, {}
+    kept = json.loads((args.out / "test.json").read_text()) if (args.out / "test.json").exists() else {}
     for seed in args.seeds:
         world = World(config, seed, args.out / f"seed-{seed}")
         per_seed[seed] = seed_table(test_seed(world, selection, search["ladder"]["k1"]), world)
@@ -356,8 +357,8 @@ def main() -> None:
         run = f"ladder-k1-{k1:g}-merge" if k1 in search["ladder"]["k1"] else "paper"
         norms[seed] = delta_norms(world, run)
         print_norms(seed, run, norms[seed])
-        (args.out / "test.json").write_text(json.dumps({str(s): {"models": r, "norms": norms[s]}
-                                                        for s, r in per_seed.items()}, indent=1))
+        kept[str(seed)] = {"models": per_seed[seed], "norms": norms[seed]}  # seeds of earlier calls stay
+        (args.out / "test.json").write_text(json.dumps(kept, indent=1))
     print_summary(per_seed)
 
 
