@@ -41,6 +41,7 @@ from linguaforge.pipelines.benchmarks.chance import answer_summary  # noqa: E402
 from linguaforge.storage import ArtifactStore  # noqa: E402
 
 SEARCH = ROOT / "bench" / "science.yaml"
+COMMITTED = ROOT / "bench" / "science_selection.json"  # the selection behind configs/demo.yaml (seed 0, 2026-12-07)
 SPLITS = {"dev": "dev", "test": "bench"}  # the demo world's folder of each split
 ALL_FAMILIES = ["q", "k", "v", "o", "up", "gate", "down", "embed", "norm", "lm_head"]
 # LLM_{A,L0} as a merge: base + R(A) with α = 1, β = 0 (R(A) = Θ_{A,L0} − Θ_o), every tensor, no language delta
@@ -346,6 +347,9 @@ def main() -> None:
               f"{json.dumps(selection['baseline'] | selection['maet'])}", flush=True)
     if args.phase == "select":
         return
+    if not selection_file.exists():  # a fresh clone: the committed selection of docs/demo-world.md
+        print(f"no {selection_file}: testing the committed selection {COMMITTED.relative_to(ROOT)}", flush=True)
+        selection_file = COMMITTED
     selection = json.loads(selection_file.read_text())
     per_seed, norms = {}, {}
     kept = json.loads((args.out / "test.json").read_text()) if (args.out / "test.json").exists() else {}
