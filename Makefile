@@ -66,7 +66,7 @@ bench-anchors: setup
 	$(PY) bench/bench_vs_mergekit.py
 	$(PY) bench/bench_vs_lmeval.py
 
-# selection on seed 0's dev split (bench/science.yaml, ~45 min), then per seed on test the dev-chosen demo, MAET at the
+# selection on seed 0's dev split (bench/science.yaml, ~1 h), then per seed on test the dev-chosen demo, MAET at the
 # paper's settings and the ablation ladder (~30 min a seed on 2 cores); `--phase select|test` runs one half
 science: setup
 	$(PY) bench/science.py --seeds 0 1 2 3 4
