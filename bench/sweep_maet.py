@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from linguaforge.storage import ArtifactStore  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from science import assignments  # noqa: E402  (the one way a dotted override is written on the command line)
+
 VARIANTS = ROOT / "bench" / "sweep_maet.yaml"  # the sweep of docs/demo-world.md
 
 
@@ -42,10 +45,7 @@ def sweep_config(base: dict, store: Path) -> Path:
 
 def variant_overrides(name: str, overrides: dict) -> list[str]:
     """A variant as `linguaforge run` overrides (values written as YAML, as the command line reads them)."""
-    def text(value) -> str:  # one line of YAML: 20, 1.0, per_tensor, [q, k]
-        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-    return [f"name=sweep-{name}"] + [f"{key}={text(value)}" for key, value in overrides.items()]
+    return [f"name=sweep-{name}", *assignments(overrides)]
 
 
 def run_report(store: ArtifactStore, run: str):
