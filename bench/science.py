@@ -92,7 +92,6 @@ class World:
 
     def run(self, name: str, overrides: dict, split: str) -> list[dict]:
         """Scores of `linguaforge run` with these overrides, on this seed's dev or test split (memoised)."""
-        overrides = expand(overrides, self.targets)
         key = json.dumps([split, overrides], sort_keys=True)
         if key in self.memo:
             return self.memo[key]
@@ -110,15 +109,6 @@ class World:
             raise SystemExit(f"science: run {name} (seed {self.seed}, {split}) failed:\n{done.stderr[-2000:]}")
         self.memo[key] = self.store().open(self.outputs(split, name).report).read_json("scores.json")
         return self.memo[key]
-
-
-def expand(overrides: dict, targets: list[str]) -> dict:
-    """The overrides with the words for language weights replaced by weights (science.yaml's header)."""
-    weights = {"sum": 1.0, "mean": 1.0 / len(targets), "zero": 0.0}
-    out = dict(overrides)
-    if isinstance(out.get("merge.mu"), str):
-        out["merge.mu"] = {lang: weights[out["merge.mu"]] for lang in targets}
-    return out
 
 
 def assignments(overrides: dict) -> list[str]:

@@ -24,7 +24,7 @@ from linguaforge.pipelines.demo.settings import BootstrapConfig, DemoConfig, dem
 from linguaforge.pipelines.devices import DEVICE_PATTERN
 from linguaforge.pipelines.languages import check_language, check_languages
 from linguaforge.pipelines.maet.settings import DecomposeConfig, FullCPTConfig, MaskedCPTConfig, ProbeConfig
-from linguaforge.pipelines.merging.settings import MergeConfig, TensorFamily
+from linguaforge.pipelines.merging.settings import MergeConfig, TensorFamily, language_weights
 from linguaforge.pipelines.mindmerger.settings import MindMergerConfig, MindMergerStageConfig
 from linguaforge.pipelines.settings import (
     DEMO_PREFIX,
@@ -131,6 +131,8 @@ class RunConfig(Settings):
                              "(every pivot and target language needs general text)")
         for code in self.corpora.general:
             check_language(code, "corpora.general key")
+        if isinstance(self.merge.mu, str):  # a word becomes its weights here, so a run's keys see only numbers
+            object.__setattr__(self.merge, "mu", language_weights(self.merge.mu, self.languages))
         if self.merge.mu and set(self.merge.mu) != set(self.languages):
             raise ValueError(f"merge.mu must give a weight for exactly the target languages {self.languages}, "
                              f"got {sorted(self.merge.mu)}")
@@ -177,7 +179,7 @@ class RunConfig(Settings):
         return [self.pivot_language, *self.languages]
 
     def language_weights(self) -> dict[str, float]:
-        return dict(self.merge.mu) or {c: 1.0 for c in self.languages}
+        return language_weights(self.merge.mu, self.languages)
 
 
 class ConfigError(ValueError):

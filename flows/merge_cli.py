@@ -33,6 +33,7 @@ from linguaforge.pipelines.errors import InputError
 from linguaforge.pipelines.languages import check_language
 from linguaforge.pipelines.merging.mergekit import is_mergekit_config, job_from_mergekit
 from linguaforge.pipelines.merging.parameters import check_setting
+from linguaforge.pipelines.merging.settings import language_weights
 from linguaforge.pipelines.settings import DtypeName, Seed
 from linguaforge.storage.settings import no_credentials
 
@@ -99,6 +100,8 @@ class MergeJob(BaseModel):
 
     @model_validator(mode="after")
     def _weights_for_the_languages(self) -> MergeJob:
+        if self.deltas is not None and isinstance(self.merge.mu, str):
+            object.__setattr__(self.merge, "mu", language_weights(self.merge.mu, list(self.deltas.languages)))
         if self.deltas is not None and self.merge.mu and set(self.merge.mu) != set(self.deltas.languages):
             raise ValueError(f"merge.mu must weight exactly the languages of deltas.languages "
                              f"({', '.join(sorted(self.deltas.languages))}), got {', '.join(sorted(self.merge.mu))}")

@@ -27,7 +27,7 @@ from linguaforge.pipelines.merging.card import write_model_card
 from linguaforge.pipelines.merging.deltas import SparseDelta, base_weights_digest, check_deltas
 from linguaforge.pipelines.merging.inputs import MergeInput
 from linguaforge.pipelines.merging.methods import METHODS, ElementwiseRule, PlanContext
-from linguaforge.pipelines.merging.settings import MergeConfig
+from linguaforge.pipelines.merging.settings import MergeConfig, language_weights
 from linguaforge.pipelines.publish import OutputTransaction, check_output_folder  # noqa: F401 - re-exported
 from linguaforge.pipelines.threads import intra_op_threads
 from linguaforge.pipelines.weights import DTYPES as DTYPES_BY_NAME
@@ -51,12 +51,13 @@ class MergeSpec:
     def of(cls, config: MergeConfig, method: str, ability: SparseDelta, languages: dict[str, SparseDelta],
            seed: int) -> MergeSpec:
         """A MAET run's merge: R(A) (or the full-CPT delta) and the language deltas R(L_i), weighted by μ_i."""
-        if config.mu and languages and set(config.mu) != set(languages):
-            missing, extra = set(languages) - set(config.mu), set(config.mu) - set(languages)
+        mu = language_weights(config.mu, list(languages)) if isinstance(config.mu, str) else config.mu
+        if mu and languages and set(mu) != set(languages):
+            missing, extra = set(languages) - set(mu), set(mu) - set(languages)
             raise InputError(f"merge.mu must name exactly the target languages {sorted(languages)}: "
                              f"missing {sorted(missing)}, extra {sorted(extra)}")
         inputs = [MergeInput("ability", ability, "ability")] + [
-            MergeInput(f"language {code}", delta, "language", config.mu.get(code, 1.0))
+            MergeInput(f"language {code}", delta, "language", mu.get(code, 1.0))
             for code, delta in languages.items()]
         return cls(method, inputs, config.method_params(method), seed)
 

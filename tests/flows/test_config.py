@@ -75,6 +75,31 @@ def test_cross_field_errors(data, message):
         parse_config(data)
 
 
+@pytest.mark.parametrize("word, weight", [("sum", 1.0), ("mean", 0.5), ("zero", 0.0)])
+def test_a_word_for_mu_weights_whatever_languages_the_run_has(word, weight):
+    cfg = load_config(CONFIGS / "demo.yaml", [f"merge.mu={word}", "languages=[de, sw]"])
+    assert cfg.merge.mu == {"de": weight, "sw": weight} == cfg.language_weights()
+    # the word is resolved before any stage key is made: the same run as its weights written out
+    spelled = load_config(CONFIGS / "demo.yaml", [f"merge.mu={{de: {weight}, sw: {weight}}}", "languages=[de, sw]"])
+    assert spelled.merge.key_params("maet", languages=True) == cfg.merge.key_params("maet", languages=True)
+
+
+def test_a_word_for_mu_in_a_merge_job_weights_its_deltas_languages():
+    from linguaforge.flows.merge_cli import MergeJob
+
+    job = MergeJob.model_validate({"base": "b", "merge": {"mu": "mean"}, "deltas": {
+        "ability_pivot": "a", "pivot": "p", "languages": {"sw": "s", "bn": "n", "yo": "y", "te": "t"}}})
+    assert job.merge.mu == {"sw": 0.25, "bn": 0.25, "yo": 0.25, "te": 0.25}
+
+
+def test_an_unknown_word_for_mu_is_one_message():
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "demo.yaml", ["merge.mu=avg"])
+    lines = [line for line in str(err.value).splitlines() if line.strip().startswith("-")]
+    assert lines == ["  - merge.mu: 'avg' is not a word for the weights (sum, mean, zero); or give one weight per "
+                     "target language, e.g. {de: 0.5, sw: 0.5} (got 'avg')"]
+
+
 def test_yaml_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "nope.yaml")
