@@ -316,15 +316,45 @@ def print_summary(per_seed: dict[int, list[dict]]) -> None:
               f"{max(deltas):+.1f}), above 0 on {above} of {len(ds)}")
 
 
+def print_markdown(kept: dict[str, dict]) -> None:
+    """test.json as the tables of docs/demo-world.md: per benchmark, each model's target Δ and paired interval per
+    seed, and the mean over the seeds."""
+    seeds = sorted(kept, key=int)
+    models = list(dict.fromkeys(row["model"] for s in seeds for row in kept[s]["models"]))
+    benches = list(dict.fromkeys(b for s in seeds for row in kept[s]["models"] for b, d in row.items()
+                                 if isinstance(d, dict)))
+    for bench in benches:
+        print(f"\n{bench}: target Δ [95 % paired interval], chance-adjusted points\n")
+        print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | above 0 |")
+        print("|---|" + "---|" * (len(seeds) + 2))
+        for model in models:
+            cells = {s: next((r[bench] for r in kept[s]["models"] if r["model"] == model and bench in r), None)
+                     for s in seeds}
+            got = [d for d in cells.values() if d]
+            text = [f"{d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]" if d else "–" for d in cells.values()]
+            mean = f"{statistics.mean(d['delta'] for d in got):+.1f}" if got else "–"
+            print(f"| {model} | " + " | ".join(text) + f" | {mean} | {sum(d['ci_low'] > 0 for d in got)} of {len(got)} |")
+    print("\nEnglish Δ\n")
+    print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+    print("|---|" + "---|" * len(seeds))
+    for model in models:
+        ens = [next((r["english"] for r in kept[s]["models"] if r["model"] == model), None) for s in seeds]
+        print(f"| {model} | " + " | ".join("–" if e is None else f"{e:+.1f}" for e in ens) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--selection-seed", type=int, default=0)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
     parser.add_argument("--search", type=Path, default=SEARCH)
-    parser.add_argument("--phase", choices=["select", "test", "all"], default="all")
+    parser.add_argument("--phase", choices=["select", "test", "all", "report"], default="all",
+                        help="report: print test.json (every seed tested so far) as markdown tables, run nothing")
     parser.add_argument("--out", type=Path, default=ROOT / ".linguaforge" / "science")
     args = parser.parse_args()
+    if args.phase == "report":
+        print_markdown(json.loads((args.out / "test.json").read_text()))
+        return
     config, search = yaml.safe_load(args.config.read_text()), yaml.safe_load(args.search.read_text())
     check_search(search, args.search)
     selection_file = args.out / "selection.json"
@@ -353,7 +383,7 @@ def main() -> None:
         print_norms(seed, run, norms[seed])
         kept[str(seed)] = {"models": per_seed[seed], "norms": norms[seed]}  # seeds of earlier calls stay
         (args.out / "test.json").write_text(json.dumps(kept, indent=1))
-    print_summary(per_seed)
+    print_summary({int(seed): kept[seed]["models"] for seed in sorted(kept, key=int)})  # this call's seeds and earlier ones
 
 
 if __name__ == "__main__":

@@ -94,3 +94,10 @@ def test_science_selects_on_dev_then_tests_once(tmp_path):
     assert {"q", "down", "embed", "lm_head", "norm"} <= set(norms)  # every family, with its base norm
     assert all(row["base"] > 0 and row["R_Lang mean"] <= row["R_Lang sum"] for row in norms.values())
     assert "over 1 seeds" in done.stdout
+    report = subprocess.run([sys.executable, "bench/science.py", "--phase", "report", "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "| model | seed 0 | mean | above 0 |" in report.stdout
+    for row in table:  # the docs' tables: every model, its interval as test.json has it
+        d = row["mgsm"]
+        assert f"| {row['model']} | {d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] |" in report.stdout
