@@ -213,13 +213,25 @@ def renamed(scores: list[dict], names: dict[str, str]) -> list[dict]:
     return [s | {"model": names[s["model"]]} for s in scores if s["model"] in names]
 
 
+def headline_scores(chosen: list[dict], paper: list[dict]) -> list[dict]:
+    """The chosen run's models (its MAET named as dev-chosen) and the paper run's MAET, as one comparison."""
+    scores = [s | {"base": "maet (dev-chosen)"} if s.get("base") == "maet" else s for s in chosen if s["model"] != "maet"]
+    scores += renamed(chosen, {"maet": "maet (dev-chosen)"})  # MindMerger on it keeps it as its base
+    return scores + renamed(paper, {"maet": "maet (paper)"})
+
+
+def stored_pairs(world: World) -> list[dict]:
+    """PAIRS for a seed tested before test.json kept them, from the scores its store already holds (no run)."""
+    chosen, paper = (world.store().open(world.outputs("test", name).report).read_json("scores.json")
+                     for name in ("chosen", "paper"))
+    return paired_rows(headline_scores(chosen, paper))
+
+
 def test_seed(world: World, selection: dict, k1s: list[float]) -> list[dict]:
     chosen_settings = selection["baseline"] | selection["maet"]
     chosen = world.run("chosen", chosen_settings, "test")
     paper = world.run("paper", LEAN | selection["baseline"] | selection["paper"], "test")
-    scores = [s | {"base": "maet (dev-chosen)"} if s.get("base") == "maet" else s for s in chosen if s["model"] != "maet"]
-    scores += renamed(chosen, {"maet": "maet (dev-chosen)"})  # MindMerger on it keeps it as its base
-    scores += renamed(paper, {"maet": "maet (paper)"})
+    scores = headline_scores(chosen, paper)
     mask = {k: v for k, v in selection["maet"].items() if k.startswith(("probe.", "masked_cpt."))}
     for k1 in k1s:
         at = LEAN | selection["baseline"] | selection["paper"] | mask | {"probe.k1_percent": k1}
@@ -244,6 +256,25 @@ def seed_table(scores: list[dict], world: World) -> list[dict]:
                      "shuffled": None if shuffled is None else round(shuffled, 1),
                      **{b: {k: round(v, 1) for k, v in d.items() if k in ("delta", "ci_low", "ci_high")}
                         for b, d in row.items() if b not in ("model", "vs") and d is not None}})
+    return rows
+
+
+# the comparisons the method is for, paired on the same items: MAET against the baseline it should beat, and
+# MindMerger on each of them
+PAIRS = [("maet (dev-chosen)", "full_cpt"), ("mindmerger-maet", "mindmerger-full_cpt"), ("maet (paper)", "full_cpt")]
+
+
+def paired_rows(scores: list[dict]) -> list[dict]:
+    """Per pair of PAIRS: the model's target Δ against the other model, with the paired interval (the model is
+    re-based onto the other for the headline's arithmetic)."""
+    rows = []
+    for model, ref in PAIRS:
+        rebased = [s | {"base": ref} if s["model"] == model else s for s in scores]
+        for row in headline_rows(rebased, "en"):
+            if row["model"] == model and row["vs"] == ref:
+                rows.append({"model": model, "vs": ref,
+                             **{b: {k: round(v, 1) for k, v in d.items() if k in ("delta", "ci_low", "ci_high")}
+                                for b, d in row.items() if b not in ("model", "vs") and d is not None}})
     return rows
 
 
@@ -290,7 +321,7 @@ def print_norms(seed: int, run: str, rows: list[dict]) -> None:
         print("  " + "  ".join(f"{v:>17}" for v in row.values()), flush=True)
 
 
-def print_seed(seed: int, rows: list[dict]) -> None:
+def print_seed(seed: int, rows: list[dict], pairs: list[dict]) -> None:
     print(f"\nseed {seed}: chance-adjusted Δ against the base, points (targets: mean over the target languages, "
           f"95 % paired interval; en: English; shuffled: its own adjusted accuracy on the targets against shuffled "
           f"golds, a control that must be ≈ 0)")
@@ -299,6 +330,10 @@ def print_seed(seed: int, rows: list[dict]) -> None:
                  for b, d in row.items() if isinstance(d, dict)]
         print(f"  {row['model']:<22s} en {row['english']:+6.1f}   " + "   ".join(cells)
               + f"   shuffled {row['shuffled']:+5.1f}", flush=True)
+    for row in pairs:
+        cells = [f"{b} {d['delta']:+5.1f} [{d['ci_low']:+5.1f}, {d['ci_high']:+5.1f}]"
+                 for b, d in row.items() if isinstance(d, dict)]
+        print(f"  {row['model'] + ' vs ' + row['vs']:<40s} " + "   ".join(cells), flush=True)
 
 
 def print_summary(per_seed: dict[int, list[dict]]) -> None:
@@ -316,30 +351,35 @@ def print_summary(per_seed: dict[int, list[dict]]) -> None:
               f"{max(deltas):+.1f}), above 0 on {above} of {len(ds)}")
 
 
+def _labelled(seed: dict) -> dict[str, dict]:
+    """A seed's rows of test.json by label: each model against the base, then each pair of PAIRS."""
+    return {row["model"]: row for row in seed["models"]} | {f"{r['model']} vs {r['vs']}": r for r in seed.get("pairs", [])}
+
+
 def print_markdown(kept: dict[str, dict]) -> None:
-    """test.json as the tables of docs/demo-world.md: per benchmark, each model's target Δ and paired interval per
-    seed, and the mean over the seeds."""
+    """test.json as the tables of docs/demo-world.md: per benchmark, each model's target Δ against the base (and each
+    pair's against its reference) with the paired interval per seed, and the mean over the seeds."""
     seeds = sorted(kept, key=int)
-    models = list(dict.fromkeys(row["model"] for s in seeds for row in kept[s]["models"]))
-    benches = list(dict.fromkeys(b for s in seeds for row in kept[s]["models"] for b, d in row.items()
+    rows = {seed: _labelled(kept[seed]) for seed in seeds}
+    labels = list(dict.fromkeys(label for seed in seeds for label in rows[seed]))
+    benches = list(dict.fromkeys(b for seed in seeds for r in rows[seed].values() for b, d in r.items()
                                  if isinstance(d, dict)))
     for bench in benches:
         print(f"\n{bench}: target Δ [95 % paired interval], chance-adjusted points\n")
-        print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | above 0 |")
+        print("| model | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean | above 0 |")
         print("|---|" + "---|" * (len(seeds) + 2))
-        for model in models:
-            cells = {s: next((r[bench] for r in kept[s]["models"] if r["model"] == model and bench in r), None)
-                     for s in seeds}
-            got = [d for d in cells.values() if d]
-            text = [f"{d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]" if d else "–" for d in cells.values()]
-            mean = f"{statistics.mean(d['delta'] for d in got):+.1f}" if got else "–"
-            print(f"| {model} | " + " | ".join(text) + f" | {mean} | {sum(d['ci_low'] > 0 for d in got)} of {len(got)} |")
-    print("\nEnglish Δ\n")
-    print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        for label in labels:
+            got = [rows[seed][label].get(bench) if label in rows[seed] else None for seed in seeds]
+            text = [f"{d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]" if d else "–" for d in got]
+            found = [d for d in got if d]
+            mean = f"{statistics.mean(d['delta'] for d in found):+.1f}" if found else "–"
+            print(f"| {label} | " + " | ".join(text) + f" | {mean} | {sum(d['ci_low'] > 0 for d in found)} of {len(found)} |")
+    print("\nEnglish Δ against the base\n")
+    print("| model | " + " | ".join(f"seed {seed}" for seed in seeds) + " |")
     print("|---|" + "---|" * len(seeds))
-    for model in models:
-        ens = [next((r["english"] for r in kept[s]["models"] if r["model"] == model), None) for s in seeds]
-        print(f"| {model} | " + " | ".join("–" if e is None else f"{e:+.1f}" for e in ens) + " |")
+    for label in dict.fromkeys(row["model"] for seed in seeds for row in kept[seed]["models"]):
+        ens = [rows[seed][label]["english"] if label in rows[seed] else None for seed in seeds]
+        print(f"| {label} | " + " | ".join("–" if e is None else f"{e:+.1f}" for e in ens) + " |")
 
 
 def main() -> None:
@@ -353,7 +393,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / ".linguaforge" / "science")
     args = parser.parse_args()
     if args.phase == "report":
-        print_markdown(json.loads((args.out / "test.json").read_text()))
+        kept = json.loads((args.out / "test.json").read_text())
+        for seed, table in kept.items():
+            if "pairs" not in table:
+                table["pairs"] = stored_pairs(World({}, int(seed), args.out / f"seed-{seed}"))
+        print_markdown(kept)
         return
     config, search = yaml.safe_load(args.config.read_text()), yaml.safe_load(args.search.read_text())
     check_search(search, args.search)
@@ -375,13 +419,14 @@ def main() -> None:
     kept = json.loads((args.out / "test.json").read_text()) if (args.out / "test.json").exists() else {}
     for seed in args.seeds:
         world = World(config, seed, args.out / f"seed-{seed}")
-        per_seed[seed] = seed_table(test_seed(world, selection, search["ladder"]["k1"]), world)
-        print_seed(seed, per_seed[seed])
+        scores = test_seed(world, selection, search["ladder"]["k1"])
+        per_seed[seed], pairs = seed_table(scores, world), paired_rows(scores)
+        print_seed(seed, per_seed[seed], pairs)
         k1 = selection["maet"].get("probe.k1_percent")  # the chosen masks, the paper's decomposition
         run = f"ladder-k1-{k1:g}-merge" if k1 in search["ladder"]["k1"] else "paper"
         norms[seed] = delta_norms(world, run)
         print_norms(seed, run, norms[seed])
-        kept[str(seed)] = {"models": per_seed[seed], "norms": norms[seed]}  # seeds of earlier calls stay
+        kept[str(seed)] = {"models": per_seed[seed], "pairs": pairs, "norms": norms[seed]}  # seeds of earlier calls stay
         (args.out / "test.json").write_text(json.dumps(kept, indent=1))
     print_summary({int(seed): kept[seed]["models"] for seed in sorted(kept, key=int)})  # this call's seeds and earlier ones
 

@@ -94,10 +94,23 @@ def test_science_selects_on_dev_then_tests_once(tmp_path):
     assert {"q", "down", "embed", "lm_head", "norm"} <= set(norms)  # every family, with its base norm
     assert all(row["base"] > 0 and row["R_Lang mean"] <= row["R_Lang sum"] for row in norms.values())
     assert "over 1 seeds" in done.stdout
-    report = subprocess.run([sys.executable, "bench/science.py", "--phase", "report", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stderr[-2000:]
-    assert "| model | seed 0 | mean | above 0 |" in report.stdout
+    kept = json.loads((out / "test.json").read_text())
+    pairs = {(r["model"], r["vs"]): r for r in kept["0"]["pairs"]}  # MAET against full CPT, paired
+    assert set(pairs) == {("maet (dev-chosen)", "full_cpt"), ("mindmerger-maet", "mindmerger-full_cpt"),
+                          ("maet (paper)", "full_cpt")}
+    assert all(d["ci_low"] <= d["delta"] <= d["ci_high"] for r in pairs.values() for d in (r["mgsm"], r["msvamp"]))
+
+    def report() -> str:
+        done = subprocess.run([sys.executable, "bench/science.py", "--phase", "report", "--out", str(out)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    printed = report()
+    assert "| model | seed 0 | mean | above 0 |" in printed and "| maet (dev-chosen) vs full_cpt |" in printed
+    del kept["0"]["pairs"]  # a seed tested before test.json kept the pairs: rebuilt from its store, the same
+    (out / "test.json").write_text(json.dumps(kept))
+    assert report() == printed
     for row in table:  # the docs' tables: every model, its interval as test.json has it
         d = row["mgsm"]
-        assert f"| {row['model']} | {d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] |" in report.stdout
+        assert f"| {row['model']} | {d['delta']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] |" in printed
