@@ -16,7 +16,7 @@ Every run is `linguaforge run` on the demo configuration plus dotted overrides (
 seed's store, so what two runs share is made once. Run again, it reuses every committed stage.
 
     python bench/science.py [--seeds 0 1 2 3 4] [--selection-seed 0] [--search bench/science.yaml]
-                            [--phase select|test|all] [--out .linguaforge/science]
+                            [--phase select|test|all|report] [--out .linguaforge/science]
 """
 
 from __future__ import annotations
