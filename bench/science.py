@@ -224,7 +224,7 @@ def stored_pairs(world: World) -> list[dict]:
     """PAIRS for a seed tested before test.json kept them, from the scores its store already holds (no run)."""
     chosen, paper = (world.store().open(world.outputs("test", name).report).read_json("scores.json")
                      for name in ("chosen", "paper"))
-    return paired_rows(headline_scores(chosen, paper))
+    return paired_rows(headline_scores(chosen, paper), world.pivot)
 
 
 def test_seed(world: World, selection: dict, k1s: list[float]) -> list[dict]:
@@ -243,6 +243,12 @@ def test_seed(world: World, selection: dict, k1s: list[float]) -> list[dict]:
     return scores
 
 
+def per_benchmark(row: dict) -> dict[str, dict]:
+    """A headline row's differences, per benchmark: Δ and its interval, to a tenth of a point."""
+    return {b: {k: round(v, 1) for k, v in d.items() if k in ("delta", "ci_low", "ci_high")}
+            for b, d in row.items() if b not in ("model", "vs") and d is not None}
+
+
 def seed_table(scores: list[dict], world: World) -> list[dict]:
     """Per model: the headline's Δ against the base (targets, paired interval) and the English Δ."""
     rows = []
@@ -254,8 +260,7 @@ def seed_table(scores: list[dict], world: World) -> list[dict]:
         shuffled = shuffled_control(scores, row["model"], world.targets)
         rows.append({"model": row["model"], "english": None if en is None else round(en - base_en, 1),
                      "shuffled": None if shuffled is None else round(shuffled, 1),
-                     **{b: {k: round(v, 1) for k, v in d.items() if k in ("delta", "ci_low", "ci_high")}
-                        for b, d in row.items() if b not in ("model", "vs") and d is not None}})
+                     **per_benchmark(row)})
     return rows
 
 
@@ -264,17 +269,15 @@ def seed_table(scores: list[dict], world: World) -> list[dict]:
 PAIRS = [("maet (dev-chosen)", "full_cpt"), ("mindmerger-maet", "mindmerger-full_cpt"), ("maet (paper)", "full_cpt")]
 
 
-def paired_rows(scores: list[dict]) -> list[dict]:
+def paired_rows(scores: list[dict], pivot: str) -> list[dict]:
     """Per pair of PAIRS: the model's target Δ against the other model, with the paired interval (the model is
     re-based onto the other for the headline's arithmetic)."""
     rows = []
     for model, ref in PAIRS:
         rebased = [s | {"base": ref} if s["model"] == model else s for s in scores]
-        for row in headline_rows(rebased, "en"):
+        for row in headline_rows(rebased, pivot):
             if row["model"] == model and row["vs"] == ref:
-                rows.append({"model": model, "vs": ref,
-                             **{b: {k: round(v, 1) for k, v in d.items() if k in ("delta", "ci_low", "ci_high")}
-                                for b, d in row.items() if b not in ("model", "vs") and d is not None}})
+                rows.append({"model": model, "vs": ref, **per_benchmark(row)})
     return rows
 
 
@@ -325,15 +328,15 @@ def print_seed(seed: int, rows: list[dict], pairs: list[dict]) -> None:
     print(f"\nseed {seed}: chance-adjusted Δ against the base, points (targets: mean over the target languages, "
           f"95 % paired interval; en: English; shuffled: its own adjusted accuracy on the targets against shuffled "
           f"golds, a control that must be ≈ 0)")
+    def cells(row: dict) -> str:
+        return "   ".join(f"{b} {d['delta']:+5.1f} [{d['ci_low']:+5.1f}, {d['ci_high']:+5.1f}]"
+                          for b, d in row.items() if isinstance(d, dict))
+
     for row in rows:
-        cells = [f"{b} {d['delta']:+5.1f} [{d['ci_low']:+5.1f}, {d['ci_high']:+5.1f}]"
-                 for b, d in row.items() if isinstance(d, dict)]
-        print(f"  {row['model']:<22s} en {row['english']:+6.1f}   " + "   ".join(cells)
-              + f"   shuffled {row['shuffled']:+5.1f}", flush=True)
+        print(f"  {row['model']:<22s} en {row['english']:+6.1f}   {cells(row)}   shuffled {row['shuffled']:+5.1f}",
+              flush=True)
     for row in pairs:
-        cells = [f"{b} {d['delta']:+5.1f} [{d['ci_low']:+5.1f}, {d['ci_high']:+5.1f}]"
-                 for b, d in row.items() if isinstance(d, dict)]
-        print(f"  {row['model'] + ' vs ' + row['vs']:<40s} " + "   ".join(cells), flush=True)
+        print(f"  {row['model'] + ' vs ' + row['vs']:<40s} {cells(row)}", flush=True)
 
 
 def print_summary(per_seed: dict[int, list[dict]]) -> None:
@@ -420,7 +423,7 @@ def main() -> None:
     for seed in args.seeds:
         world = World(config, seed, args.out / f"seed-{seed}")
         scores = test_seed(world, selection, search["ladder"]["k1"])
-        per_seed[seed], pairs = seed_table(scores, world), paired_rows(scores)
+        per_seed[seed], pairs = seed_table(scores, world), paired_rows(scores, world.pivot)
         print_seed(seed, per_seed[seed], pairs)
         k1 = selection["maet"].get("probe.k1_percent")  # the chosen masks, the paper's decomposition
         run = f"ladder-k1-{k1:g}-merge" if k1 in search["ladder"]["k1"] else "paper"

@@ -51,13 +51,13 @@ class MergeSpec:
     def of(cls, config: MergeConfig, method: str, ability: SparseDelta, languages: dict[str, SparseDelta],
            seed: int) -> MergeSpec:
         """A MAET run's merge: R(A) (or the full-CPT delta) and the language deltas R(L_i), weighted by μ_i."""
-        mu = language_weights(config.mu, list(languages)) if isinstance(config.mu, str) else config.mu
-        if mu and languages and set(mu) != set(languages):
+        mu = language_weights(config.mu, list(languages))  # a word, the weights, or {} for 1.0 each
+        if languages and set(mu) != set(languages):
             missing, extra = set(languages) - set(mu), set(mu) - set(languages)
             raise InputError(f"merge.mu must name exactly the target languages {sorted(languages)}: "
                              f"missing {sorted(missing)}, extra {sorted(extra)}")
         inputs = [MergeInput("ability", ability, "ability")] + [
-            MergeInput(f"language {code}", delta, "language", mu.get(code, 1.0))
+            MergeInput(f"language {code}", delta, "language", mu[code])
             for code, delta in languages.items()]
         return cls(method, inputs, config.method_params(method), seed)
 
